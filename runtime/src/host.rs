@@ -1,0 +1,239 @@
+//! The wasmtime host: one engine (Cranelift with SIMD, pooling allocator with
+//! copy-on-write memory images, epoch interruption), a linker with the sandbox's WASI, an
+//! AOT cache, and loaded models.
+
+use crate::aot_cache::{AotCache, CacheOutcome, digest};
+use crate::bindings::ModelPre;
+use crate::config::HostConfig;
+use crate::error::HostError;
+use crate::instance::Instances;
+use crate::sandbox::Sandbox;
+use anyhow::Context;
+use kiln_engine::{ModelInfo, Tensor};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+/// How often the epoch ticks; deadlines are rounded up to it.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// The wasmtime engine, linker and cache shared by every loaded model.
+pub struct Host {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<Sandbox>,
+    pub(crate) config: HostConfig,
+    cache: AotCache,
+    ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The wasmtime configuration Kiln uses (also the key of the AOT cache).
+pub fn engine_config(config: &HostConfig) -> Config {
+    let mut c = Config::new();
+    c.wasm_component_model(true)
+        .wasm_simd(true)
+        .wasm_relaxed_simd(true)
+        .relaxed_simd_deterministic(true)
+        .cranelift_opt_level(OptLevel::Speed)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .parallel_compilation(true);
+    let mut pool = PoolingAllocationConfig::default();
+    let slots = config.instance_slots.max(4);
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * 8)
+        .total_memories(slots * 2)
+        .total_tables(slots * 4)
+        .total_stacks(slots)
+        .max_core_instances_per_component(32)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8)
+        .max_memory_size(config.memory_limit)
+        .table_elements(100_000)
+        .max_core_instance_size(4 << 20)
+        .max_component_instance_size(4 << 20)
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(64 << 10);
+    c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    c
+}
+
+impl Host {
+    /// Builds the engine and linker and starts the epoch ticker.
+    pub fn new(config: HostConfig) -> anyhow::Result<Host> {
+        let engine = Engine::new(&engine_config(&config))
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
+        let mut linker = Linker::<Sandbox>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI")?;
+        let cache = AotCache::new(&engine, config.cache_dir.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.weak();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("kiln-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        match engine.upgrade() {
+                            Some(e) => e.increment_epoch(),
+                            None => break,
+                        }
+                    }
+                })
+                .context("starting the epoch thread")?;
+        }
+        Ok(Host {
+            engine,
+            linker,
+            config,
+            cache,
+            ticker: stop,
+        })
+    }
+
+    /// The host's settings.
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Epoch ticks for a deadline (at least one full tick).
+    pub(crate) fn deadline_ticks(&self, deadline: Duration) -> u64 {
+        (deadline.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1
+    }
+
+    /// Compiles (or loads from the AOT cache) a component.
+    pub fn compile_component(
+        &self,
+        wasm: &[u8],
+    ) -> anyhow::Result<(Component, String, CacheOutcome)> {
+        let digest = digest(wasm);
+        let (component, outcome) = self.component_for_digest(&digest, wasm)?;
+        Ok((component, digest, outcome))
+    }
+
+    /// Like [`Host::compile_component`] for a caller that already verified the digest
+    /// (the registry stores components by digest): a cache hit reads nothing but the
+    /// memory-mapped artifact.
+    pub fn component_for_digest(
+        &self,
+        digest: &str,
+        wasm: &[u8],
+    ) -> anyhow::Result<(Component, CacheOutcome)> {
+        self.cache.load_or_compile(&self.engine, digest, wasm)
+    }
+
+    /// Loads a model component: compile or cache hit, pre-instantiate, read its info.
+    pub fn load(self: &Arc<Self>, wasm: &[u8]) -> Result<LoadedModel, HostError> {
+        let (component, digest, outcome) = self.compile_component(wasm)?;
+        self.load_compiled(component, digest, outcome, wasm.len())
+    }
+
+    /// Loads a component that reads its model from stdin on first use (the generic guest
+    /// without pre-initialization): the baseline pre-initialization is measured against,
+    /// and a way to run many models on one compiled guest (ONNX backend tests).
+    pub fn load_lazy(
+        self: &Arc<Self>,
+        guest: &[u8],
+        bundle: Vec<u8>,
+    ) -> Result<LoadedModel, HostError> {
+        let (component, digest, outcome) = self.compile_component(guest)?;
+        self.load_with(component, digest, outcome, guest.len(), Some(bundle))
+    }
+
+    /// Loads an already compiled component.
+    pub fn load_compiled(
+        self: &Arc<Self>,
+        component: Component,
+        digest: String,
+        cache: CacheOutcome,
+        size: usize,
+    ) -> Result<LoadedModel, HostError> {
+        self.load_with(component, digest, cache, size, None)
+    }
+
+    fn load_with(
+        self: &Arc<Self>,
+        component: Component,
+        digest: String,
+        cache: CacheOutcome,
+        size: usize,
+        stdin: Option<Vec<u8>>,
+    ) -> Result<LoadedModel, HostError> {
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .context("the component needs imports the Kiln sandbox does not provide")?;
+        let pre = ModelPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("the component does not export kiln:model")?;
+        let instances = Instances::new(self.clone(), pre, stdin);
+        let info = instances.info()?;
+        if let Some((_, err)) = info.metadata.iter().find(|(k, _)| k == "kiln.error") {
+            return Err(HostError::Model(format!(
+                "the component holds no usable model: {err}"
+            )));
+        }
+        tracing::info!(model = %info.name, digest = %digest, cache = ?cache, "model loaded");
+        Ok(LoadedModel {
+            digest,
+            info,
+            instances,
+            cache,
+            size,
+        })
+    }
+}
+
+/// A model ready to serve.
+pub struct LoadedModel {
+    /// SHA-256 of the component bytes.
+    pub digest: String,
+    /// What the component says about itself.
+    pub info: ModelInfo,
+    /// Whether it came from the AOT cache.
+    pub cache: CacheOutcome,
+    /// Component size in bytes.
+    pub size: usize,
+    instances: Instances,
+}
+
+impl LoadedModel {
+    /// Runs the model in the sandbox.
+    pub fn predict(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, HostError> {
+        let limit = self.instances.host().config.max_request_bytes;
+        let total: usize = inputs.iter().map(|t| t.data.len()).sum();
+        if total > limit {
+            return Err(HostError::TooLarge(format!(
+                "inputs hold {total} bytes, over the limit of {limit} bytes"
+            )));
+        }
+        self.instances.predict(inputs)
+    }
+
+    /// Instances currently idle in the pool (0 in per-request mode).
+    pub fn idle_instances(&self) -> usize {
+        self.instances.idle()
+    }
+
+    /// Instantiates once and drops it: pages the component in before traffic.
+    pub fn warm(&self) -> Result<(), HostError> {
+        self.instances.warm()
+    }
+}

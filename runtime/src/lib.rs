@@ -1,0 +1,20 @@
+//! Kiln's host: runs `kiln:model` components in wasmtime with a sandbox (no filesystem,
+//! network, environment or clock; a memory cap and an epoch deadline per call), an AOT
+//! cache of compiled components, two isolation modes, and the `kiln compile` pipeline
+//! that pre-initializes models with Wizer.
+
+pub mod aot_cache;
+pub mod bindings;
+pub mod commands;
+pub mod compile;
+pub mod config;
+pub mod error;
+pub mod guest;
+pub mod host;
+pub mod instance;
+pub mod oip;
+pub mod sandbox;
+
+pub use config::{HostConfig, Isolation};
+pub use error::HostError;
+pub use host::{Host, LoadedModel};

@@ -1,0 +1,169 @@
+//! Shared helpers of Kiln's cross-crate test suites: one host per test process, example
+//! models compiled once per checkout (components cached under `target/`), and the
+//! onnxruntime reference outputs committed next to each example.
+
+pub mod node_tests;
+
+use kiln_engine::Tensor;
+use kiln_runtime::oip::InferRequest;
+use kiln_runtime::{Host, HostConfig, LoadedModel};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// `examples/models`.
+pub fn models_dir() -> PathBuf {
+    root().join("examples").join("models")
+}
+
+/// Where tests keep compiled components and the AOT cache between runs.
+pub fn test_cache_dir() -> PathBuf {
+    root().join("target").join("kiln-test-cache")
+}
+
+/// A host configuration for tests, sharing the AOT cache under `target/`.
+pub fn test_config() -> HostConfig {
+    HostConfig {
+        cache_dir: Some(test_cache_dir().join("aot")),
+        ..HostConfig::default()
+    }
+}
+
+/// One host for the whole test process.
+pub fn host() -> Arc<Host> {
+    static HOST: OnceLock<Arc<Host>> = OnceLock::new();
+    HOST.get_or_init(|| Arc::new(Host::new(test_config()).expect("creating the test host")))
+        .clone()
+}
+
+/// The ONNX bytes of an example.
+pub fn onnx(name: &str) -> Vec<u8> {
+    let path = models_dir().join(format!("{name}.onnx"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// The component of an example, compiled at most once per checkout (keyed by the ONNX
+/// digest and the Kiln version, so an edited model or guest recompiles).
+pub fn component(name: &str) -> Vec<u8> {
+    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> = OnceLock::new();
+    let lock = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(name.to_string())
+        .or_default()
+        .clone();
+    let _guard = lock.lock().unwrap();
+    let bytes = onnx(name);
+    let key =
+        kiln_engine::model::sha256_hex(&[&bytes[..], kiln_runtime::guest::GUEST_WASM].concat());
+    let path = test_cache_dir()
+        .join("components")
+        .join(format!("{name}-{}.wasm", &key[..16]));
+    if let Ok(wasm) = std::fs::read(&path) {
+        return wasm;
+    }
+    let compiled =
+        kiln_runtime::compile::compile(&host(), &bytes, &Default::default(), &mut |_| {})
+            .unwrap_or_else(|e| panic!("compiling {name}: {e}"));
+    kiln_runtime::aot_cache::write_atomically(&path, &compiled.wasm)
+        .expect("caching the component");
+    compiled.wasm
+}
+
+/// An example's component, loaded on the shared host.
+pub fn loaded(name: &str) -> LoadedModel {
+    host()
+        .load(&component(name))
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
+
+/// The example's request (an OIP v2 body) as raw JSON.
+pub fn request_json(name: &str) -> Vec<u8> {
+    let path = models_dir().join(format!("{name}.request.json"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// The example's request as tensors.
+pub fn request(name: &str) -> Vec<Tensor> {
+    InferRequest::from_json(&request_json(name))
+        .and_then(|r| r.tensors())
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// One reference output computed by onnxruntime.
+#[derive(Debug, Deserialize)]
+pub struct ExpectedOutput {
+    pub name: String,
+    pub shape: Vec<u64>,
+    pub datatype: String,
+    pub data: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Expected {
+    outputs: Vec<ExpectedOutput>,
+}
+
+/// The onnxruntime outputs for the example's request.
+pub fn expected(name: &str) -> Vec<ExpectedOutput> {
+    let path = models_dir().join(format!("{name}.expected.json"));
+    let text = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let e: Expected =
+        serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    e.outputs
+}
+
+/// Compares outputs with onnxruntime's: names, types and shapes exactly; floats within
+/// relative 1e-4 or absolute 1e-5; integers (labels) exactly.
+pub fn assert_matches_reference(what: &str, got: &[Tensor], expected: &[ExpectedOutput]) {
+    assert_eq!(got.len(), expected.len(), "{what}: number of outputs");
+    for (g, e) in got.iter().zip(expected) {
+        assert_eq!(g.name, e.name, "{what}: output name");
+        assert_eq!(
+            g.element_type.oip_name(),
+            e.datatype,
+            "{what}: datatype of `{}`",
+            e.name
+        );
+        assert_eq!(g.shape, e.shape, "{what}: shape of `{}`", e.name);
+        let values = g.to_f64_vec().expect("output data");
+        let float = matches!(e.datatype.as_str(), "FP16" | "FP32" | "FP64");
+        for (i, (a, b)) in values.iter().zip(&e.data).enumerate() {
+            let b = b.unwrap_or(f64::NAN);
+            let ok = if float {
+                (a.is_nan() && b.is_nan())
+                    || (a - b).abs() <= 1e-5
+                    || (a - b).abs() <= 1e-4 * b.abs()
+            } else {
+                a == &b
+            };
+            assert!(ok, "{what}: `{}`[{i}] = {a}, onnxruntime says {b}", e.name);
+        }
+    }
+}
+
+/// Names of every example with a reference (`examples/models/*.expected.json`).
+pub fn example_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(models_dir())
+        .expect("examples/models")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".expected.json"))
+                .map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
+}
