@@ -45,6 +45,7 @@ from sklearn.ensemble import (
     ExtraTreesRegressor,
     GradientBoostingClassifier,
     GradientBoostingRegressor,
+    RandomForestClassifier,
     RandomForestRegressor,
 )
 from sklearn.impute import SimpleImputer
@@ -325,6 +326,20 @@ def make_ops_gbm_binary():
     write_example("ops_gbm_binary", onx, {"X": xte[:BATCH]})
 
 
+def make_ops_forest_binary():
+    """Binary random forest: one voted class, probabilities as scores (threshold 0.5)."""
+    x, y = make_classification(n_samples=400, n_features=5, n_informative=3, random_state=13)
+    x = x.astype(np.float32)
+    xtr, xte, ytr, _ = train_test_split(x, y, test_size=0.2, random_state=0)
+    model = RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0)
+    model.fit(xtr, ytr)
+    onx = convert(model, xtr, "ops_forest_binary", options={id(model): {"zipmap": False}})
+    # Four rows of each predicted class, so both labels appear.
+    predicted = model.predict(xte)
+    rows = np.concatenate([np.flatnonzero(predicted == 0)[:4], np.flatnonzero(predicted == 1)[:4]])
+    write_example("ops_forest_binary", onx, {"X": xte[np.sort(rows)]})
+
+
 def make_scaler_pipeline():
     x, y = load_diabetes(return_X_y=True)
     x = x.astype(np.float32)
@@ -579,6 +594,7 @@ def main():
     make_iris_logreg()
     make_gbm_classifier()
     make_ops_gbm_binary()
+    make_ops_forest_binary()
     make_scaler_pipeline()
     make_ops_binarizer_normalizer()
     make_ops_imputer()

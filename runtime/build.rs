@@ -29,13 +29,11 @@ fn main() {
     println!("cargo:rerun-if-env-changed=KILN_GUEST_WASM");
     println!("cargo:rerun-if-env-changed=KILN_TEST_GUEST_WASM");
 
-    let guest =
-        prebuilt("KILN_GUEST_WASM").unwrap_or_else(|| build(&root, "kiln-guest", "kiln_guest"));
+    let guest = prebuilt("KILN_GUEST_WASM").unwrap_or_else(|| build(&root, "kiln-guest", "kiln_guest"));
     let test_guest = prebuilt("KILN_TEST_GUEST_WASM")
         .unwrap_or_else(|| build(&root, "kiln-test-guests", "kiln_test_guests"));
     let copy = |from: &Path, to: &str| {
-        std::fs::copy(from, out_dir.join(to))
-            .unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+        std::fs::copy(from, out_dir.join(to)).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
     };
     copy(&guest, "kiln_guest.wasm");
     copy(&test_guest, "kiln_test_guests.wasm");
@@ -52,14 +50,7 @@ fn build(root: &Path, package: &str, artifact: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            package,
-        ])
+        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", package])
         .arg("--target-dir")
         .arg(&target_dir)
         // Debug info would only bloat the component and slow every compile of it.

@@ -44,8 +44,7 @@ fn onnx(name: &str) -> Vec<u8> {
 
 /// One row of the example request (batch size 1), the typical online request.
 fn one_row(name: &str) -> Vec<Tensor> {
-    let body = std::fs::read(root().join(format!("examples/models/{name}.request.json")))
-        .expect("request");
+    let body = std::fs::read(root().join(format!("examples/models/{name}.request.json"))).expect("request");
     let tensors = InferRequest::from_json(&body)
         .and_then(|r| r.tensors())
         .expect("tensors");
@@ -69,8 +68,8 @@ fn component(host: &Arc<Host>, name: &str) -> Vec<u8> {
     if let Ok(w) = std::fs::read(&path) {
         return w;
     }
-    let c = kiln_runtime::compile::compile(host, &bytes, &LoadOptions::default(), &mut |_| {})
-        .expect("compile");
+    let c =
+        kiln_runtime::compile::compile(host, &bytes, &LoadOptions::default(), &mut |_| {}).expect("compile");
     kiln_runtime::aot_cache::write_atomically(&path, &c.wasm).expect("cache");
     c.wasm
 }
@@ -82,8 +81,7 @@ fn lazy(host: &Arc<Host>, name: &str) -> LoadedModel {
         },
         onnx: onnx(name),
     };
-    host.load_lazy(GUEST_WASM, bundle.encode())
-        .expect("lazy guest")
+    host.load_lazy(GUEST_WASM, bundle.encode()).expect("lazy guest")
 }
 
 fn first_prediction(c: &mut Criterion) {
@@ -92,11 +90,9 @@ fn first_prediction(c: &mut Criterion) {
     for name in ["mlp", "house_price_forest"] {
         let input = one_row(name);
         let pre = h.load(&component(&h, name)).expect("load");
-        g.bench_with_input(
-            BenchmarkId::new("pre_initialized", name),
-            &input,
-            |b, input| b.iter(|| pre.predict(input.clone()).expect("predict")),
-        );
+        g.bench_with_input(BenchmarkId::new("pre_initialized", name), &input, |b, input| {
+            b.iter(|| pre.predict(input.clone()).expect("predict"))
+        });
         let plain = lazy(&h, name);
         g.bench_with_input(
             BenchmarkId::new("plain_load_at_first_call", name),
@@ -114,18 +110,14 @@ fn steady_predict(c: &mut Criterion) {
         let input = one_row(name);
         let pooled = h.load(&component(&h, name)).expect("load");
         pooled.predict(input.clone()).expect("warm");
-        g.bench_with_input(
-            BenchmarkId::new("component_pooled", name),
-            &input,
-            |b, input| b.iter(|| pooled.predict(input.clone()).expect("predict")),
-        );
+        g.bench_with_input(BenchmarkId::new("component_pooled", name), &input, |b, input| {
+            b.iter(|| pooled.predict(input.clone()).expect("predict"))
+        });
         let native = Model::load(&onnx(name), &LoadOptions::default()).expect("native");
         let mut state = native.new_state().expect("state");
-        g.bench_with_input(
-            BenchmarkId::new("native_tract", name),
-            &input,
-            |b, input| b.iter(|| native.predict_with(&mut state, input).expect("predict")),
-        );
+        g.bench_with_input(BenchmarkId::new("native_tract", name), &input, |b, input| {
+            b.iter(|| native.predict_with(&mut state, input).expect("predict"))
+        });
     }
     g.finish();
 

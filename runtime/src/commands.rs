@@ -145,11 +145,7 @@ fn describe_specs(info: &ModelInfo, indent: &str) -> String {
 }
 
 /// Loads a component file, or compiles an ONNX file in memory first.
-pub fn load_model(
-    host: &Arc<Host>,
-    path: &Path,
-    options: &LoadOptions,
-) -> anyhow::Result<LoadedModel> {
+pub fn load_model(host: &Arc<Host>, path: &Path, options: &LoadOptions) -> anyhow::Result<LoadedModel> {
     let bytes = read_file(path)?;
     if is_wasm(&bytes) {
         return Ok(host.load(&bytes)?);
@@ -160,11 +156,8 @@ pub fn load_model(
 
 /// `kiln predict`: an OIP v2 request body in, the response body out.
 pub fn predict(model: &LoadedModel, request_json: &[u8]) -> Result<InferResponse, HostError> {
-    let request =
-        InferRequest::from_json(request_json).map_err(|e| HostError::InvalidInput(e.0))?;
-    let inputs = request
-        .tensors()
-        .map_err(|e| HostError::InvalidInput(e.0))?;
+    let request = InferRequest::from_json(request_json).map_err(|e| HostError::InvalidInput(e.0))?;
+    let inputs = request.tensors().map_err(|e| HostError::InvalidInput(e.0))?;
     let outputs = model.predict(inputs)?;
     InferResponse::new(
         &model.info.name,

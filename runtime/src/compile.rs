@@ -29,12 +29,7 @@ pub enum Step {
 
 impl Step {
     /// All steps in order.
-    pub const ALL: [Step; 4] = [
-        Step::Validate,
-        Step::PreInitialize,
-        Step::Compile,
-        Step::Verify,
-    ];
+    pub const ALL: [Step; 4] = [Step::Validate, Step::PreInitialize, Step::Compile, Step::Verify];
 
     /// What the step does, for progress bars.
     pub fn label(self) -> &'static str {
@@ -76,9 +71,7 @@ pub fn compile(
     let native = Model::load(onnx, options)?;
     let sample = native.sample_inputs();
     let expected = native.predict(&sample).map_err(|e| {
-        HostError::Unsupported(format!(
-            "the model loads but does not run on a zero input: {e}"
-        ))
+        HostError::Unsupported(format!("the model loads but does not run on a zero input: {e}"))
     })?;
     timings.push((Step::Validate, t.elapsed()));
 
@@ -118,11 +111,7 @@ pub fn compile(
 }
 
 /// Snapshots `guest` after running its `wizer-initialize` export with `stdin`.
-pub fn pre_initialize(
-    host: &Arc<Host>,
-    guest: &[u8],
-    stdin: Vec<u8>,
-) -> Result<Vec<u8>, HostError> {
+pub fn pre_initialize(host: &Arc<Host>, guest: &[u8], stdin: Vec<u8>) -> Result<Vec<u8>, HostError> {
     let mut wizer = Wizer::new();
     wizer.keep_init_func(true);
     let (cx, instrumented) = wizer
@@ -166,9 +155,9 @@ pub fn pre_initialize(
         Ok(snapshot)
     });
     result.map_err(|e| match e.downcast::<InitFailed>() {
-        Ok(InitFailed(reason)) => HostError::Unsupported(format!(
-            "the model failed to load inside the sandbox: {reason}"
-        )),
+        Ok(InitFailed(reason)) => {
+            HostError::Unsupported(format!("the model failed to load inside the sandbox: {reason}"))
+        }
         Err(e) => HostError::Host(e.context("pre-initializing the model component")),
     })
 }
@@ -187,11 +176,7 @@ impl std::error::Error for InitFailed {}
 /// Compares outputs: names, types and shapes exactly, values within rel 1e-4 or abs 1e-5.
 pub fn check_close(expected: &[Tensor], got: &[Tensor]) -> Result<(), String> {
     if expected.len() != got.len() {
-        return Err(format!(
-            "{} outputs instead of {}",
-            got.len(),
-            expected.len()
-        ));
+        return Err(format!("{} outputs instead of {}", got.len(), expected.len()));
     }
     for (e, g) in expected.iter().zip(got) {
         if e.element_type != g.element_type || e.shape != g.shape {
@@ -209,10 +194,7 @@ pub fn check_close(expected: &[Tensor], got: &[Tensor]) -> Result<(), String> {
                 || (a - b).abs() <= 1e-5
                 || (a - b).abs() <= 1e-4 * a.abs().max(b.abs());
             if !close {
-                return Err(format!(
-                    "output `{}` element {i}: {b} instead of {a}",
-                    e.name
-                ));
+                return Err(format!("output `{}` element {i}: {b} instead of {a}", e.name));
             }
         }
     }

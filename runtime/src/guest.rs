@@ -5,5 +5,4 @@
 pub const GUEST_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kiln_guest.wasm"));
 
 /// A misbehaving component for tests and sandbox checks (spins, hogs memory, traps).
-pub const TEST_GUEST_WASM: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/kiln_test_guests.wasm"));
+pub const TEST_GUEST_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kiln_test_guests.wasm"));

@@ -118,10 +118,7 @@ impl Host {
     }
 
     /// Compiles (or loads from the AOT cache) a component.
-    pub fn compile_component(
-        &self,
-        wasm: &[u8],
-    ) -> anyhow::Result<(Component, String, CacheOutcome)> {
+    pub fn compile_component(&self, wasm: &[u8]) -> anyhow::Result<(Component, String, CacheOutcome)> {
         let digest = digest(wasm);
         let (component, outcome) = self.component_for_digest(&digest, wasm)?;
         Ok((component, digest, outcome))
@@ -147,11 +144,7 @@ impl Host {
     /// Loads a component that reads its model from stdin on first use (the generic guest
     /// without pre-initialization): the baseline pre-initialization is measured against,
     /// and a way to run many models on one compiled guest (ONNX backend tests).
-    pub fn load_lazy(
-        self: &Arc<Self>,
-        guest: &[u8],
-        bundle: Vec<u8>,
-    ) -> Result<LoadedModel, HostError> {
+    pub fn load_lazy(self: &Arc<Self>, guest: &[u8], bundle: Vec<u8>) -> Result<LoadedModel, HostError> {
         let (component, digest, outcome) = self.compile_component(guest)?;
         self.load_with(component, digest, outcome, guest.len(), Some(bundle))
     }

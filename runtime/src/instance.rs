@@ -26,11 +26,7 @@ pub struct Instances {
 }
 
 impl Instances {
-    pub(crate) fn new(
-        host: Arc<Host>,
-        pre: ModelPre<Sandbox>,
-        stdin: Option<Vec<u8>>,
-    ) -> Instances {
+    pub(crate) fn new(host: Arc<Host>, pre: ModelPre<Sandbox>, stdin: Option<Vec<u8>>) -> Instances {
         Instances {
             host,
             pre,

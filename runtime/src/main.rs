@@ -33,23 +33,13 @@ struct HostArgs {
     #[arg(long, global = true, env = "KILN_DEADLINE_MS", default_value_t = 1000)]
     deadline_ms: u64,
     /// Memory cap of one model instance, in MiB.
-    #[arg(
-        long,
-        global = true,
-        env = "KILN_MEMORY_LIMIT_MIB",
-        default_value_t = 512
-    )]
+    #[arg(long, global = true, env = "KILN_MEMORY_LIMIT_MIB", default_value_t = 512)]
     memory_limit_mib: usize,
     /// Instance reuse: a fresh instance per request, or a pool of reused ones.
     #[arg(long, global = true, env = "KILN_ISOLATION", default_value_t = Isolation::PerRequest)]
     isolation: Isolation,
     /// Largest request accepted, in MiB of tensor data.
-    #[arg(
-        long,
-        global = true,
-        env = "KILN_MAX_REQUEST_MIB",
-        default_value_t = 64
-    )]
+    #[arg(long, global = true, env = "KILN_MAX_REQUEST_MIB", default_value_t = 64)]
     max_request_mib: usize,
 }
 
@@ -122,11 +112,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             model_args,
             output,
         } => {
-            let opts = commands::load_options(
-                model_args.name,
-                model_args.model_version,
-                model_args.input_shapes,
-            );
+            let opts =
+                commands::load_options(model_args.name, model_args.model_version, model_args.input_shapes);
             print!("{}", commands::compile_file(&host, &model, &opts, output)?);
         }
         Command::Predict {
@@ -134,11 +121,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             request,
             model_args,
         } => {
-            let opts = commands::load_options(
-                model_args.name,
-                model_args.model_version,
-                model_args.input_shapes,
-            );
+            let opts =
+                commands::load_options(model_args.name, model_args.model_version, model_args.input_shapes);
             let body = if request.as_os_str() == "-" {
                 let mut b = Vec::new();
                 std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;

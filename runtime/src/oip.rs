@@ -96,10 +96,7 @@ impl RequestInput {
             ))
         })?;
         if self.shape.iter().any(|d| *d < 0) {
-            return Err(err(format!(
-                "shape {:?} has a negative dimension",
-                self.shape
-            )));
+            return Err(err(format!("shape {:?} has a negative dimension", self.shape)));
         }
         let shape: Vec<u64> = self.shape.iter().map(|d| *d as u64).collect();
         let count = Tensor::element_count(&shape).map_err(|e| err(e.message().to_string()))?;
@@ -152,18 +149,10 @@ fn encode(t: ElementType, v: &Value, out: &mut Vec<u8>) -> Result<(), String> {
         ElementType::F16 => out.extend(tract_f16(float(v)?)),
         ElementType::F32 => out.extend((float(v)? as f32).to_le_bytes()),
         ElementType::F64 => out.extend(float(v)?.to_le_bytes()),
-        ElementType::I8 => {
-            out.extend((int(v, i8::MIN.into(), i8::MAX.into())? as i8).to_le_bytes())
-        }
-        ElementType::I16 => {
-            out.extend((int(v, i16::MIN.into(), i16::MAX.into())? as i16).to_le_bytes())
-        }
-        ElementType::I32 => {
-            out.extend((int(v, i32::MIN.into(), i32::MAX.into())? as i32).to_le_bytes())
-        }
-        ElementType::I64 => {
-            out.extend((int(v, i64::MIN.into(), i64::MAX.into())? as i64).to_le_bytes())
-        }
+        ElementType::I8 => out.extend((int(v, i8::MIN.into(), i8::MAX.into())? as i8).to_le_bytes()),
+        ElementType::I16 => out.extend((int(v, i16::MIN.into(), i16::MAX.into())? as i16).to_le_bytes()),
+        ElementType::I32 => out.extend((int(v, i32::MIN.into(), i32::MAX.into())? as i32).to_le_bytes()),
+        ElementType::I64 => out.extend((int(v, i64::MIN.into(), i64::MAX.into())? as i64).to_le_bytes()),
         ElementType::U8 => out.push(int(v, 0, u8::MAX.into())? as u8),
         ElementType::U16 => out.extend((int(v, 0, u16::MAX.into())? as u16).to_le_bytes()),
         ElementType::U32 => out.extend((int(v, 0, u32::MAX.into())? as u32).to_le_bytes()),
@@ -186,8 +175,7 @@ fn tract_f16(v: f64) -> [u8; 2] {
 impl InferRequest {
     /// Parses a JSON body.
     pub fn from_json(bytes: &[u8]) -> Result<InferRequest, RequestError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| RequestError(format!("malformed inference request: {e}")))
+        serde_json::from_slice(bytes).map_err(|e| RequestError(format!("malformed inference request: {e}")))
     }
 
     /// All inputs as tensors.
@@ -205,9 +193,7 @@ impl ResponseOutput {
         let values = t.to_f64_vec().map_err(|e| RequestError(e.to_string()))?;
         let data = match t.element_type {
             ElementType::Bool => Data::Bool(t.data.iter().map(|b| *b != 0).collect()),
-            ElementType::F16 | ElementType::F32 => {
-                Data::F32(values.iter().map(|v| *v as f32).collect())
-            }
+            ElementType::F16 | ElementType::F32 => Data::F32(values.iter().map(|v| *v as f32).collect()),
             ElementType::F64 => Data::F64(values),
             ElementType::U64 => Data::U64(
                 t.data
@@ -242,9 +228,7 @@ impl InferResponse {
         requested: Option<&[RequestOutput]>,
     ) -> Result<InferResponse, RequestError> {
         if let Some(req) = requested
-            && let Some(unknown) = req
-                .iter()
-                .find(|r| !outputs.iter().any(|o| o.name == r.name))
+            && let Some(unknown) = req.iter().find(|r| !outputs.iter().any(|o| o.name == r.name))
         {
             return Err(RequestError(format!(
                 "unknown output `{}`; the model's outputs are: {}",
@@ -258,9 +242,7 @@ impl InferResponse {
         }
         let outputs = outputs
             .iter()
-            .filter(|o| {
-                requested.is_none_or(|r| r.is_empty() || r.iter().any(|r| r.name == o.name))
-            })
+            .filter(|o| requested.is_none_or(|r| r.is_empty() || r.iter().any(|r| r.name == o.name)))
             .map(ResponseOutput::from_tensor)
             .collect::<Result<_, _>>()?;
         Ok(InferResponse {
@@ -291,13 +273,9 @@ mod tests {
         let flat = input("FP32", vec![2, 2], serde_json::json!([1.0, 2.0, 3.5, -4.0]))
             .to_tensor()
             .unwrap();
-        let nested = input(
-            "FP32",
-            vec![2, 2],
-            serde_json::json!([[1.0, 2.0], [3.5, -4.0]]),
-        )
-        .to_tensor()
-        .unwrap();
+        let nested = input("FP32", vec![2, 2], serde_json::json!([[1.0, 2.0], [3.5, -4.0]]))
+            .to_tensor()
+            .unwrap();
         assert_eq!(flat, nested);
         assert_eq!(flat.to_f64_vec().unwrap(), vec![1.0, 2.0, 3.5, -4.0]);
     }

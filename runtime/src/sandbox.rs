@@ -58,9 +58,7 @@ impl Sandbox {
         // into it), so the component digest is reproducible.
         b.wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
-            .secure_random(Deterministic::new(
-                b"kiln: deterministic model sandbox".to_vec(),
-            ))
+            .secure_random(Deterministic::new(b"kiln: deterministic model sandbox".to_vec()))
             .insecure_random(Deterministic::new(b"kiln: insecure random".to_vec()))
             .insecure_random_seed(0x6b696c6e);
         let stderr = MemoryOutputPipe::new(64 << 10);

@@ -64,19 +64,16 @@ pub fn component(name: &str) -> Vec<u8> {
         .clone();
     let _guard = lock.lock().unwrap();
     let bytes = onnx(name);
-    let key =
-        kiln_engine::model::sha256_hex(&[&bytes[..], kiln_runtime::guest::GUEST_WASM].concat());
+    let key = kiln_engine::model::sha256_hex(&[&bytes[..], kiln_runtime::guest::GUEST_WASM].concat());
     let path = test_cache_dir()
         .join("components")
         .join(format!("{name}-{}.wasm", &key[..16]));
     if let Ok(wasm) = std::fs::read(&path) {
         return wasm;
     }
-    let compiled =
-        kiln_runtime::compile::compile(&host(), &bytes, &Default::default(), &mut |_| {})
-            .unwrap_or_else(|e| panic!("compiling {name}: {e}"));
-    kiln_runtime::aot_cache::write_atomically(&path, &compiled.wasm)
-        .expect("caching the component");
+    let compiled = kiln_runtime::compile::compile(&host(), &bytes, &Default::default(), &mut |_| {})
+        .unwrap_or_else(|e| panic!("compiling {name}: {e}"));
+    kiln_runtime::aot_cache::write_atomically(&path, &compiled.wasm).expect("caching the component");
     compiled.wasm
 }
 
@@ -118,8 +115,7 @@ struct Expected {
 pub fn expected(name: &str) -> Vec<ExpectedOutput> {
     let path = models_dir().join(format!("{name}.expected.json"));
     let text = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    let e: Expected =
-        serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let e: Expected = serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     e.outputs
 }
 
@@ -141,9 +137,7 @@ pub fn assert_matches_reference(what: &str, got: &[Tensor], expected: &[Expected
         for (i, (a, b)) in values.iter().zip(&e.data).enumerate() {
             let b = b.unwrap_or(f64::NAN);
             let ok = if float {
-                (a.is_nan() && b.is_nan())
-                    || (a - b).abs() <= 1e-5
-                    || (a - b).abs() <= 1e-4 * b.abs()
+                (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 || (a - b).abs() <= 1e-4 * b.abs()
             } else {
                 a == &b
             };

@@ -7,9 +7,7 @@ use kiln_tests::*;
 use std::sync::Arc;
 
 fn mlp_input(rows: u64) -> Tensor {
-    let values: Vec<f32> = (0..rows * 10)
-        .map(|i| (i % 7) as f32 * 0.25 - 0.5)
-        .collect();
+    let values: Vec<f32> = (0..rows * 10).map(|i| (i % 7) as f32 * 0.25 - 0.5).collect();
     Tensor::from_f32(&request("mlp")[0].name, &[rows, 10], &values)
 }
 
@@ -56,9 +54,7 @@ fn wrong_name_shape_type_count_and_empty_are_typed_invalid_input_errors() {
     assert!(m.contains("bytes"), "{m}");
 
     // Still serving.
-    let out = model
-        .predict(vec![good])
-        .expect("a good request after bad ones");
+    let out = model.predict(vec![good]).expect("a good request after bad ones");
     assert_eq!(out[0].shape[0], 2);
 }
 

@@ -27,18 +27,24 @@ macro_rules! conformance {
 }
 
 conformance!(
-    mlp,
     cnn,
+    gbm_classifier,
     house_price_forest,
     iris_logreg,
-    gbm_classifier,
-    scaler_pipeline,
-    ops_binarizer_normalizer,
-    ops_imputer,
-    ops_onehot,
+    mlp,
     ops_array_feature_extractor,
-    ops_tree_regressor_avg,
+    ops_binarizer_normalizer,
+    ops_forest_binary,
+    ops_gbm_binary,
+    ops_imputer,
     ops_linear_svc,
+    ops_onehot,
+    ops_sgd_binary,
+    ops_tree_regressor_avg,
+    ops_tree_regressor_gbr,
+    ops_tree_regressor_max,
+    ops_tree_regressor_min,
+    scaler_pipeline,
 );
 
 #[test]
@@ -56,11 +62,7 @@ fn component_info_describes_the_forest() {
     let model = loaded("house_price_forest");
     let info = &model.info;
     assert_eq!(info.inputs.len(), 1);
-    assert_eq!(
-        info.inputs[0].shape,
-        vec![-1, 10],
-        "dynamic batch of 10 features"
-    );
+    assert_eq!(info.inputs[0].shape, vec![-1, 10], "dynamic batch of 10 features");
     assert_eq!(
         info.source_digest,
         kiln_engine::model::sha256_hex(&onnx("house_price_forest"))

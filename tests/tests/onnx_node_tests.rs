@@ -10,9 +10,7 @@ fn the_sandbox_passes_every_case_native_tract_passes() {
     node_tests::ensure_data(&data).unwrap_or_else(|e| panic!("{e:#}"));
     let dirs = node_tests::case_dirs(&data, None).unwrap_or_else(|e| panic!("{e:#}"));
     let runner = Runner::new(Tolerance::default()).unwrap_or_else(|e| panic!("{e:#}"));
-    let jobs = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
 
     let started = std::time::Instant::now();
     let results = runner.run_all(&dirs, jobs, &|_| {});

@@ -39,10 +39,16 @@ impl Bundle {
             return Err(bad("missing KILNMDL1 header"));
         }
         let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
-        let end = 12usize.checked_add(len).filter(|e| *e <= bytes.len()).ok_or_else(|| bad("truncated config"))?;
+        let end = 12usize
+            .checked_add(len)
+            .filter(|e| *e <= bytes.len())
+            .ok_or_else(|| bad("truncated config"))?;
         let config: BundleConfig =
             serde_json::from_slice(&bytes[12..end]).map_err(|e| bad(&format!("config: {e}")))?;
-        Ok(Bundle { config, onnx: bytes[end..].to_vec() })
+        Ok(Bundle {
+            config,
+            onnx: bytes[end..].to_vec(),
+        })
     }
 }
 
@@ -54,7 +60,10 @@ mod tests {
     fn bundle_round_trips_and_rejects_garbage() {
         let b = Bundle {
             config: BundleConfig {
-                options: LoadOptions { name: "m".into(), ..Default::default() },
+                options: LoadOptions {
+                    name: "m".into(),
+                    ..Default::default()
+                },
             },
             onnx: vec![1, 2, 3],
         };

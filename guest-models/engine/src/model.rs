@@ -74,10 +74,13 @@ impl Model {
     /// Parses, checks, fixes input facts, optimises and plans an ONNX model.
     pub fn load(onnx_bytes: &[u8], options: &LoadOptions) -> Result<Model, EngineError> {
         let onnx = onnx_framework();
-        let proto = onnx.proto_model_for_read(&mut &onnx_bytes[..]).map_err(|e| {
-            EngineError::InvalidInput(format!("not an ONNX model: {}", chain(&e)))
-        })?;
-        let graph = proto.graph.as_ref().filter(|g| !g.node.is_empty() && !g.output.is_empty());
+        let proto = onnx
+            .proto_model_for_read(&mut &onnx_bytes[..])
+            .map_err(|e| EngineError::InvalidInput(format!("not an ONNX model: {}", chain(&e))))?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .filter(|g| !g.node.is_empty() && !g.output.is_empty());
         let Some(graph) = graph else {
             return Err(EngineError::InvalidInput(
                 "not an ONNX model: no graph with nodes and outputs".into(),
@@ -90,7 +93,12 @@ impl Model {
             .model_for_proto_model(&proto)
             .map_err(|e| EngineError::Unsupported(format!("cannot import model: {}", chain(&e))))?;
         apply_input_facts(&mut model, options)?;
-        let typed = model
+        let mut typed = model
+            .into_typed()
+            .map_err(|e| EngineError::Unsupported(format!("cannot import model: {}", chain(&e))))?;
+        // tract types ONNX `Cast(to=INT64)` as TDim; label outputs must leave as i64.
+        crate::ml::tdim_outputs_to_i64(&mut typed).map_err(internal)?;
+        let typed = typed
             .into_optimized()
             .map_err(|e| EngineError::Unsupported(format!("cannot optimise model: {}", chain(&e))))?;
 
@@ -102,7 +110,11 @@ impl Model {
             .iter()
             .map(|o| {
                 let fact = typed.outlet_fact(*o).map_err(internal)?;
-                Ok(fact.shape.iter().map(|d| d.to_i64().ok().map(|v| v as u64)).collect())
+                Ok(fact
+                    .shape
+                    .iter()
+                    .map(|d| d.to_i64().ok().map(|v| v as u64))
+                    .collect())
             })
             .collect::<Result<Vec<_>, EngineError>>()?;
 
@@ -111,12 +123,23 @@ impl Model {
             ("tract.version".to_string(), crate::TRACT_VERSION.to_string()),
         ];
         if !proto.producer_name.is_empty() {
-            metadata.push(("onnx.producer".into(), format!("{} {}", proto.producer_name, proto.producer_version).trim().to_string()));
+            metadata.push((
+                "onnx.producer".into(),
+                format!("{} {}", proto.producer_name, proto.producer_version)
+                    .trim()
+                    .to_string(),
+            ));
         }
         let opsets: Vec<String> = proto
             .opset_import
             .iter()
-            .map(|o| format!("{}={}", if o.domain.is_empty() { "ai.onnx" } else { &o.domain }, o.version))
+            .map(|o| {
+                format!(
+                    "{}={}",
+                    if o.domain.is_empty() { "ai.onnx" } else { &o.domain },
+                    o.version
+                )
+            })
             .collect();
         metadata.push(("onnx.opsets".into(), opsets.join(",")));
         for p in &proto.metadata_props {
@@ -142,7 +165,11 @@ impl Model {
         let plan = typed
             .into_runnable()
             .map_err(|e| EngineError::Unsupported(format!("cannot plan model: {}", chain(&e))))?;
-        Ok(Model { plan, info, input_dims })
+        Ok(Model {
+            plan,
+            info,
+            input_dims,
+        })
     }
 
     /// The model's description.
@@ -156,7 +183,11 @@ impl Model {
             .inputs
             .iter()
             .map(|s| {
-                let shape: Vec<u64> = s.shape.iter().map(|d| if *d < 0 { 1 } else { *d as u64 }).collect();
+                let shape: Vec<u64> = s
+                    .shape
+                    .iter()
+                    .map(|d| if *d < 0 { 1 } else { *d as u64 })
+                    .collect();
                 let n = Tensor::element_count(&shape).unwrap_or(0);
                 Tensor {
                     name: s.name.clone(),
@@ -171,7 +202,13 @@ impl Model {
     /// Checks inputs against the model's specs and orders them as the model wants.
     pub fn check_inputs<'a>(&self, inputs: &'a [Tensor]) -> Result<Vec<&'a Tensor>, EngineError> {
         let specs = &self.info.inputs;
-        let names = || specs.iter().map(|s| format!("`{}`", s.name)).collect::<Vec<_>>().join(", ");
+        let names = || {
+            specs
+                .iter()
+                .map(|s| format!("`{}`", s.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         if inputs.len() != specs.len() {
             return Err(EngineError::InvalidInput(format!(
                 "the model takes {} input(s) ({}), got {}",
@@ -190,7 +227,10 @@ impl Model {
                 match (found.next(), found.next()) {
                     (Some(t), None) => t,
                     (Some(_), Some(_)) => {
-                        return Err(EngineError::InvalidInput(format!("input `{}` given twice", spec.name)));
+                        return Err(EngineError::InvalidInput(format!(
+                            "input `{}` given twice",
+                            spec.name
+                        )));
                     }
                     (None, _) => {
                         let unknown: Vec<_> = inputs
@@ -215,7 +255,10 @@ impl Model {
             }
             let dims = &self.input_dims[ix];
             let shape_ok = t.shape.len() == dims.len()
-                && t.shape.iter().zip(dims).all(|(got, want)| want.is_none_or(|w| w == *got));
+                && t.shape
+                    .iter()
+                    .zip(dims)
+                    .all(|(got, want)| want.is_none_or(|w| w == *got));
             if !shape_ok {
                 return Err(EngineError::InvalidInput(format!(
                     "input `{}` must have shape {} (-1: any size), got {:?}",
@@ -275,18 +318,28 @@ fn internal(e: TractError) -> EngineError {
 
 /// `[-1, 10]` style.
 pub fn format_shape(shape: &[i64]) -> String {
-    format!("[{}]", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+    )
 }
 
 /// Refuses models with operators the engine does not know, naming the op and node.
-fn check_operators(graph: &pb::GraphProto, reg: &tract_onnx::model::OnnxOpRegister) -> Result<(), EngineError> {
+fn check_operators(
+    graph: &pb::GraphProto,
+    reg: &tract_onnx::model::OnnxOpRegister,
+) -> Result<(), EngineError> {
     let missing: Vec<String> = graph
         .node
         .iter()
         .filter(|n| !reg.0.contains_key(&n.op_type))
         .map(|n| {
             let domain = if n.domain.is_empty() { "ai.onnx" } else { &n.domain };
-            let node = if n.name.is_empty() { n.output.first().cloned().unwrap_or_default() } else { n.name.clone() };
+            let node = if n.name.is_empty() {
+                n.output.first().cloned().unwrap_or_default()
+            } else {
+                n.name.clone()
+            };
             format!("operator `{}` (domain {domain}) at node `{node}`", n.op_type)
         })
         .collect();
@@ -295,7 +348,11 @@ fn check_operators(graph: &pb::GraphProto, reg: &tract_onnx::model::OnnxOpRegist
     } else {
         Err(EngineError::Unsupported(format!(
             "the model uses {} Kiln's engine does not implement: {}",
-            if missing.len() == 1 { "an operator" } else { "operators" },
+            if missing.len() == 1 {
+                "an operator"
+            } else {
+                "operators"
+            },
             missing.join("; ")
         )))
     }
@@ -305,11 +362,16 @@ fn check_operators(graph: &pb::GraphProto, reg: &tract_onnx::model::OnnxOpRegist
 fn class_labels(graph: &pb::GraphProto) -> Vec<String> {
     for node in &graph.node {
         for attr in &node.attribute {
-            if attr.name == "classlabels_int64s" && !attr.ints.is_empty() {
+            if (attr.name == "classlabels_int64s" || attr.name == "classlabels_ints") && !attr.ints.is_empty()
+            {
                 return attr.ints.iter().map(|i| i.to_string()).collect();
             }
             if attr.name == "classlabels_strings" && !attr.strings.is_empty() {
-                return attr.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+                return attr
+                    .strings
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect();
             }
         }
     }
@@ -333,7 +395,9 @@ fn apply_input_facts(model: &mut InferenceModel, options: &LoadOptions) -> Resul
         let dt = match fact.datum_type {
             GenericFactoid::Only(dt) => dt,
             GenericFactoid::Any => {
-                return Err(EngineError::Unsupported(format!("input `{name}` has no element type")));
+                return Err(EngineError::Unsupported(format!(
+                    "input `{name}` has no element type"
+                )));
             }
         };
         if ElementType::from_datum_type(dt).is_none() {
@@ -347,7 +411,9 @@ fn apply_input_facts(model: &mut InferenceModel, options: &LoadOptions) -> Resul
                 .map(|d| match *d {
                     -1 => Ok(TDim::Sym(batch.clone())),
                     d if d > 0 => Ok(TDim::Val(d)),
-                    d => Err(EngineError::InvalidInput(format!("input `{name}`: dimension {d} is not valid (use -1 or > 0)"))),
+                    d => Err(EngineError::InvalidInput(format!(
+                        "input `{name}`: dimension {d} is not valid (use -1 or > 0)"
+                    ))),
                 })
                 .collect::<Result<_, _>>()?
         } else {

@@ -93,7 +93,9 @@ impl ElementType {
 
     /// The element type for a tract datum type, if Kiln can carry it.
     pub fn from_datum_type(dt: DatumType) -> Option<ElementType> {
-        ElementType::ALL.into_iter().find(|t| t.datum_type() == dt.unquantized())
+        ElementType::ALL
+            .into_iter()
+            .find(|t| t.datum_type() == dt.unquantized())
     }
 }
 
@@ -200,16 +202,40 @@ impl Tensor {
                 .chunks_exact(2)
                 .map(|c| tract_onnx::prelude::f16::from_le_bytes([c[0], c[1]]).to_f64())
                 .collect(),
-            ElementType::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()) as f64).collect(),
-            ElementType::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default())).collect(),
+            ElementType::F32 => d
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
+                .collect(),
+            ElementType::F64 => d
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default()))
+                .collect(),
             ElementType::I8 => d.iter().map(|b| *b as i8 as f64).collect(),
-            ElementType::I16 => d.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f64).collect(),
-            ElementType::I32 => d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap_or_default()) as f64).collect(),
-            ElementType::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()) as f64).collect(),
+            ElementType::I16 => d
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as f64)
+                .collect(),
+            ElementType::I32 => d
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
+                .collect(),
+            ElementType::I64 => d
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
+                .collect(),
             ElementType::U8 | ElementType::Bool => d.iter().map(|b| *b as f64).collect(),
-            ElementType::U16 => d.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as f64).collect(),
-            ElementType::U32 => d.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()) as f64).collect(),
-            ElementType::U64 => d.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()) as f64).collect(),
+            ElementType::U16 => d
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as f64)
+                .collect(),
+            ElementType::U32 => d
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
+                .collect(),
+            ElementType::U64 => d
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
+                .collect(),
         };
         Ok(v)
     }

@@ -16,8 +16,7 @@ fn models_dir() -> PathBuf {
 }
 
 fn read_json(path: &Path) -> Value {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 
@@ -32,8 +31,7 @@ fn load(name: &str, options: &LoadOptions) -> Model {
 fn oip_tensor(v: &Value) -> Tensor {
     let name = v["name"].as_str().expect("tensor name").to_string();
     let datatype = v["datatype"].as_str().expect("tensor datatype");
-    let element_type =
-        ElementType::from_oip_name(datatype).unwrap_or_else(|| panic!("datatype {datatype}"));
+    let element_type = ElementType::from_oip_name(datatype).unwrap_or_else(|| panic!("datatype {datatype}"));
     let shape: Vec<u64> = v["shape"]
         .as_array()
         .expect("shape")
@@ -53,14 +51,8 @@ fn oip_tensor(v: &Value) -> Tensor {
             .collect(),
         ElementType::F64 => data.iter().flat_map(|x| float(x).to_le_bytes()).collect(),
         ElementType::I64 => data.iter().flat_map(|x| int(x).to_le_bytes()).collect(),
-        ElementType::I32 => data
-            .iter()
-            .flat_map(|x| (int(x) as i32).to_le_bytes())
-            .collect(),
-        ElementType::Bool => data
-            .iter()
-            .map(|x| x.as_bool().expect("bool") as u8)
-            .collect(),
+        ElementType::I32 => data.iter().flat_map(|x| (int(x) as i32).to_le_bytes()).collect(),
+        ElementType::Bool => data.iter().map(|x| x.as_bool().expect("bool") as u8).collect(),
         other => panic!("{name}: the test reads no {other} data"),
     };
     Tensor {
@@ -176,6 +168,7 @@ matches_onnxruntime! {
     iris_logistic_regression_linear_classifier_matches_onnxruntime => "iris_logreg",
     gradient_boosting_classifier_with_zipmap_returns_probabilities_as_onnxruntime => "gbm_classifier",
     binary_gradient_boosting_classifier_matches_onnxruntime => "ops_gbm_binary",
+    binary_random_forest_classifier_labels_match_onnxruntime => "ops_forest_binary",
     standard_scaler_pipeline_scaler_matches_onnxruntime => "scaler_pipeline",
     binarizer_and_normalizer_feature_union_matches_onnxruntime => "ops_binarizer_normalizer",
     imputer_replaces_nan_like_onnxruntime => "ops_imputer",
@@ -238,8 +231,7 @@ fn tree_regressor_runs_with_a_fixed_batch_size_too() {
 
 #[test]
 fn model_with_unknown_operator_is_refused_naming_operator_and_node() {
-    let bytes = std::fs::read(models_dir().join("invalid/unsupported_op.onnx"))
-        .expect("unsupported_op.onnx");
+    let bytes = std::fs::read(models_dir().join("invalid/unsupported_op.onnx")).expect("unsupported_op.onnx");
     match Model::load(&bytes, &LoadOptions::default()) {
         Err(EngineError::Unsupported(message)) => {
             assert!(message.contains("FancyOp"), "names the operator: {message}");

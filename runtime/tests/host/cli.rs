@@ -28,14 +28,7 @@ fn compile_predict_and_inspect_the_mlp() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("mlp.wasm");
     let onnx = models().join("mlp.onnx");
-    let o = kiln(&[
-        "compile",
-        path(&onnx),
-        "--name",
-        "mlp-demo",
-        "-o",
-        path(&out),
-    ]);
+    let o = kiln(&["compile", path(&onnx), "--name", "mlp-demo", "-o", path(&out)]);
     assert!(o.status.success(), "compile failed: {}", text(&o.stderr));
     let summary = text(&o.stdout);
     let wasm = std::fs::read(&out).expect("the component was written");
@@ -49,8 +42,7 @@ fn compile_predict_and_inspect_the_mlp() {
     let response: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
     assert_eq!(response["model_name"], "mlp-demo");
     let expected: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(models().join("mlp.expected.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(models().join("mlp.expected.json")).unwrap()).unwrap();
     let got = response["outputs"][0]["data"].as_array().unwrap();
     let want = expected["outputs"][0]["data"].as_array().unwrap();
     assert_eq!(got.len(), want.len());
@@ -86,8 +78,7 @@ fn predict_compiles_an_onnx_file_in_memory() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let response: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let expected: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(models().join("iris_logreg.expected.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(models().join("iris_logreg.expected.json")).unwrap()).unwrap();
     assert_eq!(
         response["outputs"][0]["data"], expected["outputs"][0]["data"],
         "labels are exact"

@@ -13,9 +13,7 @@ fn call(name: &str) -> Vec<Tensor> {
 
 fn contained_in(isolation: Isolation) {
     let host = strict_host(isolation);
-    let model = host
-        .load(TEST_GUEST_WASM)
-        .expect("load the misbehaving guest");
+    let model = host.load(TEST_GUEST_WASM).expect("load the misbehaving guest");
     assert_eq!(model.info.name, "misbehaving");
 
     let started = Instant::now();
@@ -67,10 +65,7 @@ fn concurrent_calls_are_isolated_from_a_spinning_neighbour() {
     for _ in 0..20 {
         assert_eq!(model.predict(call("ok")).unwrap(), call("ok"));
     }
-    assert!(matches!(
-        spinner.join().unwrap(),
-        Err(HostError::Timeout(_))
-    ));
+    assert!(matches!(spinner.join().unwrap(), Err(HostError::Timeout(_))));
 }
 
 #[test]
@@ -78,15 +73,7 @@ fn pooled_mode_reuses_instances_and_drops_trapped_ones() {
     let host = strict_host(Isolation::Pooled);
     let model = host.load(TEST_GUEST_WASM).unwrap();
     model.predict(call("x")).unwrap();
-    assert_eq!(
-        model.idle_instances(),
-        1,
-        "the instance went back to the pool"
-    );
+    assert_eq!(model.idle_instances(), 1, "the instance went back to the pool");
     let _ = model.predict(call("trap"));
-    assert_eq!(
-        model.idle_instances(),
-        0,
-        "a trapped instance is not reused"
-    );
+    assert_eq!(model.idle_instances(), 0, "a trapped instance is not reused");
 }

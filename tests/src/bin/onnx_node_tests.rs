@@ -43,23 +43,15 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let data = args
-        .data
-        .clone()
-        .unwrap_or_else(node_tests::default_data_dir);
+    let data = args.data.clone().unwrap_or_else(node_tests::default_data_dir);
     node_tests::ensure_data(&data)?;
     let dirs = node_tests::case_dirs(&data, args.filter.as_deref())?;
     if dirs.is_empty() {
-        anyhow::bail!(
-            "no case in {} matches the filter",
-            data.join("node").display()
-        );
+        anyhow::bail!("no case in {} matches the filter", data.join("node").display());
     }
-    let jobs = args.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     eprintln!("compiling (or loading from cache) the guest component…");
     let runner = Runner::new(Tolerance {
         rtol: args.rtol,
@@ -120,10 +112,7 @@ fn main() -> anyhow::Result<()> {
         summary.lost.len().min(20)
     };
     for (name, outcome) in summary.lost.iter().take(listed) {
-        println!(
-            "  lost: {name}: {}",
-            node_tests::one_line(outcome.detail(), 160)
-        );
+        println!("  lost: {name}: {}", node_tests::one_line(outcome.detail(), 160));
     }
     if listed < summary.lost.len() {
         println!(

@@ -9,10 +9,7 @@ use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::{array::Gather, cast::cast};
 
 /// Builds the `ArrayFeatureExtractor` op from its ONNX node.
-pub fn parse(
-    _ctx: &ParsingContext,
-    _node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+pub fn parse(_ctx: &ParsingContext, _node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     Ok((expand(ArrayFeatureExtractor), vec![]))
 }
 
@@ -34,38 +31,26 @@ impl Expansion for ArrayFeatureExtractor {
         check_input_arity(inputs, 2)?;
         check_output_arity(outputs, 1)?;
         s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
-        s.given_2(
-            &inputs[0].shape,
-            &inputs[1].shape,
-            move |s, data, indices| {
-                ensure!(
-                    !data.is_empty(),
-                    "ArrayFeatureExtractor needs data of rank 1 or more"
-                );
-                let k: TDim = indices.iter().product();
-                let mut out: TVec<TDim> = if data.len() == 1 {
-                    tvec!(1.to_dim())
-                } else {
-                    data[..data.len() - 1].into()
-                };
-                out.push(k);
-                s.equals(&outputs[0].shape, out)
-            },
-        )?;
+        s.given_2(&inputs[0].shape, &inputs[1].shape, move |s, data, indices| {
+            ensure!(
+                !data.is_empty(),
+                "ArrayFeatureExtractor needs data of rank 1 or more"
+            );
+            let k: TDim = indices.iter().product();
+            let mut out: TVec<TDim> = if data.len() == 1 {
+                tvec!(1.to_dim())
+            } else {
+                data[..data.len() - 1].into()
+            };
+            out.push(k);
+            s.equals(&outputs[0].shape, out)
+        })?;
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let rank = model.outlet_fact(inputs[0])?.rank();
-        ensure!(
-            rank >= 1,
-            "ArrayFeatureExtractor needs data of rank 1 or more"
-        );
+        ensure!(rank >= 1, "ArrayFeatureExtractor needs data of rank 1 or more");
         let mut indices = inputs[1];
         let index_fact = model.outlet_fact(indices)?.clone();
         if index_fact.datum_type != i64::datum_type() {

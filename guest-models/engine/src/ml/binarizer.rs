@@ -11,10 +11,7 @@ use tract_onnx::tract_hir::tract_core::ops::{
 };
 
 /// Builds the `Binarizer` op from its ONNX node.
-pub fn parse(
-    _ctx: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+pub fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let threshold: f32 = node.get_attr_opt("threshold")?.unwrap_or(0.0);
     Ok((
         expand(Binarizer {
@@ -49,19 +46,10 @@ impl Expansion for Binarizer {
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let input_dt = model.outlet_fact(inputs[0])?.datum_type;
         let (x, dt) = numeric_input(model, prefix, "Binarizer", inputs[0])?;
-        let threshold = self
-            .threshold
-            .cast_to_dt(dt)?
-            .into_owned()
-            .into_arc_tensor();
+        let threshold = self.threshold.cast_to_dt(dt)?.into_owned().into_arc_tensor();
         let threshold = model.add_const(format!("{prefix}.threshold"), threshold)?;
         let above = wire_with_rank_broadcast(
             format!("{prefix}.greater"),

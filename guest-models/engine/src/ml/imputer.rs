@@ -12,10 +12,7 @@ use tract_onnx::tract_hir::tract_core::ops::{
 };
 
 /// Builds the `Imputer` op from its ONNX node.
-pub fn parse(
-    ctx: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+pub fn parse(ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let floats = float_list(ctx, node, "imputed_value_floats")?.filter(|v| !v.is_empty());
     let ints = node
         .get_attr_opt_vec::<i64>("imputed_value_int64s")?
@@ -40,9 +37,7 @@ pub fn parse(
         (Some(_), Some(_)) => {
             node.bail("only one of imputed_value_floats and imputed_value_int64s may be set")?
         }
-        (None, None) => {
-            node.bail("one of imputed_value_floats and imputed_value_int64s is required")?
-        }
+        (None, None) => node.bail("one of imputed_value_floats and imputed_value_int64s is required")?,
     };
     Ok((expand(op), vec![]))
 }
@@ -77,12 +72,7 @@ impl Expansion for Imputer {
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let input_dt = model.outlet_fact(inputs[0])?.datum_type;
         let (x, dt) = numeric_input(model, prefix, "Imputer", inputs[0])?;
         let float_values = self.imputed.datum_type().is_float();
@@ -95,11 +85,7 @@ impl Expansion for Imputer {
         let imputed = model.add_const(format!("{prefix}.imputed"), imputed)?;
         let missing = if self.replaces_nan {
             // NaN is the only value not equal to itself.
-            model.wire_node(
-                format!("{prefix}.is_nan"),
-                TypedBinOp(comp_ne(), None),
-                &[x, x],
-            )?
+            model.wire_node(format!("{prefix}.is_nan"), TypedBinOp(comp_ne(), None), &[x, x])?
         } else {
             let replaced = self.replaced.cast_to_dt(dt)?.into_owned().into_arc_tensor();
             let replaced = model.add_const(format!("{prefix}.replaced"), replaced)?;
@@ -110,12 +96,8 @@ impl Expansion for Imputer {
                 &[x, replaced],
             )?
         };
-        let out = wire_with_rank_broadcast(
-            format!("{prefix}.select"),
-            model,
-            Iff,
-            &[missing[0], imputed, x],
-        )?;
+        let out =
+            wire_with_rank_broadcast(format!("{prefix}.select"), model, Iff, &[missing[0], imputed, x])?;
         if input_dt == dt {
             return Ok(out);
         }

@@ -54,9 +54,7 @@ fn float_list(ctx: &ParsingContext, node: &NodeProto, name: &str) -> TractResult
         return Ok(None);
     };
     let t = ctx.load_tensor(proto)?.cast_to::<f32>()?.into_owned();
-    Ok(Some(
-        t.to_plain_array_view::<f32>()?.iter().copied().collect(),
-    ))
+    Ok(Some(t.to_plain_array_view::<f32>()?.iter().copied().collect()))
 }
 
 /// The input as a plain number type: tract-onnx reads ONNX `Cast(to=INT64)` as a cast to
@@ -70,11 +68,7 @@ fn numeric_input(
 ) -> TractResult<(OutletId, DatumType)> {
     let dt = model.outlet_fact(x)?.datum_type;
     if dt == TDim::datum_type() {
-        let x = model.wire_node(
-            format!("{prefix}.tdim_to_i64"),
-            cast(i64::datum_type()),
-            &[x],
-        )?[0];
+        let x = model.wire_node(format!("{prefix}.tdim_to_i64"), cast(i64::datum_type()), &[x])?[0];
         return Ok((x, i64::datum_type()));
     }
     ensure!(dt.is_number(), "{op} needs a numeric input, got {dt:?}");
@@ -82,11 +76,7 @@ fn numeric_input(
 }
 
 /// Rule: a per-feature attribute of `len` values (1 broadcasts) fits the last input axis.
-fn last_axis_is<'r, 'p: 'r>(
-    s: &mut Solver<'r>,
-    input: &'p TensorProxy,
-    len: usize,
-) -> InferenceResult {
+fn last_axis_is<'r, 'p: 'r>(s: &mut Solver<'r>, input: &'p TensorProxy, len: usize) -> InferenceResult {
     if len > 1 {
         s.given(&input.rank, move |s, rank| {
             if rank >= 1 {

@@ -13,10 +13,7 @@ use tract_onnx::tract_hir::tract_core::ops::{
 };
 
 /// Builds the `OneHotEncoder` op from its ONNX node.
-pub fn parse(
-    _ctx: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+pub fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     if node
         .get_attr_opt_tvec::<&str>("cats_strings")?
         .is_some_and(|v| !v.is_empty())
@@ -67,22 +64,13 @@ impl Expansion for OneHotEncoder {
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let rank = model.outlet_fact(inputs[0])?.rank();
         let (mut x, dt) = numeric_input(model, prefix, "OneHotEncoder", inputs[0])?;
         if dt != i64::datum_type() {
             x = model.wire_node(format!("{prefix}.to_i64"), cast(i64::datum_type()), &[x])?[0];
         }
-        x = model.wire_node(
-            format!("{prefix}.add_category_axis"),
-            AxisOp::Add(rank),
-            &[x],
-        )?[0];
+        x = model.wire_node(format!("{prefix}.add_category_axis"), AxisOp::Add(rank), &[x])?[0];
         let cats = model.add_const(format!("{prefix}.categories"), self.categories.clone())?;
         let hits = wire_with_rank_broadcast(
             format!("{prefix}.equal"),
@@ -103,23 +91,14 @@ mod tests {
     fn float_input_is_truncated_to_integer_categories_like_onnxruntime() -> TractResult<()> {
         let n = node("OneHotEncoder", vec![("cats_int64s", Ints(vec![0, 1, 2]))]);
         let out = run(&n, vec![tensor1(&[1.7f32, 2.0, -0.5])])?;
-        assert_eq!(
-            *out[0],
-            tensor2(&[[0f32, 1., 0.], [0., 0., 1.], [1., 0., 0.]])
-        );
+        assert_eq!(*out[0], tensor2(&[[0f32, 1., 0.], [0., 0., 1.], [1., 0., 0.]]));
         Ok(())
     }
 
     #[test]
     fn string_categories_are_refused_with_what_to_do() {
-        let n = node(
-            "OneHotEncoder",
-            vec![("cats_strings", Strs(vec!["a", "b"]))],
-        );
-        let err = parse(&n)
-            .err()
-            .map(|e| format!("{e:?}"))
-            .unwrap_or_default();
+        let n = node("OneHotEncoder", vec![("cats_strings", Strs(vec!["a", "b"]))]);
+        let err = parse(&n).err().map(|e| format!("{e:?}")).unwrap_or_default();
         assert!(err.contains("encode the categories as integers"), "{err}");
     }
 }

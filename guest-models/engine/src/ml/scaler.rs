@@ -4,15 +4,10 @@ use super::{float_list, last_axis_is, numeric_input};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::tract_core::ops::{
-    cast::cast, change_axes::wire_with_rank_broadcast, math,
-};
+use tract_onnx::tract_hir::tract_core::ops::{cast::cast, change_axes::wire_with_rank_broadcast, math};
 
 /// Builds the `Scaler` op from its ONNX node.
-pub fn parse(
-    ctx: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+pub fn parse(ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let offset = float_list(ctx, node, "offset")?.unwrap_or_else(|| vec![0.0]);
     let scale = float_list(ctx, node, "scale")?.unwrap_or_else(|| vec![1.0]);
     node.expect_attr("offset", !offset.is_empty(), "at least one value")?;
@@ -53,24 +48,15 @@ impl Expansion for Scaler {
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let (mut x, dt) = numeric_input(model, prefix, "Scaler", inputs[0])?;
         if dt != f32::datum_type() {
             x = model.wire_node(format!("{prefix}.to_f32"), cast(f32::datum_type()), &[x])?[0];
         }
         let offset = model.add_const(format!("{prefix}.offset"), self.offset.clone())?;
         let scale = model.add_const(format!("{prefix}.scale"), self.scale.clone())?;
-        let centred = wire_with_rank_broadcast(
-            format!("{prefix}.sub_offset"),
-            model,
-            math::sub(),
-            &[x, offset],
-        )?;
+        let centred =
+            wire_with_rank_broadcast(format!("{prefix}.sub_offset"), model, math::sub(), &[x, offset])?;
         wire_with_rank_broadcast(
             format!("{prefix}.mul_scale"),
             model,

@@ -75,11 +75,7 @@ pub fn parse(node: &NodeProto) -> TractResult<Box<dyn InferenceOp>> {
         model_dir: None,
         template: InferenceModel::default(),
     };
-    let builder = onnx
-        .op_register
-        .0
-        .get(&node.op_type)
-        .context("no such op")?;
+    let builder = onnx.op_register.0.get(&node.op_type).context("no such op")?;
     Ok(builder(&ctx, node)?.0)
 }
 

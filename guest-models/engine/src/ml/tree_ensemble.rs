@@ -47,12 +47,13 @@ pub fn wire_post_transform(
 ) -> TractResult<OutletId> {
     Ok(match post_transform {
         PostTransform::None => scores,
-        PostTransform::Logistic => {
-            model.wire_node(format!("{prefix}.logistic"), sigmoid(), &[scores])?[0]
-        }
+        PostTransform::Logistic => model.wire_node(format!("{prefix}.logistic"), sigmoid(), &[scores])?[0],
         PostTransform::Softmax => {
             let axes = tvec!(model.outlet_fact(scores)?.rank() - 1);
-            let softmax = Softmax { axes, ..Softmax::default() };
+            let softmax = Softmax {
+                axes,
+                ..Softmax::default()
+            };
             model.wire_node(format!("{prefix}.softmax"), softmax, &[scores])?[0]
         }
     })
@@ -96,30 +97,17 @@ fn parse_mode(node: &NodeProto, mode: &str) -> TractResult<Option<Cmp>> {
     }))
 }
 
-fn attr_of_len<'a, T: AttrTVecType<'a>>(
-    node: &'a NodeProto,
-    name: &str,
-    n: usize,
-) -> TractResult<Vec<T>> {
+fn attr_of_len<'a, T: AttrTVecType<'a>>(node: &'a NodeProto, name: &str, n: usize) -> TractResult<Vec<T>> {
     let v = node.get_attr_vec::<T>(name)?;
-    node.expect_attr(name, v.len() == n, || {
-        format!("{n} values, got {}", v.len())
-    })?;
+    node.expect_attr(name, v.len() == n, || format!("{n} values, got {}", v.len()))?;
     Ok(v)
 }
 
-fn floats_of_len(
-    ctx: &ParsingContext,
-    node: &NodeProto,
-    name: &str,
-    n: usize,
-) -> TractResult<Vec<f32>> {
+fn floats_of_len(ctx: &ParsingContext, node: &NodeProto, name: &str, n: usize) -> TractResult<Vec<f32>> {
     let Some(v) = float_list(ctx, node, name)? else {
         return node.bail_attr(name, "missing (nor is its _as_tensor form present)");
     };
-    node.expect_attr(name, v.len() == n, || {
-        format!("{n} values, got {}", v.len())
-    })?;
+    node.expect_attr(name, v.len() == n, || format!("{n} values, got {}", v.len()))?;
     Ok(v)
 }
 
@@ -151,11 +139,7 @@ pub fn parse_trees(
     };
     let mut nodes = Vec::with_capacity(n);
     for i in 0..n {
-        node.expect_attr(
-            "nodes_featureids",
-            features[i] >= 0,
-            "non-negative feature ids",
-        )?;
+        node.expect_attr("nodes_featureids", features[i] >= 0, "non-negative feature ids")?;
         nodes.push(OnnxNode {
             tree: trees[i],
             id: ids[i],
@@ -274,9 +258,7 @@ pub fn parse_trees(
     let n_trees = tree_roots.len();
     let data = TreeEnsembleData {
         trees: rctensor1(&tree_roots),
-        nodes: tensor1(&packed_nodes)
-            .into_shape(&[n, 5])?
-            .into_arc_tensor(),
+        nodes: tensor1(&packed_nodes).into_shape(&[n, 5])?.into_arc_tensor(),
         leaves: tensor1(&packed_leaves)
             .into_shape(&[packed_leaves.len() / 2, 2])?
             .into_arc_tensor(),
@@ -320,4 +302,3 @@ fn check_no_loops(node: &NodeProto, packed: &[u32], roots: &[u32]) -> TractResul
     }
     Ok(())
 }
-

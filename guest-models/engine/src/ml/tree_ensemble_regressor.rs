@@ -14,26 +14,17 @@ use super::tree_scores::TreeEnsembleScores;
 use super::{float_list, numeric_input};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
-use tract_onnx::pb_helpers::*;
 use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::tract_core::ops::{
-    change_axes::wire_with_rank_broadcast, math,
-};
+use tract_onnx::tract_hir::tract_core::ops::{change_axes::wire_with_rank_broadcast, math};
 use tract_onnx_opl::ml::tree::{Aggregate, TreeEnsemble};
 use tract_onnx_opl::ml::tree_ensemble_classifier::TreeEnsembleClassifier as TreeEnsembleSum;
 
 /// Builds the `TreeEnsembleRegressor` op from its ONNX node.
-pub fn parse(
-    ctx: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+pub fn parse(ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let n_targets: i64 = node.get_attr_opt("n_targets")?.unwrap_or(1);
     node.expect_attr("n_targets", n_targets > 0, "a positive number")?;
     let n_targets = n_targets as usize;
-    let aggregate = match node
-        .get_attr_opt::<&str>("aggregate_function")?
-        .unwrap_or("SUM")
-    {
+    let aggregate = match node.get_attr_opt::<&str>("aggregate_function")?.unwrap_or("SUM") {
         "SUM" => Aggregate::Sum,
         "AVERAGE" => Aggregate::Avg,
         "MIN" => Aggregate::Min,
@@ -114,12 +105,7 @@ impl Expansion for TreeEnsembleRegressor {
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         let (mut x, _) = numeric_input(model, prefix, "TreeEnsembleRegressor", inputs[0])?;
         if model.outlet_fact(x)?.rank() == 1 {
             x = model.wire_node(format!("{prefix}.add_row_axis"), AxisOp::Add(0), &[x])?[0];
@@ -127,45 +113,33 @@ impl Expansion for TreeEnsembleRegressor {
         if let Ok(features) = model.outlet_fact(x)?.shape[1].to_i64() {
             self.ensemble.check_n_features(features as usize)?;
         }
-        let mut scores =
-            if self.full_votes && matches!(self.aggregate, Aggregate::Sum | Aggregate::Avg) {
-                let mut sums = model.wire_node(
-                    format!("{prefix}.sum"),
-                    TreeEnsembleSum {
-                        ensemble: self.ensemble.clone(),
-                    },
-                    &[x],
-                )?;
-                if self.aggregate == Aggregate::Avg {
-                    let n = model.add_const(
-                        format!("{prefix}.n_trees"),
-                        rctensor2(&[[self.n_trees as f32]]),
-                    )?;
-                    sums = wire_with_rank_broadcast(
-                        format!("{prefix}.average"),
-                        model,
-                        math::div(),
-                        &[sums[0], n],
-                    )?;
-                }
-                if let Some(base) = &self.base_values {
-                    let base = model.add_const(format!("{prefix}.base_values"), base.clone())?;
-                    sums = model.wire_node(
-                        format!("{prefix}.add_base_values"),
-                        math::add(),
-                        &[sums[0], base],
-                    )?;
-                }
-                sums
-            } else {
-                let op = TreeEnsembleScores {
+        let scores = if self.full_votes && matches!(self.aggregate, Aggregate::Sum | Aggregate::Avg) {
+            let mut sums = model.wire_node(
+                format!("{prefix}.sum"),
+                TreeEnsembleSum {
                     ensemble: self.ensemble.clone(),
-                    aggregate: self.aggregate,
-                    n_trees: self.n_trees,
-                    base_values: self.base_values.clone(),
-                };
-                model.wire_node(format!("{prefix}.scores"), op, &[x])?
+                },
+                &[x],
+            )?;
+            if self.aggregate == Aggregate::Avg {
+                let n = model.add_const(format!("{prefix}.n_trees"), rctensor2(&[[self.n_trees as f32]]))?;
+                sums =
+                    wire_with_rank_broadcast(format!("{prefix}.average"), model, math::div(), &[sums[0], n])?;
+            }
+            if let Some(base) = &self.base_values {
+                let base = model.add_const(format!("{prefix}.base_values"), base.clone())?;
+                sums = model.wire_node(format!("{prefix}.add_base_values"), math::add(), &[sums[0], base])?;
+            }
+            sums
+        } else {
+            let op = TreeEnsembleScores {
+                ensemble: self.ensemble.clone(),
+                aggregate: self.aggregate,
+                n_trees: self.n_trees,
+                base_values: self.base_values.clone(),
             };
+            model.wire_node(format!("{prefix}.scores"), op, &[x])?
+        };
         let scores = wire_post_transform(model, prefix, self.post_transform, scores[0])?;
         Ok(tvec!(scores))
     }
@@ -223,10 +197,7 @@ mod tests {
         let x = tensor2(&[[0f32], [1.0]]);
         // Reference values from onnxruntime 1.32.
         let two = run(&stump(2, "LOGISTIC"), vec![x.clone()])?;
-        close(
-            &two[0],
-            &[0.574_442_5, 0.268_941_4, 0.880_797, 0.622_459_35],
-        )?;
+        close(&two[0], &[0.574_442_5, 0.268_941_4, 0.880_797, 0.622_459_35])?;
         let one = run(&stump(1, "LOGISTIC"), vec![x])?;
         close(&one[0], &[0.3, 2.0])
     }
@@ -240,34 +211,22 @@ mod tests {
     #[test]
     fn child_outside_its_tree_is_refused() {
         let mut n = stump(1, "NONE");
-        let falses = n
-            .attribute
-            .iter_mut()
-            .find(|a| a.name == "nodes_falsenodeids");
+        let falses = n.attribute.iter_mut().find(|a| a.name == "nodes_falsenodeids");
         if let Some(a) = falses {
             a.ints = vec![7, 0, 0];
         }
-        let err = parse(&n)
-            .err()
-            .map(|e| format!("{e:?}"))
-            .unwrap_or_default();
+        let err = parse(&n).err().map(|e| format!("{e:?}")).unwrap_or_default();
         assert!(err.contains("does not exist"), "{err}");
     }
 
     #[test]
     fn tree_with_a_loop_is_refused() {
         let mut n = stump(1, "NONE");
-        let falses = n
-            .attribute
-            .iter_mut()
-            .find(|a| a.name == "nodes_falsenodeids");
+        let falses = n.attribute.iter_mut().find(|a| a.name == "nodes_falsenodeids");
         if let Some(a) = falses {
             a.ints = vec![0, 0, 0];
         }
-        let err = parse(&n)
-            .err()
-            .map(|e| format!("{e:?}"))
-            .unwrap_or_default();
+        let err = parse(&n).err().map(|e| format!("{e:?}")).unwrap_or_default();
         assert!(err.contains("loop"), "{err}");
     }
 }

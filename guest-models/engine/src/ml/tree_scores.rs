@@ -29,10 +29,7 @@ impl Op for TreeEnsembleScores {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "{:?} over {} trees",
-            self.aggregate, self.n_trees
-        )])
+        Ok(vec![format!("{:?} over {} trees", self.aggregate, self.n_trees)])
     }
 
     op_as_typed_op!();
@@ -96,11 +93,7 @@ impl EvalOp for TreeEnsembleScores {
 }
 
 /// Walks one tree from `root`; returns the leaf's vote range (start, end) in `leaves` rows.
-fn find_leaf(
-    nodes: &[u32],
-    root: usize,
-    feature: impl Fn(usize) -> f32,
-) -> TractResult<(usize, usize)> {
+fn find_leaf(nodes: &[u32], root: usize, feature: impl Fn(usize) -> f32) -> TractResult<(usize, usize)> {
     let mut at = root;
     // Parsing refused loops; the bound keeps a corrupt layout from spinning forever.
     for _ in 0..=nodes.len() / 5 {
@@ -142,10 +135,7 @@ impl TypedOp for TreeEnsembleScores {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs[0].rank() == 2, "tree ensemble input must be 2-D");
         let n = &inputs[0].shape[0];
-        Ok(tvec!(f32::fact([
-            n.clone(),
-            self.ensemble.n_classes.to_dim()
-        ])))
+        Ok(tvec!(f32::fact([n.clone(), self.ensemble.n_classes.to_dim()])))
     }
 
     as_op!();

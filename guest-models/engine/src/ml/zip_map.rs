@@ -8,10 +8,7 @@ use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::identity::Identity;
 
 /// Builds the `ZipMap` op from its ONNX node.
-pub fn parse(
-    _ctx: &ParsingContext,
-    _node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+pub fn parse(_ctx: &ParsingContext, _node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     Ok((expand(ZipMap), vec![]))
 }
 
@@ -38,12 +35,7 @@ impl Expansion for ZipMap {
         Ok(())
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
+    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
         // A node of its own keeps the ZipMap output's name on the model output.
         model.wire_node(prefix, Identity, inputs)
     }
@@ -64,10 +56,7 @@ mod tests {
         model.set_input_fact(0, f32::fact([n.to_dim(), 8.to_dim()]).into())?;
         let typed = model.into_optimized()?;
         let probabilities = typed.output_outlets()?[1];
-        assert_eq!(
-            typed.outlet_label(probabilities),
-            Some("output_probability")
-        );
+        assert_eq!(typed.outlet_label(probabilities), Some("output_probability"));
         let fact = typed.outlet_fact(probabilities)?;
         assert_eq!(fact.datum_type, f32::datum_type());
         assert_eq!(fact.shape.to_tvec(), tvec![n.to_dim(), 3.to_dim()]);
