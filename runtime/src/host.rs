@@ -6,6 +6,7 @@ use crate::aot_cache::{AotCache, CacheOutcome, digest};
 use crate::bindings::ModelPre;
 use crate::config::HostConfig;
 use crate::error::HostError;
+use crate::function_cache::FunctionCache;
 use crate::instance::Instances;
 use crate::sandbox::Sandbox;
 use anyhow::Context;
@@ -35,7 +36,7 @@ impl Drop for Host {
 }
 
 /// The wasmtime configuration Kiln uses (also the key of the AOT cache).
-pub fn engine_config(config: &HostConfig) -> Config {
+pub fn engine_config(config: &HostConfig) -> anyhow::Result<Config> {
     let mut c = Config::new();
     c.wasm_component_model(true)
         .wasm_simd(true)
@@ -62,13 +63,17 @@ pub fn engine_config(config: &HostConfig) -> Config {
         .linear_memory_keep_resident(1 << 20)
         .table_keep_resident(64 << 10);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    c
+    if let Some(dir) = &config.cache_dir {
+        let functions = FunctionCache::new(dir.join("functions"));
+        c.enable_incremental_compilation(Arc::new(functions))?;
+    }
+    Ok(c)
 }
 
 impl Host {
     /// Builds the engine and linker and starts the epoch ticker.
     pub fn new(config: HostConfig) -> anyhow::Result<Host> {
-        let engine = Engine::new(&engine_config(&config))
+        let engine = Engine::new(&engine_config(&config)?)
             .map_err(anyhow::Error::from)
             .context("creating the wasmtime engine")?;
         let mut linker = Linker::<Sandbox>::new(&engine);

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod compile;
 pub mod config;
 pub mod error;
+pub mod function_cache;
 pub mod guest;
 pub mod host;
 pub mod instance;

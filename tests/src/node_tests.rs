@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, Once};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tract_onnx::data_resolver::FopenDataResolver;
 use tract_onnx::pb;
 use tract_onnx::pb::tensor_proto::DataType;
@@ -188,6 +188,9 @@ pub struct CaseResult {
     /// Whether the outcomes come from the retry with every input but the first made a
     /// constant (the first try could not run on either side).
     pub constant_inputs: bool,
+    /// Seconds spent loading and running natively, and in the sandbox (both tries).
+    pub native_seconds: f64,
+    pub component_seconds: f64,
 }
 
 /// A case's model and data, read from its directory.
@@ -241,22 +244,27 @@ impl Runner {
                     native: Outcome::Unsupported(why.clone()),
                     component: Outcome::Unsupported(why),
                     constant_inputs: false,
+                    native_seconds: 0.0,
+                    component_seconds: 0.0,
                 };
             }
         };
-        let as_given = self.run_both(&case, case.onnx.clone(), &case.inputs);
+        let mut seconds = (0.0, 0.0);
+        let as_given = self.run_both(&case, case.onnx.clone(), &case.inputs, &mut seconds);
         let neither_ran = matches!(as_given, (Outcome::Unsupported(_), Outcome::Unsupported(_)));
         if neither_ran
             && case.inputs.len() > 1
             && let Ok(onnx) = case.with_constant_inputs(1)
         {
-            let retried = self.run_both(&case, onnx, &case.inputs[..1]);
+            let retried = self.run_both(&case, onnx, &case.inputs[..1], &mut seconds);
             if !matches!(retried, (Outcome::Unsupported(_), Outcome::Unsupported(_))) {
                 return CaseResult {
                     name,
                     native: retried.0,
                     component: retried.1,
                     constant_inputs: true,
+                    native_seconds: seconds.0,
+                    component_seconds: seconds.1,
                 };
             }
         }
@@ -265,6 +273,8 @@ impl Runner {
             native: as_given.0,
             component: as_given.1,
             constant_inputs: false,
+            native_seconds: seconds.0,
+            component_seconds: seconds.1,
         }
     }
 
@@ -273,14 +283,19 @@ impl Runner {
         case: &Case,
         onnx: Vec<u8>,
         inputs: &[(String, pb::TensorProto)],
+        seconds: &mut (f64, f64),
     ) -> (Outcome, Outcome) {
         let tensors = match kiln_tensors(inputs) {
             Ok(t) => t,
             Err(why) => return (Outcome::Unsupported(why.clone()), Outcome::Unsupported(why)),
         };
         let onnx = Arc::new(onnx);
+        let started = Instant::now();
         let native = run_native(onnx.clone(), tensors.clone());
+        seconds.0 += started.elapsed().as_secs_f64();
+        let started = Instant::now();
         let component = self.run_component(&onnx, tensors);
+        seconds.1 += started.elapsed().as_secs_f64();
         (
             self.judge(native, &case.expected),
             self.judge(component, &case.expected),
@@ -301,7 +316,7 @@ impl Runner {
         };
         match std::panic::catch_unwind(AssertUnwindSafe(run)) {
             Ok(Ok(outputs)) => Ok(outputs),
-            Ok(Err(e)) => Err(format!("{}: {e}", e.kind())),
+            Ok(Err(e)) => Err(e.to_string()),
             Err(panic) => Err(format!("host panicked: {}", panic_message(&*panic))),
         }
     }
@@ -543,11 +558,13 @@ fn close(got: f64, expected: f64, tol: Tolerance) -> bool {
 }
 
 /// Pass / mismatch / unsupported counts of one side.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Counts {
     pub pass: usize,
     pub mismatch: usize,
     pub unsupported: usize,
+    /// Time spent on this side, summed over the worker threads.
+    pub seconds: f64,
 }
 
 impl Counts {
@@ -585,6 +602,8 @@ impl Summary {
         for r in results {
             s.native.add(&r.native);
             s.component.add(&r.component);
+            s.native.seconds += r.native_seconds;
+            s.component.seconds += r.component_seconds;
             if r.constant_inputs {
                 s.passed_with_constant_inputs.0 += usize::from(r.native.is_pass());
                 s.passed_with_constant_inputs.1 += usize::from(r.component.is_pass());
@@ -602,16 +621,17 @@ impl Summary {
     /// The counts as a text table, plus the number of lost cases.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "{:<10} {:>6} {:>9} {:>12} {:>6}\n",
-            "", "pass", "mismatch", "unsupported", "total"
+            "{:<10} {:>6} {:>9} {:>12} {:>6} {:>9}\n",
+            "", "pass", "mismatch", "unsupported", "total", "seconds"
         );
         for (label, c) in [("native", self.native), ("component", self.component)] {
             out += &format!(
-                "{label:<10} {:>6} {:>9} {:>12} {:>6}\n",
+                "{label:<10} {:>6} {:>9} {:>12} {:>6} {:>9.1}\n",
                 c.pass,
                 c.mismatch,
                 c.unsupported,
-                c.total()
+                c.total(),
+                c.seconds
             );
         }
         out += &format!(
