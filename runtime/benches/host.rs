@@ -81,7 +81,7 @@ fn lazy(host: &Arc<Host>, name: &str) -> LoadedModel {
         },
         onnx: onnx(name),
     };
-    host.load_lazy(GUEST_WASM, bundle.encode()).expect("lazy guest")
+    host.load_lazy(bundle.encode()).expect("lazy guest")
 }
 
 fn first_prediction(c: &mut Criterion) {

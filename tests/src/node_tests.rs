@@ -311,7 +311,7 @@ impl Runner {
         }
         .encode();
         let run = || -> Result<Vec<Tensor>, HostError> {
-            let loaded = self.host.load_lazy(kiln_runtime::guest::GUEST_WASM, bundle)?;
+            let loaded = self.host.load_lazy(bundle)?;
             loaded.predict(inputs)
         };
         match std::panic::catch_unwind(AssertUnwindSafe(run)) {

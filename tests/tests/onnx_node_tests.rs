@@ -41,20 +41,3 @@ fn the_sandbox_passes_every_case_native_tract_passes() {
         summary.table()
     );
 }
-
-#[test]
-#[ignore]
-fn tmp_measure_guest_lookup() {
-    let host = kiln_tests::host();
-    host.compile_component(kiln_runtime::guest::GUEST_WASM).unwrap();
-    let t = std::time::Instant::now();
-    for _ in 0..50 {
-        host.compile_component(kiln_runtime::guest::GUEST_WASM).unwrap();
-    }
-    println!("compile_component (cache hit): {:?} each", t.elapsed() / 50);
-    let t = std::time::Instant::now();
-    for _ in 0..50 {
-        kiln_runtime::aot_cache::digest(kiln_runtime::guest::GUEST_WASM);
-    }
-    println!("digest: {:?} each", t.elapsed() / 50);
-}

@@ -93,6 +93,10 @@ impl Model {
             .model_for_proto_model(&proto)
             .map_err(|e| EngineError::Unsupported(format!("cannot import model: {}", chain(&e))))?;
         apply_input_facts(&mut model, options)?;
+        // Names as the ONNX graph declares them: the optimiser may relabel outlets (an
+        // input feeding an Identity takes the Identity's output name).
+        let input_names = outlet_names(&model, model.input_outlets().map_err(internal)?, true);
+        let output_names = outlet_names(&model, model.output_outlets().map_err(internal)?, false);
         let mut typed = model
             .into_typed()
             .map_err(|e| EngineError::Unsupported(format!("cannot import model: {}", chain(&e))))?;
@@ -102,8 +106,8 @@ impl Model {
             .into_optimized()
             .map_err(|e| EngineError::Unsupported(format!("cannot optimise model: {}", chain(&e))))?;
 
-        let inputs = specs(&typed, typed.input_outlets().map_err(internal)?)?;
-        let outputs = specs(&typed, typed.output_outlets().map_err(internal)?)?;
+        let inputs = specs(&typed, typed.input_outlets().map_err(internal)?, &input_names)?;
+        let outputs = specs(&typed, typed.output_outlets().map_err(internal)?, &output_names)?;
         let input_dims = typed
             .input_outlets()
             .map_err(internal)?
@@ -441,16 +445,32 @@ fn apply_input_facts(model: &mut InferenceModel, options: &LoadOptions) -> Resul
     Ok(())
 }
 
-/// Specs of the given outlets (labels are the ONNX names).
-fn specs(model: &TypedModel, outlets: &[OutletId]) -> Result<Vec<TensorSpec>, EngineError> {
+/// ONNX names of a model's inputs (source node names) or outputs (outlet labels).
+fn outlet_names(model: &InferenceModel, outlets: &[OutletId], inputs: bool) -> Vec<String> {
     outlets
         .iter()
-        .map(|o| {
+        .map(|o| match (inputs, model.outlet_label(*o)) {
+            (false, Some(label)) => label.to_string(),
+            _ => model.node(o.node).name.clone(),
+        })
+        .collect()
+}
+
+/// Specs of the given outlets, named by `names` (same order).
+fn specs(model: &TypedModel, outlets: &[OutletId], names: &[String]) -> Result<Vec<TensorSpec>, EngineError> {
+    if outlets.len() != names.len() {
+        return Err(EngineError::Internal(format!(
+            "the optimised model has {} inputs or outputs where the ONNX graph has {}",
+            outlets.len(),
+            names.len()
+        )));
+    }
+    outlets
+        .iter()
+        .zip(names)
+        .map(|(o, name)| {
             let fact = model.outlet_fact(*o).map_err(internal)?;
-            let name = model
-                .outlet_label(*o)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| model.node(o.node).name.clone());
+            let name = name.clone();
             let element_type = ElementType::from_datum_type(fact.datum_type).ok_or_else(|| {
                 EngineError::Unsupported(format!(
                     "`{name}` has element type {:?}, which Kiln cannot carry (string labels: convert classes to integers)",
