@@ -36,6 +36,8 @@ pub struct HostConfig {
     pub isolation: Isolation,
     /// Instances kept per model in `pooled` mode.
     pub pool_size: usize,
+    /// Calls a pooled instance serves before it is replaced by a fresh one.
+    pub max_instance_reuse: u32,
     /// Largest request (sum of input tensor bytes) accepted.
     pub max_request_bytes: usize,
     /// Where compiled components are cached; `None` disables the cache.
@@ -49,8 +51,9 @@ impl Default for HostConfig {
         HostConfig {
             deadline: Duration::from_secs(1),
             memory_limit: 512 << 20,
-            isolation: Isolation::PerRequest,
+            isolation: Isolation::Pooled,
             pool_size: 4,
+            max_instance_reuse: 1000,
             max_request_bytes: 64 << 20,
             cache_dir: Some(default_cache_dir()),
             instance_slots: 128,

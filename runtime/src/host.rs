@@ -62,7 +62,9 @@ pub fn engine_config(config: &HostConfig) -> anyhow::Result<Config> {
         .table_elements(100_000)
         .max_core_instance_size(4 << 20)
         .max_component_instance_size(4 << 20)
-        .linear_memory_keep_resident(1 << 20)
+        // Measured on the MLP (per-request predict): 8 MiB 111 µs, 0 120 µs, 1 MiB 136 µs:
+        // resetting the snapshot's hot pages by copy beats re-faulting them.
+        .linear_memory_keep_resident(8 << 20)
         .table_keep_resident(64 << 10);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     if let Some(dir) = &config.cache_dir {

@@ -14,6 +14,8 @@ use wasmtime::{Store, Trap};
 struct Live {
     store: Store<Sandbox>,
     model: Model,
+    /// Calls served, to recycle pooled instances.
+    uses: u32,
 }
 
 /// Creates, reuses and drops instances of one model.
@@ -52,7 +54,11 @@ impl Instances {
             .pre
             .instantiate(&mut store)
             .map_err(|e| self.classify(&store, e))?;
-        Ok(Live { store, model })
+        Ok(Live {
+            store,
+            model,
+            uses: 0,
+        })
     }
 
     fn take(&self) -> Result<Live, HostError> {
@@ -64,8 +70,11 @@ impl Instances {
         self.instantiate()
     }
 
-    fn give_back(&self, live: Live) {
-        if self.host.config.isolation == Isolation::Pooled {
+    fn give_back(&self, mut live: Live) {
+        live.uses += 1;
+        // A recycled instance bounds whatever state a model accumulates (leaks, caches).
+        if self.host.config.isolation == Isolation::Pooled && live.uses < self.host.config.max_instance_reuse
+        {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < self.host.config.pool_size {
                 idle.push(live);

@@ -36,8 +36,11 @@ struct HostArgs {
     #[arg(long, global = true, env = "KILN_MEMORY_LIMIT_MIB", default_value_t = 512)]
     memory_limit_mib: usize,
     /// Instance reuse: a fresh instance per request, or a pool of reused ones.
-    #[arg(long, global = true, env = "KILN_ISOLATION", default_value_t = Isolation::PerRequest)]
+    #[arg(long, global = true, env = "KILN_ISOLATION", default_value_t = Isolation::Pooled)]
     isolation: Isolation,
+    /// Calls a pooled instance serves before a fresh one replaces it.
+    #[arg(long, global = true, env = "KILN_MAX_INSTANCE_REUSE", default_value_t = 1000)]
+    max_instance_reuse: u32,
     /// Largest request accepted, in MiB of tensor data.
     #[arg(long, global = true, env = "KILN_MAX_REQUEST_MIB", default_value_t = 64)]
     max_request_mib: usize,
@@ -94,6 +97,7 @@ fn host_config(a: &HostArgs) -> HostConfig {
         deadline: Duration::from_millis(a.deadline_ms),
         memory_limit: a.memory_limit_mib << 20,
         isolation: a.isolation,
+        max_instance_reuse: a.max_instance_reuse.max(1),
         max_request_bytes: a.max_request_mib << 20,
         cache_dir: if a.no_cache {
             None

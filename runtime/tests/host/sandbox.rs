@@ -77,3 +77,28 @@ fn pooled_mode_reuses_instances_and_drops_trapped_ones() {
     let _ = model.predict(call("trap"));
     assert_eq!(model.idle_instances(), 0, "a trapped instance is not reused");
 }
+
+#[test]
+fn a_pooled_instance_is_recycled_after_its_reuse_budget() {
+    let host = std::sync::Arc::new(
+        kiln_runtime::Host::new(kiln_runtime::HostConfig {
+            isolation: Isolation::Pooled,
+            max_instance_reuse: 3,
+            cache_dir: Some(crate::cache_dir()),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let model = host.load(TEST_GUEST_WASM).unwrap();
+    // Loading read the info on one instance (use 1); two calls make 3 uses.
+    model.predict(call("x")).unwrap();
+    assert_eq!(model.idle_instances(), 1);
+    model.predict(call("x")).unwrap();
+    assert_eq!(
+        model.idle_instances(),
+        0,
+        "the instance reached its budget and was dropped"
+    );
+    model.predict(call("x")).unwrap();
+    assert_eq!(model.idle_instances(), 1, "a fresh instance took its place");
+}

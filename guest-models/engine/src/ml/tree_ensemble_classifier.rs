@@ -20,6 +20,7 @@
 use super::float_list;
 use super::numeric_input;
 use super::tree_ensemble::{PostTransform, parse_post_transform, parse_trees, wire_post_transform};
+use super::tree_scores::TreeEnsembleScores;
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
@@ -32,7 +33,6 @@ use tract_onnx::tract_hir::tract_core::ops::{
     nn::{Reduce, Reducer, sigmoid},
 };
 use tract_onnx_opl::ml::tree::TreeEnsemble;
-use tract_onnx_opl::ml::tree_ensemble_classifier::TreeEnsembleClassifier as TreeEnsembleSum;
 
 /// Builds the `TreeEnsembleClassifier` op from its ONNX node.
 pub fn parse(ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
@@ -157,9 +157,7 @@ impl Expansion for TreeEnsembleClassifier {
         if let Ok(features) = model.outlet_fact(x)?.shape[1].to_i64() {
             self.ensemble.check_n_features(features as usize)?;
         }
-        let sum = TreeEnsembleSum {
-            ensemble: self.ensemble.clone(),
-        };
+        let sum = TreeEnsembleScores::sums(self.ensemble.clone());
         let sums = model.wire_node(format!("{prefix}.sum"), sum, &[x])?[0];
         let (class, probabilities) = match self.layout {
             Layout::Classes => {

@@ -17,7 +17,6 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::{change_axes::wire_with_rank_broadcast, math};
 use tract_onnx_opl::ml::tree::{Aggregate, TreeEnsemble};
-use tract_onnx_opl::ml::tree_ensemble_classifier::TreeEnsembleClassifier as TreeEnsembleSum;
 
 /// Builds the `TreeEnsembleRegressor` op from its ONNX node.
 pub fn parse(ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
@@ -116,9 +115,7 @@ impl Expansion for TreeEnsembleRegressor {
         let scores = if self.full_votes && matches!(self.aggregate, Aggregate::Sum | Aggregate::Avg) {
             let mut sums = model.wire_node(
                 format!("{prefix}.sum"),
-                TreeEnsembleSum {
-                    ensemble: self.ensemble.clone(),
-                },
+                TreeEnsembleScores::sums(self.ensemble.clone()),
                 &[x],
             )?;
             if self.aggregate == Aggregate::Avg {
