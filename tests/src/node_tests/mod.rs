@@ -4,6 +4,14 @@
 //! case that native tract passes: both run the same engine, so any difference is a bug
 //! in the guest, the host or the tensor plumbing between them.
 
+mod compare;
+mod data;
+mod summary;
+
+pub use compare::*;
+pub use data::*;
+pub use summary::*;
+
 use kiln_engine::{Bundle, BundleConfig, ElementType, LoadOptions, Model, Tensor};
 use kiln_runtime::{Host, HostConfig, HostError, Isolation};
 use prost::Message;
@@ -28,129 +36,6 @@ pub const CASE_DEADLINE: Duration = Duration::from_secs(10);
 /// Prefix of the threads this runner starts; their panics are reported as outcomes, not
 /// printed.
 const THREAD_PREFIX: &str = "onnx-node-";
-
-/// Writes the node cases with the `onnx` package's own generator. `cmd_tools
-/// generate-data` only writes the model cases (`real`, `simple`) in onnx 1.23, so this
-/// hands it the node cases instead. Writes into `argv[1]`, prints the onnx version.
-const GENERATE_SCRIPT: &str = r#"
-import argparse, sys, warnings
-warnings.simplefilter("ignore")
-import onnx
-import onnx.backend.test.cmd_tools as tools
-import onnx.backend.test.case.model as model_cases
-import onnx.backend.test.case.node as node_cases
-cases = node_cases.collect_testcases()
-model_cases.collect_testcases = lambda: cases
-tools.generate_data(argparse.Namespace(output=sys.argv[1]))
-print(onnx.__version__)
-"#;
-
-/// Float tolerances, compared as numpy's `assert_allclose` does:
-/// `|got - expected| <= atol + rtol * |expected|`, NaN equal to NaN.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Tolerance {
-    pub rtol: f64,
-    pub atol: f64,
-}
-
-impl Default for Tolerance {
-    /// `rtol=1e-3, atol=1e-5`. The onnx backend runner uses `atol=1e-7`, tighter than
-    /// float32 rounding of outputs near zero: the DFT cases then pass or fail on 2e-6 of
-    /// noise depending on the SIMD kernels (native AVX vs wasm simd128).
-    fn default() -> Self {
-        Tolerance {
-            rtol: 1e-3,
-            atol: 1e-5,
-        }
-    }
-}
-
-/// `$KILN_ONNX_NODE_TESTS`, else `<workspace>/target/onnx-node-tests`.
-pub fn default_data_dir() -> PathBuf {
-    std::env::var_os("KILN_ONNX_NODE_TESTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::root().join("target").join("onnx-node-tests"))
-}
-
-/// Makes sure `dir/node` holds the node cases, generating them (a few seconds, ~56 MB)
-/// with `python3` (or `$KILN_PYTHON`) and the `onnx` package when missing.
-pub fn ensure_data(dir: &Path) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let node = dir.join("node");
-    if node.is_dir() {
-        return Ok(());
-    }
-    let python = std::env::var("KILN_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python).args(["-c", "import onnx"]).output().with_context(|| {
-        format!("running `{python}` to generate the ONNX node test data (set KILN_PYTHON to another interpreter)")
-    })?;
-    if !probe.status.success() {
-        anyhow::bail!(
-            "`{python}` cannot import the `onnx` package, which generates the ONNX node test data: \
-             pip install onnx (or point KILN_PYTHON at an interpreter that has it); {}",
-            last_line(&String::from_utf8_lossy(&probe.stderr))
-        );
-    }
-    // Generate next to the final place and rename, so a run that is interrupted (or
-    // races another) never leaves a half-written `node` directory behind.
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let partial = dir.join(format!(".generating-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&partial);
-    let out = Command::new(&python)
-        .args(["-c", GENERATE_SCRIPT])
-        .arg(&partial)
-        .output()
-        .with_context(|| format!("running `{python}` to generate the ONNX node test data"))?;
-    if !out.status.success() {
-        let _ = std::fs::remove_dir_all(&partial);
-        anyhow::bail!(
-            "generating the ONNX node test data into {} failed: {}",
-            dir.display(),
-            last_line(&String::from_utf8_lossy(&out.stderr))
-        );
-    }
-    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let _ = std::fs::write(partial.join("onnx-version.txt"), format!("{version}\n"));
-    let renamed = std::fs::rename(partial.join("node"), &node);
-    if let Err(e) = renamed
-        && !node.is_dir()
-    {
-        let _ = std::fs::remove_dir_all(&partial);
-        return Err(e).with_context(|| format!("moving the generated cases into {}", node.display()));
-    }
-    let _ = std::fs::rename(partial.join("onnx-version.txt"), dir.join("onnx-version.txt"));
-    let _ = std::fs::remove_dir_all(&partial);
-    Ok(())
-}
-
-/// The onnx version that generated the data, if recorded.
-pub fn data_onnx_version(dir: &Path) -> Option<String> {
-    std::fs::read_to_string(dir.join("onnx-version.txt"))
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
-/// Directories of the node cases under `dir/node` whose name contains `filter`, sorted.
-pub fn case_dirs(dir: &Path, filter: Option<&str>) -> anyhow::Result<Vec<PathBuf>> {
-    use anyhow::Context;
-    let node = dir.join("node");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&node)
-        .with_context(|| format!("listing {}", node.display()))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.join("model.onnx").is_file())
-        .filter(|p| filter.is_none_or(|f| case_name(p).contains(f)))
-        .collect();
-    dirs.sort();
-    Ok(dirs)
-}
-
-/// A case's name: its directory's name.
-pub fn case_name(dir: &Path) -> String {
-    dir.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
 
 /// How one case went on one side.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -490,175 +375,6 @@ fn run_native(onnx: Arc<Vec<u8>>, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, St
     }
 }
 
-/// Compares outputs with the references by position: count, element type, shape, then
-/// values (floats within `tol`, everything else exactly).
-pub fn compare(got: &[Tensor], expected: &[Tensor], tol: Tolerance) -> Result<(), String> {
-    if got.len() != expected.len() {
-        return Err(format!("{} output(s), expected {}", got.len(), expected.len()));
-    }
-    for (ix, (g, e)) in got.iter().zip(expected).enumerate() {
-        let what = format!("output #{ix} `{}`", e.name);
-        if g.element_type != e.element_type {
-            return Err(format!(
-                "{what} is {}, expected {}",
-                g.element_type, e.element_type
-            ));
-        }
-        if g.shape != e.shape {
-            return Err(format!("{what} has shape {:?}, expected {:?}", g.shape, e.shape));
-        }
-        let float = matches!(
-            e.element_type,
-            ElementType::F16 | ElementType::F32 | ElementType::F64
-        );
-        if !float {
-            if g.data != e.data {
-                let n = e.element_type.size();
-                let at = g
-                    .data
-                    .chunks(n)
-                    .zip(e.data.chunks(n))
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(0);
-                return Err(format!("{what} differs at element {at}"));
-            }
-            continue;
-        }
-        let (a, b) = match (g.to_f64_vec(), e.to_f64_vec()) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(err), _) | (_, Err(err)) => return Err(format!("{what}: {err}")),
-        };
-        let bad = a
-            .iter()
-            .zip(&b)
-            .enumerate()
-            .filter(|(_, (x, y))| !close(**x, **y, tol));
-        let (count, first) = bad.fold((0usize, None), |(n, first), item| (n + 1, first.or(Some(item))));
-        if let Some((at, (x, y))) = first {
-            return Err(format!(
-                "{what}: {count} of {} values differ beyond rtol {} / atol {}; first at {at}: {x} vs {y}",
-                b.len(),
-                tol.rtol,
-                tol.atol
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// numpy's `isclose` with `equal_nan`: infinities must match exactly.
-fn close(got: f64, expected: f64, tol: Tolerance) -> bool {
-    if got.is_nan() || expected.is_nan() {
-        return got.is_nan() && expected.is_nan();
-    }
-    if got.is_infinite() || expected.is_infinite() {
-        return got == expected;
-    }
-    (got - expected).abs() <= tol.atol + tol.rtol * expected.abs()
-}
-
-/// Pass / mismatch / unsupported counts of one side.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Counts {
-    pub pass: usize,
-    pub mismatch: usize,
-    pub unsupported: usize,
-    /// Time spent on this side, summed over the worker threads.
-    pub seconds: f64,
-}
-
-impl Counts {
-    fn add(&mut self, o: &Outcome) {
-        match o {
-            Outcome::Pass => self.pass += 1,
-            Outcome::Mismatch(_) => self.mismatch += 1,
-            Outcome::Unsupported(_) => self.unsupported += 1,
-        }
-    }
-
-    /// Cases counted.
-    pub fn total(&self) -> usize {
-        self.pass + self.mismatch + self.unsupported
-    }
-}
-
-/// The counts of a run and the cases where the two sides disagree.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
-    pub native: Counts,
-    pub component: Counts,
-    /// Passes that needed the constant-input retry (native, component).
-    pub passed_with_constant_inputs: (usize, usize),
-    /// Cases native tract passes but the component does not, with the component's outcome.
-    pub lost: Vec<(String, Outcome)>,
-    /// Cases the component passes but native tract does not, with native's outcome.
-    pub gained: Vec<(String, Outcome)>,
-}
-
-impl Summary {
-    /// Counts `results`.
-    pub fn of(results: &[CaseResult]) -> Summary {
-        let mut s = Summary::default();
-        for r in results {
-            s.native.add(&r.native);
-            s.component.add(&r.component);
-            s.native.seconds += r.native_seconds;
-            s.component.seconds += r.component_seconds;
-            if r.constant_inputs {
-                s.passed_with_constant_inputs.0 += usize::from(r.native.is_pass());
-                s.passed_with_constant_inputs.1 += usize::from(r.component.is_pass());
-            }
-            if r.native.is_pass() && !r.component.is_pass() {
-                s.lost.push((r.name.clone(), r.component.clone()));
-            }
-            if r.component.is_pass() && !r.native.is_pass() {
-                s.gained.push((r.name.clone(), r.native.clone()));
-            }
-        }
-        s
-    }
-
-    /// The counts as a text table, plus the number of lost cases.
-    pub fn table(&self) -> String {
-        let mut out = format!(
-            "{:<10} {:>6} {:>9} {:>12} {:>6} {:>9}\n",
-            "", "pass", "mismatch", "unsupported", "total", "seconds"
-        );
-        for (label, c) in [("native", self.native), ("component", self.component)] {
-            out += &format!(
-                "{label:<10} {:>6} {:>9} {:>12} {:>6} {:>9.1}\n",
-                c.pass,
-                c.mismatch,
-                c.unsupported,
-                c.total(),
-                c.seconds
-            );
-        }
-        out += &format!(
-            "passes needing constant inputs: native {}, component {}\n",
-            self.passed_with_constant_inputs.0, self.passed_with_constant_inputs.1
-        );
-        out += &format!("lost (native passes, component does not): {}\n", self.lost.len());
-        if !self.gained.is_empty() {
-            out += &format!(
-                "gained (component passes, native does not): {}\n",
-                self.gained.len()
-            );
-        }
-        out
-    }
-}
-
-/// The first line of a message, shortened to `max` characters, for one-line listings.
-pub fn one_line(s: &str, max: usize) -> String {
-    let line = s.lines().next().unwrap_or("");
-    if line.chars().count() <= max {
-        line.to_string()
-    } else {
-        format!("{}…", line.chars().take(max).collect::<String>())
-    }
-}
-
 fn last_line(s: &str) -> &str {
     s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("")
 }
@@ -690,6 +406,7 @@ fn install_quiet_panic_hook() {
 
 #[cfg(test)]
 mod tests {
+    use super::compare::close;
     use super::*;
 
     #[test]
