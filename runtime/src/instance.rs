@@ -6,7 +6,7 @@ use crate::bindings::{self, Model, ModelPre};
 use crate::config::Isolation;
 use crate::error::HostError;
 use crate::host::Host;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{STDERR_CAPACITY, Sandbox};
 use kiln_engine::{ElementType, ModelInfo, Tensor, TensorSpec};
 use std::sync::{Arc, Mutex};
 use wasmtime::{Store, Trap};
@@ -72,9 +72,11 @@ impl Instances {
 
     fn give_back(&self, mut live: Live) {
         live.uses += 1;
-        // A recycled instance bounds whatever state a model accumulates (leaks, caches).
-        if self.host.config.isolation == Isolation::Pooled && live.uses < self.host.config.max_instance_reuse
-        {
+        // A recycled instance bounds whatever state a model accumulates (leaks, caches,
+        // its stderr buffer).
+        let fresh_enough = live.uses < self.host.config.max_instance_reuse
+            && live.store.data().stderr_len() < STDERR_CAPACITY / 2;
+        if self.host.config.isolation == Isolation::Pooled && fresh_enough {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < self.host.config.pool_size {
                 idle.push(live);
@@ -135,6 +137,7 @@ impl Instances {
         let mut live = self.take()?;
         live.store
             .set_epoch_deadline(self.host.deadline_ticks(self.host.config.deadline));
+        live.store.data_mut().memory_denied = false;
         let wit_inputs: Vec<bindings::Tensor> = inputs.into_iter().map(to_wit_tensor).collect();
         let result = live
             .model

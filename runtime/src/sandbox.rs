@@ -19,6 +19,10 @@ pub struct Sandbox {
     pub stderr: Option<MemoryOutputPipe>,
 }
 
+/// Bytes of a model's stderr kept (for trap diagnostics). Writing past it fails, so a
+/// pooled instance is retired once half of it is used (see `instance.rs`).
+pub const STDERR_CAPACITY: usize = 64 << 10;
+
 /// A clock that always says 1970: models get no time source.
 struct FrozenClock;
 
@@ -61,7 +65,7 @@ impl Sandbox {
             .secure_random(Deterministic::new(b"kiln: deterministic model sandbox".to_vec()))
             .insecure_random(Deterministic::new(b"kiln: insecure random".to_vec()))
             .insecure_random_seed(0x6b696c6e);
-        let stderr = MemoryOutputPipe::new(64 << 10);
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         b.stderr(stderr.clone());
         if let Some(bytes) = stdin {
             b.stdin(MemoryInputPipe::new(bytes));
@@ -73,6 +77,11 @@ impl Sandbox {
             memory_denied: false,
             stderr: Some(stderr),
         }
+    }
+
+    /// Bytes the model wrote to stderr so far.
+    pub fn stderr_len(&self) -> usize {
+        self.stderr.as_ref().map(|p| p.contents().len()).unwrap_or(0)
     }
 
     /// What the model wrote to stderr, lossily decoded.

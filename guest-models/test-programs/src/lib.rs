@@ -1,6 +1,6 @@
 //! A misbehaving `kiln:model` component for host tests. What it does depends on the name
 //! of the first input: `spin` loops forever, `hog` allocates without bound, `trap` panics,
-//! anything else is echoed back. Hosts must contain all of it.
+//! `chatty` writes 40 KiB to stderr, anything else is echoed back. Hosts must contain all of it.
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -48,6 +48,10 @@ impl Inference for Component {
                 }
             }
             "trap" => panic!("the model panicked on purpose"),
+            "chatty" => {
+                eprintln!("{}", "chatter ".repeat(5 << 10));
+                Ok(inputs)
+            }
             "" if inputs.is_empty() => Err(wit::Error::InvalidInput("no inputs".into())),
             _ => Ok(inputs),
         }

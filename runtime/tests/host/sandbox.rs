@@ -102,3 +102,22 @@ fn a_pooled_instance_is_recycled_after_its_reuse_budget() {
     model.predict(call("x")).unwrap();
     assert_eq!(model.idle_instances(), 1, "a fresh instance took its place");
 }
+
+#[test]
+fn a_pooled_instance_that_fills_its_stderr_is_retired_not_broken() {
+    let host = strict_host(Isolation::Pooled);
+    let model = host.load(TEST_GUEST_WASM).unwrap();
+    assert_eq!(model.predict(call("chatty")).unwrap(), call("chatty"));
+    assert_eq!(
+        model.idle_instances(),
+        0,
+        "an instance with half its stderr used is retired"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            model.predict(call("chatty")).unwrap(),
+            call("chatty"),
+            "never a failed call"
+        );
+    }
+}
