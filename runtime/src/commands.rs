@@ -92,7 +92,7 @@ pub fn compile_file(
     let mut s = format!("compiled {} -> {}\n", model.display(), out.display());
     s += &format!("  digest   sha256:{}\n", compiled.digest);
     s += &format!("  size     {}\n", human_size(compiled.wasm.len()));
-    s += &describe_specs(&compiled.info, "  ");
+    s += &describe_specs(&compiled.model.info, "  ");
     s += &format!(
         "  elapsed  {:.2} s ({})\n",
         started.elapsed().as_secs_f64(),
@@ -151,7 +151,7 @@ pub fn load_model(host: &Arc<Host>, path: &Path, options: &LoadOptions) -> anyho
         return Ok(host.load(&bytes)?);
     }
     let compiled = compile_with_progress(host, &bytes, options)?;
-    Ok(host.load(&compiled.wasm)?)
+    Ok(compiled.model)
 }
 
 /// `kiln predict`: an OIP v2 request body in, the response body out.

@@ -9,10 +9,10 @@
 
 use crate::error::HostError;
 use crate::guest::GUEST_WASM;
-use crate::host::Host;
+use crate::host::{Host, LoadedModel};
 use crate::sandbox::Sandbox;
 use anyhow::Context;
-use kiln_engine::{Bundle, BundleConfig, LoadOptions, Model, ModelInfo, Tensor};
+use kiln_engine::{Bundle, BundleConfig, LoadOptions, Model, Tensor};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::Store;
@@ -48,8 +48,9 @@ pub struct CompiledModel {
     pub wasm: Vec<u8>,
     /// SHA-256 of `wasm`.
     pub digest: String,
-    /// The model's description, read back from the component.
-    pub info: ModelInfo,
+    /// The component loaded on the compiling host (already verified): use it rather
+    /// than loading `wasm` again.
+    pub model: LoadedModel,
     /// Time per step.
     pub timings: Vec<(Step, Duration)>,
 }
@@ -105,7 +106,7 @@ pub fn compile(
     Ok(CompiledModel {
         wasm,
         digest,
-        info: loaded.info.clone(),
+        model: loaded,
         timings,
     })
 }
