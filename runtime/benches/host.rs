@@ -8,7 +8,6 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kiln_engine::{Bundle, BundleConfig, LoadOptions, Model, Tensor};
-use kiln_runtime::guest::GUEST_WASM;
 use kiln_runtime::oip::InferRequest;
 use kiln_runtime::{Host, HostConfig, Isolation, LoadedModel};
 use std::path::PathBuf;
@@ -60,18 +59,8 @@ fn one_row(name: &str) -> Vec<Tensor> {
 }
 
 fn component(host: &Arc<Host>, name: &str) -> Vec<u8> {
-    let bytes = onnx(name);
-    let key = kiln_engine::model::sha256_hex(&[&bytes[..], GUEST_WASM].concat());
-    let path = cache()
-        .join("components")
-        .join(format!("{name}-{}.wasm", &key[..16]));
-    if let Ok(w) = std::fs::read(&path) {
-        return w;
-    }
-    let c =
-        kiln_runtime::compile::compile(host, &bytes, &LoadOptions::default(), &mut |_| {}).expect("compile");
-    kiln_runtime::aot_cache::write_atomically(&path, &c.wasm).expect("cache");
-    c.wasm
+    let dir = cache().join("components");
+    kiln_runtime::compile::compile_cached(host, &onnx(name), &LoadOptions::default(), &dir).expect("compile")
 }
 
 fn lazy(host: &Arc<Host>, name: &str) -> LoadedModel {

@@ -111,6 +111,27 @@ pub fn compile(
     })
 }
 
+/// [`compile`] with the resulting component kept in `dir`, keyed by the ONNX bytes, the
+/// load options and the embedded guest: an unchanged model is compiled once, an edited
+/// model or a new Kiln compiles again. Tests and benchmarks share compiled examples this
+/// way.
+pub fn compile_cached(
+    host: &Arc<Host>,
+    onnx: &[u8],
+    options: &LoadOptions,
+    dir: &std::path::Path,
+) -> Result<Vec<u8>, HostError> {
+    let options_json = serde_json::to_vec(options).unwrap_or_default();
+    let key = kiln_engine::model::sha256_hex(&[onnx, &options_json, GUEST_WASM].concat());
+    let path = dir.join(format!("{key}.wasm"));
+    if let Ok(wasm) = std::fs::read(&path) {
+        return Ok(wasm);
+    }
+    let compiled = compile(host, onnx, options, &mut |_| {})?;
+    crate::aot_cache::write_atomically(&path, &compiled.wasm)?;
+    Ok(compiled.wasm)
+}
+
 /// Snapshots `guest` after running its `wizer-initialize` export with `stdin`.
 pub fn pre_initialize(host: &Arc<Host>, guest: &[u8], stdin: Vec<u8>) -> Result<Vec<u8>, HostError> {
     let mut wizer = Wizer::new();

@@ -51,8 +51,8 @@ pub fn onnx(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-/// The component of an example, compiled at most once per checkout (keyed by the ONNX
-/// digest and the Kiln version, so an edited model or guest recompiles).
+/// The component of an example, compiled at most once per checkout (see
+/// `compile_cached`); one compile per example at a time within the process.
 pub fn component(name: &str) -> Vec<u8> {
     static LOCKS: OnceLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> = OnceLock::new();
     let lock = LOCKS
@@ -63,18 +63,9 @@ pub fn component(name: &str) -> Vec<u8> {
         .or_default()
         .clone();
     let _guard = lock.lock().unwrap();
-    let bytes = onnx(name);
-    let key = kiln_engine::model::sha256_hex(&[&bytes[..], kiln_runtime::guest::GUEST_WASM].concat());
-    let path = test_cache_dir()
-        .join("components")
-        .join(format!("{name}-{}.wasm", &key[..16]));
-    if let Ok(wasm) = std::fs::read(&path) {
-        return wasm;
-    }
-    let compiled = kiln_runtime::compile::compile(&host(), &bytes, &Default::default(), &mut |_| {})
-        .unwrap_or_else(|e| panic!("compiling {name}: {e}"));
-    kiln_runtime::aot_cache::write_atomically(&path, &compiled.wasm).expect("caching the component");
-    compiled.wasm
+    let dir = test_cache_dir().join("components");
+    kiln_runtime::compile::compile_cached(&host(), &onnx(name), &Default::default(), &dir)
+        .unwrap_or_else(|e| panic!("compiling {name}: {e}"))
 }
 
 /// An example's component, loaded on the shared host.
