@@ -14,7 +14,9 @@ pub mod guest;
 pub mod host;
 pub mod instance;
 pub mod oip;
+pub mod prediction_cache;
 pub mod sandbox;
+pub mod serve;
 
 pub use config::{HostConfig, Isolation};
 pub use error::HostError;
