@@ -1,0 +1,70 @@
+//! Kiln's model registry, embedded: one SQLite file plus a content-addressed blob directory
+//! under a home directory (`$KILN_HOME`, default `./.kiln`).
+//!
+//! Embedded rather than a service so that `kiln models ...` works on a laptop with nothing
+//! running, and so a serving process and the CLI can share one home: SQLite in WAL mode
+//! with a 5 s busy timeout lets them read and write the same file, and a server notices
+//! changes by polling [`Registry::generation`] instead of needing a notification channel.
+//!
+//! Durability rules: components are stored by SHA-256 and made durable before the row that
+//! names them commits; every mutation and its audit entry share one transaction; the audit
+//! log is hash-chained so tampering is detectable by [`Registry::verify_audit`].
+
+mod audit;
+mod blob;
+pub mod cli;
+mod error;
+mod model;
+mod mutations;
+mod registry;
+mod schema;
+
+use std::path::PathBuf;
+
+pub use audit::{GENESIS_HASH, canonical_json, entry_hash};
+pub use blob::sha256_hex;
+pub use error::RegistryError;
+pub use model::{
+    AuditEntry, AuditReport, GoldenPair, ModelVersion, NewVersion, Stage, normalize_digest, validate_alias,
+    validate_name,
+};
+pub use mutations::StageTransition;
+pub use registry::Registry;
+
+/// The registry home: `$KILN_HOME`, else `./.kiln`.
+pub fn default_home() -> PathBuf {
+    match std::env::var_os("KILN_HOME") {
+        Some(home) if !home.is_empty() => PathBuf::from(home),
+        _ => PathBuf::from(".kiln"),
+    }
+}
+
+/// Who to record in the audit log: `$KILN_ACTOR`, else `$USER`, else `"unknown"`.
+pub fn default_actor() -> String {
+    ["KILN_ACTOR", "USER", "USERNAME"]
+        .iter()
+        .filter_map(|var| std::env::var(var).ok())
+        .find(|value| !value.trim().is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Current time, RFC 3339 in UTC with millisecond precision.
+pub(crate) fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let now = now.replace_millisecond(now.millisecond()).unwrap_or(now);
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let now = super::now_rfc3339();
+        assert!(now.ends_with('Z'), "{now}");
+        assert!(
+            time::OffsetDateTime::parse(&now, &time::format_description::well_known::Rfc3339).is_ok(),
+            "{now}"
+        );
+    }
+}
