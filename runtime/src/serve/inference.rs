@@ -45,7 +45,7 @@ pub(crate) async fn predict(
 ) -> Result<(Vec<Tensor>, CacheUse), ApiError> {
     let mut cache_use = CacheUse::Off;
     let mut store = None;
-    if let Some(cache) = &state.config.cache {
+    if let Some(cache) = state.config.cache.as_ref().filter(|c| c.backend() != "off") {
         let key = CacheKey::new(&served.digest, &inputs, requested);
         match cache.get(&key).await {
             Lookup::Hit(outputs) => {

@@ -230,7 +230,7 @@ impl Metrics {
         }
         self.models_loaded.set(table.loaded().len() as i64);
         self.generation.set(table.generation as i64);
-        match cache {
+        match cache.filter(|c| c.backend() != "off") {
             Some(cache) => {
                 let stats = cache.stats();
                 self.cache_up.set(stats.healthy as i64);

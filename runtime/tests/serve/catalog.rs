@@ -67,6 +67,17 @@ impl DirCatalog {
         (digest, path)
     }
 
+    /// Makes the catalog unreadable (as a registry being migrated), or readable again.
+    pub fn set_readable(&self, readable: bool) {
+        let hidden = self.dir.path().join("catalog.json.hidden");
+        let (from, to) = if readable {
+            (hidden, self.path())
+        } else {
+            (self.path(), hidden)
+        };
+        std::fs::rename(from, to).unwrap();
+    }
+
     /// Replaces the served versions and bumps the generation.
     pub fn set(&self, versions: Vec<ServedVersion>) {
         let mut file = self.read().unwrap_or_default();

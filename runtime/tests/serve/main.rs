@@ -3,6 +3,7 @@
 //! module per feature.
 
 mod binary;
+mod cache;
 mod catalog;
 mod errors;
 mod load;

@@ -164,3 +164,53 @@ fn oip_infer_on_a_version_path_and_a_requested_output_subset() {
     assert!(body.get("id").is_none());
     assert_outputs_match("iris_logreg", &body["outputs"], Some(&["probabilities"]));
 }
+
+#[test]
+fn oip_ready_turns_200_after_the_first_load_with_the_one_call_serve() {
+    let catalog = Arc::new(DirCatalog::new());
+    catalog.set(vec![version(
+        &catalog,
+        "iris",
+        "iris_logreg",
+        1,
+        "Production",
+        &[],
+    )]);
+    catalog.set_readable(false);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let dyn_catalog: Arc<dyn kiln_runtime::serve::Catalog> = catalog.clone();
+    let server = runtime.spawn(kiln_runtime::serve::serve(
+        listener,
+        host(),
+        dyn_catalog,
+        kiln_runtime::serve::ServeConfig::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(&format!("{base}/v2/health/live")).status, 200);
+    let r = get(&format!("{base}/v2/health/ready"));
+    assert_eq!(r.status, 503, "not ready while the catalog is unreadable");
+    assert!(r.json()["error"].is_string());
+    assert_eq!(get(&format!("{base}/v2/models/iris/ready")).status, 404);
+
+    catalog.set_readable(true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(&format!("{base}/v2/health/ready")).status != 200 {
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(get(&format!("{base}/v2/models/iris/ready")).status, 200);
+    let _ = stop.send(());
+    runtime.block_on(server).unwrap().unwrap();
+}
