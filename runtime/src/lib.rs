@@ -5,6 +5,7 @@
 
 pub mod aot_cache;
 pub mod bindings;
+pub mod bootstrap;
 pub mod commands;
 pub mod compile;
 pub mod config;
@@ -15,6 +16,8 @@ pub mod host;
 pub mod instance;
 pub mod oip;
 pub mod prediction_cache;
+pub mod register;
+pub mod registry_catalog;
 pub mod sandbox;
 pub mod serve;
 

@@ -1,8 +1,15 @@
 //! The `kiln` command line: parses arguments and calls the library.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use kiln_registry::Registry;
+use kiln_registry::cli::{AuditCommand, ModelsCommand};
 use kiln_runtime::commands;
+use kiln_runtime::prediction_cache::{CacheConfig, PredictionCache};
+use kiln_runtime::registry_catalog::RegistryCatalog;
+use kiln_runtime::serve::{ServeConfig, Server};
 use kiln_runtime::{Host, HostConfig, Isolation};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,6 +30,9 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct HostArgs {
+    /// Kiln's state directory: the registry, its blobs and the AOT cache.
+    #[arg(long, global = true, env = "KILN_HOME", default_value = ".kiln")]
+    home: PathBuf,
     /// Directory of compiled components (default: $KILN_HOME/cache/aot).
     #[arg(long, global = true, env = "KILN_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -89,6 +99,63 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The model registry: register, list, promote, alias, tag, archive, delete, lineage.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// The registry's hash-chained audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Serve every version the registry marks Production or Staging or gives an alias,
+    /// reloading within a second when the registry changes.
+    Serve(ServeArgs),
+    /// The main job: on an empty $KILN_HOME compile, register and promote the bundled
+    /// example models, then serve them (as `kiln serve`).
+    Up(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "KILN_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Prediction cache: `memory` (in-process), `off`, or a Redis URL (`redis://HOST:PORT/DB`).
+    #[arg(long, env = "KILN_CACHE", default_value = "memory")]
+    cache: String,
+    /// How long a cached prediction lives, in seconds.
+    #[arg(long, env = "KILN_CACHE_TTL_SECS", default_value_t = 300)]
+    cache_ttl_secs: u64,
+    /// Size bound of the in-process cache, in MiB.
+    #[arg(long, env = "KILN_CACHE_MAX_MIB", default_value_t = 256)]
+    cache_max_mib: usize,
+    /// Longest wait on Redis per call, in milliseconds, before serving uncached.
+    #[arg(long, env = "KILN_CACHE_TIMEOUT_MS", default_value_t = 25)]
+    cache_timeout_ms: u64,
+    /// How often the registry is checked for changes, in milliseconds.
+    #[arg(long, env = "KILN_POLL_MS", default_value_t = 100)]
+    poll_ms: u64,
+}
+
+impl ServeArgs {
+    fn cache_config(&self) -> anyhow::Result<CacheConfig> {
+        let ttl = Duration::from_secs(self.cache_ttl_secs.max(1));
+        Ok(match self.cache.as_str() {
+            "off" | "none" => CacheConfig::Off,
+            "memory" => CacheConfig::Memory {
+                max_bytes: self.cache_max_mib << 20,
+                ttl,
+            },
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => CacheConfig::Redis {
+                url: url.to_string(),
+                ttl,
+                timeout: Duration::from_millis(self.cache_timeout_ms.max(1)),
+            },
+            other => anyhow::bail!("--cache {other}: use `memory`, `off` or a redis:// URL"),
+        })
+    }
 }
 
 fn host_config(a: &HostArgs) -> HostConfig {
@@ -102,13 +169,85 @@ fn host_config(a: &HostArgs) -> HostConfig {
         cache_dir: if a.no_cache {
             None
         } else {
-            a.cache_dir.clone().or(defaults.cache_dir.clone())
+            Some(
+                a.cache_dir
+                    .clone()
+                    .unwrap_or_else(|| a.home.join("cache").join("aot")),
+            )
         },
         ..defaults
     }
 }
 
+fn open_registry(home: &std::path::Path) -> anyhow::Result<Arc<Registry>> {
+    Ok(Arc::new(Registry::open(home).with_context(|| {
+        format!("opening the registry in {}", home.display())
+    })?))
+}
+
+/// `kiln serve` / `kiln up`: load everything the registry serves, then answer HTTP until
+/// Ctrl-C or SIGTERM, finishing in-flight requests.
+fn serve(host: Arc<Host>, registry: Arc<Registry>, args: &ServeArgs, banner: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("kiln-http")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let cache = PredictionCache::new(args.cache_config()?).await?;
+        let config = ServeConfig {
+            listen: args.listen,
+            poll_interval: Duration::from_millis(args.poll_ms.max(10)),
+            max_body_bytes: host.config().max_request_bytes + (1 << 20),
+            cache: Some(Arc::new(cache)),
+        };
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        let server = Server::new(host, Arc::new(RegistryCatalog::new(registry)), config)?;
+        let report = server.load().await?;
+        for (model, version, why) in &report.failed {
+            eprintln!("warning: {model} version {version} is not served: {why}");
+        }
+        let served: Vec<String> = report.served.iter().map(|(m, v)| format!("{m}/{v}")).collect();
+        println!(
+            "kiln ready on http://{addr}: serving {} model version(s){}{}",
+            served.len(),
+            if served.is_empty() { "" } else { ": " },
+            served.join(", ")
+        );
+        if banner {
+            println!("{}", kiln_runtime::bootstrap::usage(&addr.to_string()));
+        }
+        server.run(listener, shutdown_signal()).await
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    eprintln!("shutting down: finishing in-flight requests");
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let home = cli.host.home.clone();
     let host = Arc::new(Host::new(host_config(&cli.host))?);
     match cli.command {
         Command::Compile {
@@ -149,8 +288,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", commands::inspect_text(&loaded));
             }
         }
+        Command::Models { command } => {
+            let registry = open_registry(&home)?;
+            let prepare = |file: &std::path::Path, name: &str, golden: &[serde_json::Value]| {
+                kiln_runtime::register::prepare(&host, file, name, golden)
+            };
+            print_block(&kiln_registry::cli::run_models(&registry, command, &prepare)?);
+        }
+        Command::Audit { command } => {
+            let registry = open_registry(&home)?;
+            print_block(&kiln_registry::cli::run_audit(&registry, command)?);
+        }
+        Command::Serve(args) => {
+            let registry = open_registry(&home)?;
+            serve(host, registry, &args, false)?;
+        }
+        Command::Up(args) => {
+            let registry = open_registry(&home)?;
+            let actor = kiln_registry::default_actor();
+            for b in kiln_runtime::bootstrap::bootstrap(&host, &registry, &actor)? {
+                eprintln!(
+                    "{} {}/{}",
+                    if b.reused {
+                        "reusing"
+                    } else {
+                        "registered and promoted"
+                    },
+                    b.name,
+                    b.version
+                );
+            }
+            serve(host, registry, &args, true)?;
+        }
     }
     Ok(())
+}
+
+/// Prints command output with exactly one trailing newline.
+fn print_block(text: &str) {
+    if !text.is_empty() {
+        println!("{}", text.trim_end_matches('\n'));
+    }
 }
 
 fn main() -> ExitCode {

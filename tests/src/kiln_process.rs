@@ -1,0 +1,254 @@
+//! Runs the real `kiln` binary: CLI commands against a `$KILN_HOME`, and `kiln serve`
+//! / `kiln up` as a child process on 127.0.0.1 that is killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The `kiln` binary of this checkout, built (or checked up to date) once per process.
+pub fn kiln_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--bin", "kiln"])
+            .current_dir(crate::root())
+            .status()
+            .expect("running cargo build --bin kiln");
+        assert!(status.success(), "cargo build --bin kiln failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::root().join("target"));
+        target.join("debug").join("kiln")
+    })
+    .clone()
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port")
+}
+
+/// A `$KILN_HOME` in a temporary directory sharing the tests' AOT cache.
+pub struct KilnHome {
+    pub dir: tempfile::TempDir,
+}
+
+impl KilnHome {
+    /// An empty home.
+    pub fn new() -> KilnHome {
+        KilnHome {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// The home directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `kiln` command with this home and the shared AOT cache.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(kiln_bin());
+        c.env("KILN_HOME", self.path())
+            .env("KILN_CACHE_DIR", crate::test_cache_dir().join("aot"))
+            .env("KILN_ACTOR", "test")
+            .env_remove("KILN_LOG");
+        c
+    }
+
+    /// Runs `kiln ARGS`, asserting success; returns stdout.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.run_raw(args);
+        assert!(
+            out.status.success(),
+            "kiln {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `kiln ARGS` and returns whatever happened.
+    pub fn run_raw(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("running kiln")
+    }
+
+    /// Registers an example's component (compiled once per checkout) under `name`,
+    /// returning the version number.
+    pub fn register_example(&self, example: &str, name: &str) -> u64 {
+        let wasm = crate::component(example);
+        let path = self.path().join(format!("{example}.wasm"));
+        std::fs::write(&path, wasm).expect("writing the component");
+        let out = self.run(&[
+            "models",
+            "register",
+            path.to_str().unwrap_or_default(),
+            "--name",
+            name,
+            "--json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        v["version"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no version in {out}"))
+    }
+
+    /// Starts `kiln serve` (or another serving subcommand) on a free port and waits
+    /// until `/v2/health/ready` answers 200.
+    pub fn serve(&self, subcommand: &str, extra: &[&str]) -> Server {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut child = self
+            .command()
+            .arg(subcommand)
+            .args(["--listen", &addr])
+            .args(extra)
+            .env("KILN_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting kiln");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        for (stream, own) in [
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+                Some(stdout.clone()),
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+                None,
+            ),
+        ] {
+            let Some(stream) = stream else { continue };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    for buf in [Some(&log), own.as_ref()].into_iter().flatten() {
+                        if let Ok(mut l) = buf.lock() {
+                            l.push_str(&line);
+                            l.push('\n');
+                        }
+                    }
+                }
+            });
+        }
+        let server = Server {
+            child,
+            addr,
+            log,
+            stdout,
+        };
+        server.wait_ready(Duration::from_secs(600));
+        server
+    }
+}
+
+impl Default for KilnHome {
+    fn default() -> Self {
+        KilnHome::new()
+    }
+}
+
+/// A running `kiln serve`.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    log: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+impl Server {
+    /// `http://ADDR`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Everything the server printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// What the server printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    fn wait_ready(&self, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = agent().get(self.url("/v2/health/ready")).call()
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "kiln did not become ready in {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// GET a path.
+    pub fn get(&self, path: &str) -> Reply {
+        let mut r = agent().get(self.url(path)).call().expect("GET");
+        Reply {
+            status: r.status().as_u16(),
+            body: r.body_mut().read_to_string().unwrap_or_default(),
+        }
+    }
+
+    /// POST a body to a path.
+    pub fn post(&self, path: &str, body: &str) -> Reply {
+        let mut r = agent().post(self.url(path)).send(body).expect("POST");
+        Reply {
+            status: r.status().as_u16(),
+            body: r.body_mut().read_to_string().unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
