@@ -248,7 +248,16 @@ async fn shutdown_signal() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let home = cli.host.home.clone();
-    let host = Arc::new(Host::new(host_config(&cli.host))?);
+    // Registry commands other than `register` need no wasmtime engine: build it lazily.
+    let config = host_config(&cli.host);
+    let host_cell = std::cell::OnceCell::new();
+    let host = || -> anyhow::Result<Arc<Host>> {
+        if let Some(h) = host_cell.get() {
+            return Ok(Arc::clone(h));
+        }
+        let h = Arc::new(Host::new(config.clone())?);
+        Ok(Arc::clone(host_cell.get_or_init(|| h)))
+    };
     match cli.command {
         Command::Compile {
             model,
@@ -257,7 +266,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let opts =
                 commands::load_options(model_args.name, model_args.model_version, model_args.input_shapes);
-            print!("{}", commands::compile_file(&host, &model, &opts, output)?);
+            print!("{}", commands::compile_file(&host()?, &model, &opts, output)?);
         }
         Command::Predict {
             model,
@@ -273,12 +282,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 kiln_runtime::compile::read_file(&request)?
             };
-            let loaded = commands::load_model(&host, &model, &opts)?;
+            let loaded = commands::load_model(&host()?, &model, &opts)?;
             let response = commands::predict(&loaded, &body)?;
             println!("{}", serde_json::to_string(&response)?);
         }
         Command::Inspect { component, json } => {
-            let loaded = commands::load_model(&host, &component, &Default::default())?;
+            let loaded = commands::load_model(&host()?, &component, &Default::default())?;
             if json {
                 println!(
                     "{}",
@@ -291,7 +300,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models { command } => {
             let registry = open_registry(&home)?;
             let prepare = |file: &std::path::Path, name: &str, golden: &[serde_json::Value]| {
-                kiln_runtime::register::prepare(&host, file, name, golden)
+                kiln_runtime::register::prepare(&host()?, file, name, golden)
             };
             print_block(&kiln_registry::cli::run_models(&registry, command, &prepare)?);
         }
@@ -301,12 +310,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let registry = open_registry(&home)?;
-            serve(host, registry, &args, false)?;
+            serve(host()?, registry, &args, false)?;
         }
         Command::Up(args) => {
             let registry = open_registry(&home)?;
             let actor = kiln_registry::default_actor();
-            for b in kiln_runtime::bootstrap::bootstrap(&host, &registry, &actor)? {
+            for b in kiln_runtime::bootstrap::bootstrap(&host()?, &registry, &actor)? {
                 eprintln!(
                     "{} {}/{}",
                     if b.reused {
@@ -318,7 +327,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     b.version
                 );
             }
-            serve(host, registry, &args, true)?;
+            serve(host()?, registry, &args, true)?;
         }
     }
     Ok(())
