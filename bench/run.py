@@ -44,6 +44,9 @@ from typing import Optional
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "examples" / "models"
 SERVERS = ("seed", "kiln", "kiln-cached")
+# The names `kiln up` serves the bundled examples under (runtime/src/bootstrap.rs), by
+# example file; other models keep their file name.
+KILN_NAMES = {"house_price_forest": "house-price", "iris_logreg": "iris", "mlp": "mlp"}
 
 LUA = r"""
 wrk.method = "POST"
@@ -80,7 +83,11 @@ class Server:
     base_url: str
     proc: subprocess.Popen
     log: Path
-    models: list[str] = field(default_factory=list)
+    # Example file name -> the name in the server's URL.
+    names: dict[str, str] = field(default_factory=dict)
+
+    def predict_url(self, model: str) -> str:
+        return f"{self.base_url}/v1/models/{self.names.get(model, model)}/predict"
 
 
 def free_port() -> int:
@@ -211,7 +218,7 @@ def start_seed(model: str, args, work: Path) -> Server:
         60,
         probe=lambda: urllib.request.urlopen(f"{base}/health", timeout=1).status == 200,
     )
-    return Server("seed", base, proc, log, [model])
+    return Server("seed", base, proc, log)
 
 
 def start_kiln(name: str, cache: str, args, home: Path, work: Path) -> Server:
@@ -231,7 +238,7 @@ def start_kiln(name: str, cache: str, args, home: Path, work: Path) -> Server:
     env.setdefault("KILN_LOG", "warn")
     proc = start(cmd, log, "ready", env)
     wait_ready(proc, f"kiln ({name})", log, args.startup_timeout)
-    return Server(name, f"http://127.0.0.1:{port}", proc, log, list(args.models))
+    return Server(name, f"http://127.0.0.1:{port}", proc, log, dict(args.kiln_names))
 
 
 def wrk(url: str, body: bytes, concurrency: int, seconds: float, args, work: Path) -> dict:
@@ -258,7 +265,7 @@ def wrk(url: str, body: bytes, concurrency: int, seconds: float, args, work: Pat
 
 
 def measure(server: Server, model: str, concurrency: int, body: bytes, args, work: Path) -> Result:
-    url = f"{server.base_url}/v1/models/{model}/predict"
+    url = server.predict_url(model)
     if args.warmup > 0:
         wrk(url, body, concurrency, args.warmup, args, work)
     stats = wrk(url, body, concurrency, args.duration, args, work)
@@ -380,11 +387,25 @@ def main() -> None:
     parser.add_argument("--pin-servers", help="taskset CPU list for the servers, e.g. 1 (default: no pinning)")
     parser.add_argument("--pin-load", help="taskset CPU list for wrk, e.g. 0 (default: no pinning)")
     parser.add_argument("--startup-timeout", type=float, default=900, help="seconds kiln may take to compile and start")
+    parser.add_argument(
+        "--kiln-name",
+        action="append",
+        default=[],
+        metavar="FILE=NAME",
+        help="name kiln serves an example under, if not its file name "
+        f"(built in: {', '.join(f'{k}={v}' for k, v in KILN_NAMES.items())})",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, kiln home)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
     args.models = [m for m in args.models.split(",") if m]
     args.load_at_start = os.getloadavg()
+    args.kiln_names = dict(KILN_NAMES)
+    for pair in args.kiln_name:
+        file, sep, name = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--kiln-name {pair}: expected FILE=NAME")
+        args.kiln_names[file] = name
     levels = [int(c) for c in args.concurrency.split(",") if c]
     servers = [s for s in args.servers.split(",") if s]
     for s in servers:
@@ -418,7 +439,8 @@ def main() -> None:
         # models into the home, the second finds them there.
         for name, cache in (("kiln", "off"), ("kiln-cached", "memory")):
             if name in servers:
-                print(f"starting {name} (the first start compiles the example models)", file=sys.stderr)
+                first = "" if kilns else " (the first start compiles the example models)"
+                print(f"starting {name}{first}", file=sys.stderr)
                 kilns[name] = start_kiln(name, cache, args, home, work)
                 running.append(kilns[name])
 
@@ -428,7 +450,7 @@ def main() -> None:
         for m in args.models:
             for name in servers:
                 s = server_for(name, m)
-                check_response(name, m, f"{s.base_url}/v1/models/{m}/predict", bodies[m])
+                check_response(name, m, s.predict_url(m), bodies[m])
 
         for m in args.models:
             for c in levels:
