@@ -12,7 +12,7 @@ use crate::instance::Instances;
 use crate::sandbox::Sandbox;
 use anyhow::Context;
 use kiln_engine::{ModelInfo, Tensor};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
@@ -215,6 +215,7 @@ impl Host {
             instances,
             cache,
             size,
+            latency_ns: AtomicU64::new(0),
         })
     }
 }
@@ -230,6 +231,8 @@ pub struct LoadedModel {
     /// Component size in bytes.
     pub size: usize,
     instances: Instances,
+    /// Moving average of recent call durations in nanoseconds (0 until the first call).
+    latency_ns: AtomicU64,
 }
 
 impl LoadedModel {
@@ -242,7 +245,29 @@ impl LoadedModel {
                 "inputs hold {total} bytes, over the limit of {limit} bytes"
             )));
         }
-        self.instances.predict(inputs)
+        let started = std::time::Instant::now();
+        let result = self.instances.predict(inputs);
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // An exponential moving average (weight 1/8): one slow call lifts it at once, so
+        // a server that runs fast models inline goes back to a thread pool quickly.
+        let _ = self
+            .latency_ns
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    took.max(1)
+                } else {
+                    old - old / 8 + took / 8
+                })
+            });
+        result
+    }
+
+    /// Recent typical call duration (`None` before the first call).
+    pub fn typical_latency(&self) -> Option<std::time::Duration> {
+        match self.latency_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(std::time::Duration::from_nanos(ns)),
+        }
     }
 
     /// Instances currently idle in the pool (0 in per-request mode).
