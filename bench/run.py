@@ -11,6 +11,13 @@ model and concurrency are measured back to back, in the same conditions):
   kiln-cached  `kiln up --cache memory`: the identical body is answered from the
                prediction cache after the first request
 
+Rows for `--models` POST the seed API body {"features": [...]} to /v1/models/{name}/predict.
+Rows for `--oip-models` (default the example CNN, whose run dominates the request, unlike
+the tiny forest and MLP) POST an Open Inference Protocol v2 body to /v2/models/{name}/infer
+on all three servers (seed_server.py has the seed's design extended with that endpoint);
+they are labelled `<model> (oip)`. `kiln up` serves only its bundled examples, so the
+runner registers and promotes each OIP model in the kiln home before starting kiln.
+
 The load tool is wrk (closed loop: each connection sends its next request when the previous
 answer arrives) with a Lua script that POSTs one body. The uncached Kiln row uses the same
 identical body as the cached one, with the cache switched off in the server, so the only
@@ -78,6 +85,16 @@ class Result:
 
 
 @dataclass
+class Workload:
+    """One row group: a model file, the endpoint it is posted to and the body."""
+
+    label: str  # in the tables: the file name, or "<file> (oip)"
+    file: str  # example file name (examples/models/<file>.onnx)
+    oip: bool  # /v2/models/{name}/infer instead of /v1/models/{name}/predict
+    body: bytes
+
+
+@dataclass
 class Server:
     name: str
     base_url: str
@@ -86,8 +103,11 @@ class Server:
     # Example file name -> the name in the server's URL.
     names: dict[str, str] = field(default_factory=dict)
 
-    def predict_url(self, model: str) -> str:
-        return f"{self.base_url}/v1/models/{self.names.get(model, model)}/predict"
+    def url(self, w: Workload) -> str:
+        name = self.names.get(w.file, w.file)
+        if w.oip:
+            return f"{self.base_url}/v2/models/{name}/infer"
+        return f"{self.base_url}/v1/models/{name}/predict"
 
 
 def free_port() -> int:
@@ -107,6 +127,22 @@ def first_row_body(model: str) -> bytes:
     return json.dumps({"features": tensor["data"][:width]}).encode()
 
 
+def first_row_oip_body(model: str) -> bytes:
+    """A single-row OIP v2 body: the first row (batch index 0) of every input of the
+    model's example request."""
+    request = json.loads((MODELS_DIR / f"{model}.request.json").read_text())
+    inputs = []
+    for tensor in request["inputs"]:
+        shape = [1, *tensor["shape"][1:]]
+        size = 1
+        for d in shape:
+            size *= d
+        inputs.append(
+            {"name": tensor["name"], "shape": shape, "datatype": tensor["datatype"], "data": tensor["data"][:size]}
+        )
+    return json.dumps({"inputs": inputs}).encode()
+
+
 def post(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     try:
@@ -116,11 +152,17 @@ def post(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def check_response(server: str, model: str, url: str, body: bytes) -> None:
-    status, reply = post(url, body)
+def check_response(server: str, w: Workload, url: str) -> None:
+    model = w.label
+    status, reply = post(url, w.body)
     if status != 200:
         raise SystemExit(f"{server}/{model}: HTTP {status}: {reply[:500]!r}")
     doc = json.loads(reply)
+    if w.oip:
+        outputs = doc.get("outputs")
+        if not isinstance(outputs, list) or not outputs:
+            raise SystemExit(f"{server}/{model}: response has no outputs list: {str(doc)[:500]}")
+        return
     missing = {"prediction", "confidence", "model_version", "request_id", "timestamp", "processing_time"} - set(doc)
     if missing:
         raise SystemExit(f"{server}/{model}: response lacks {sorted(missing)}: {doc}")
@@ -221,6 +263,29 @@ def start_seed(model: str, args, work: Path) -> Server:
     return Server("seed", base, proc, log)
 
 
+def register_kiln_model(model: str, name: str, args, home: Path, work: Path) -> None:
+    """Registers examples/models/<model>.onnx (compiling it) as `name` in the kiln home and
+    promotes that version to Production, so that `kiln up` serves it."""
+    env = dict(os.environ, KILN_HOME=str(home))
+    env.setdefault("KILN_LOG", "warn")
+    log = work / f"register-{name}.log"
+
+    def kiln(*cmd: str) -> str:
+        with log.open("ab") as err:
+            run = subprocess.run([str(args.kiln_bin), *cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err)
+        if run.returncode != 0:
+            raise SystemExit(f"kiln {' '.join(cmd)} failed ({run.returncode}); its log ({log}):\n{tail(log)}")
+        return run.stdout.decode(errors="replace")
+
+    print(f"registering {model} as {name} in the kiln home (compiles it)", file=sys.stderr)
+    out = kiln("models", "register", str(MODELS_DIR / f"{model}.onnx"), "--name", name, "--json")
+    try:
+        version = json.loads(out)["version"]
+    except (ValueError, KeyError, TypeError):
+        raise SystemExit(f"kiln models register printed no version: {out[:500]}")
+    kiln("models", "promote", name, str(version), "Production")
+
+
 def start_kiln(name: str, cache: str, args, home: Path, work: Path) -> Server:
     port = free_port()
     log = work / f"{name}.log"
@@ -264,16 +329,16 @@ def wrk(url: str, body: bytes, concurrency: int, seconds: float, args, work: Pat
     raise SystemExit(f"wrk failed ({run.returncode}): {run.stdout}\n{run.stderr}")
 
 
-def measure(server: Server, model: str, concurrency: int, body: bytes, args, work: Path) -> Result:
-    url = server.predict_url(model)
+def measure(server: Server, w: Workload, concurrency: int, args, work: Path) -> Result:
+    url = server.url(w)
     if args.warmup > 0:
-        wrk(url, body, concurrency, args.warmup, args, work)
-    stats = wrk(url, body, concurrency, args.duration, args, work)
+        wrk(url, w.body, concurrency, args.warmup, args, work)
+    stats = wrk(url, w.body, concurrency, args.duration, args, work)
     # wrk counts responses with status >= 400 under "status"; the servers send no 1xx/3xx.
     errors = sum(stats[k] for k in ("connect", "read", "write", "status", "timeout"))
     seconds = stats["duration_us"] / 1e6
     return Result(
-        model=model,
+        model=w.label,
         concurrency=concurrency,
         server=server.name,
         rps=stats["requests"] / seconds if seconds else 0.0,
@@ -308,8 +373,10 @@ def machine_header(args) -> str:
             "servers pay the same tax",
             f"- load: {wrk_version[0].split(' Copyright')[0] if wrk_version else 'wrk'}, closed loop, "
             f"`wrk -t min({args.wrk_threads},c) -c c -d {args.duration:g}s` after a {args.warmup:g} s warm-up, "
-            "one identical single-row `features` body per model (first row of "
-            "examples/models/<model>.request.json), keep-alive, loopback",
+            "one identical single-row body per model (first row of "
+            "examples/models/<model>.request.json): `{\"features\": [...]}` to /v1/models/<name>/predict, "
+            "or for `<model> (oip)` rows an OIP v2 `{\"inputs\": [...]}` to /v2/models/<name>/infer; "
+            "keep-alive, loopback",
             f"- seed: bench/seed_server.py, uvicorn {args.seed_workers} worker(s), onnxruntime 1 intra-op thread per worker; "
             "kiln: `kiln up --cache off`; kiln-cached: `kiln up --cache memory` (identical body → cache hits)",
             "- errors: connection/read/write errors, timeouts (5 s) and non-2xx responses",
@@ -331,7 +398,7 @@ def table(results: list[Result]) -> str:
 
 def comparisons(results: list[Result]) -> str:
     by = {(r.model, r.concurrency, r.server): r for r in results}
-    keys = sorted({(r.model, r.concurrency) for r in results}, key=lambda k: (k[0], k[1]))
+    keys = list(dict.fromkeys((r.model, r.concurrency) for r in results))  # measurement order
     out = []
     kiln_vs_seed = [
         "| model | concurrency | kiln ÷ seed requests/s | p99 kiln / seed ms |",
@@ -374,6 +441,12 @@ def main() -> None:
     )
     parser.add_argument("--kiln-bin", type=Path, default=ROOT / "target" / "release" / "kiln")
     parser.add_argument("--models", default="house_price_forest,mlp", help="comma-separated example model names")
+    parser.add_argument(
+        "--oip-models",
+        default="cnn",
+        help="comma-separated example models measured on the OIP v2 endpoint /v2/models/{name}/infer "
+        "(rows `<model> (oip)`; empty disables); kiln gets them registered and promoted in its home",
+    )
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated connection counts")
     parser.add_argument("--duration", type=float, default=10, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of discarded load before each measurement")
@@ -399,6 +472,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
     args.models = [m for m in args.models.split(",") if m]
+    args.oip_models = [m for m in args.oip_models.split(",") if m]
     args.load_at_start = os.getloadavg()
     args.kiln_names = dict(KILN_NAMES)
     for pair in args.kiln_name:
@@ -420,7 +494,10 @@ def main() -> None:
             f"{args.kiln_bin} not found: `cargo build --release --bin kiln`, pass --kiln-bin, "
             "or measure the seed only with --servers seed"
         )
-    bodies = {m: first_row_body(m) for m in args.models}
+    workloads = [Workload(m, m, False, first_row_body(m)) for m in args.models] + [
+        Workload(f"{m} (oip)", m, True, first_row_oip_body(m)) for m in args.oip_models
+    ]
+    files = list(dict.fromkeys(w.file for w in workloads))
 
     work = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
     running: list[Server] = []
@@ -430,11 +507,19 @@ def main() -> None:
         print(f"work directory {work}", file=sys.stderr)
         seeds: dict[str, Server] = {}
         if "seed" in servers:
-            for m in args.models:
+            for m in files:
                 seeds[m] = start_seed(m, args, work)
                 running.append(seeds[m])
         kilns: dict[str, Server] = {}
         home = work / "kiln-home"
+        if any(s.startswith("kiln") for s in servers):
+            # `kiln up` adds only its missing bundled examples and serves whatever else the
+            # home holds in Production, so the OIP models are registered first.
+            bundled = set(KILN_NAMES.values())
+            for m in dict.fromkeys(args.oip_models):
+                name = args.kiln_names.get(m, m)
+                if name not in bundled:
+                    register_kiln_model(m, name, args, home, work)
         # Started one after the other: the first compiles and registers the example
         # models into the home, the second finds them there.
         for name, cache in (("kiln", "off"), ("kiln-cached", "memory")):
@@ -447,23 +532,23 @@ def main() -> None:
         def server_for(name: str, model: str) -> Server:
             return seeds[model] if name == "seed" else kilns[name]
 
-        for m in args.models:
+        for w in workloads:
             for name in servers:
-                s = server_for(name, m)
-                check_response(name, m, s.predict_url(m), bodies[m])
+                s = server_for(name, w.file)
+                check_response(name, w, s.url(w))
 
-        for m in args.models:
+        for w in workloads:
             for c in levels:
                 for name in servers:
-                    r = measure(server_for(name, m), m, c, bodies[m], args, work)
+                    r = measure(server_for(name, w.file), w, c, args, work)
                     print(
-                        f"{m:>20} c={c:<3} {name:<12} {r.rps:>9,.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
+                        f"{w.label:>20} c={c:<3} {name:<12} {r.rps:>9,.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
                         f"p99 {r.p99_ms:6.2f} ms  errors {r.errors}",
                         file=sys.stderr,
                     )
                     results.append(r)
                     if r.requests == 0:
-                        raise SystemExit(f"{name}/{m}: no request completed; see {server_for(name, m).log}")
+                        raise SystemExit(f"{name}/{w.label}: no request completed; see {server_for(name, w.file).log}")
         failed = False
     finally:
         for s in running:

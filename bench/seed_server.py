@@ -9,12 +9,16 @@ One model per process:
         {"features": [...], "model_version"?: str, "request_id"?: str}
      -> {"prediction", "confidence", "model_version", "request_id", "timestamp",
          "processing_time"}
+    POST /v2/models/{name}/infer          (Open Inference Protocol v2, JSON)
+        {"id"?: str, "inputs": [{"name", "shape", "datatype", "data": [...]}, ...]}
+     -> {"model_name", "model_version", "id"?, "outputs": [{"name", "shape", "datatype", "data"}]}
     GET /health
 
 The response has the shape of Kiln's seed API. A classifier predicts its label with the
 top class probability as confidence (skl2onnx's ZipMap output, a list of {label: prob}
 dicts, or a plain probability tensor, with or without a separate label output); a
-regressor predicts its value with confidence null.
+regressor predicts its value with confidence null. The seed API only takes models with one
+[N, F] input; the OIP endpoint takes any inputs (for the benchmark's CNN, [N, 1, 28, 28]).
 
 How the seed ran is not recorded, so this follows the FastAPI deployment docs: uvicorn
 with `--workers` = cores (2 here) and the `standard` extras (uvloop, httptools) when
@@ -50,12 +54,39 @@ ORT_DTYPES = {
     "tensor(int64)": np.int64,
     "tensor(int32)": np.int32,
 }
+# OIP v2 datatype names <-> numpy.
+OIP_DTYPES = {
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "INT64": np.int64,
+    "INT32": np.int32,
+    "INT16": np.int16,
+    "INT8": np.int8,
+    "UINT8": np.uint8,
+    "BOOL": np.bool_,
+}
+NP_OIP = {np.dtype(v): k for k, v in OIP_DTYPES.items()}
 
 
 class PredictRequest(BaseModel):
     features: List[float]
     model_version: Optional[str] = None
     request_id: Optional[str] = None
+
+
+# The seed had no OIP endpoint; this is its design extended the obvious way: the same
+# FastAPI + pydantic request parsing and inline onnxruntime run, with the OIP v2 JSON body
+# (the one Kiln's /v2/models/{name}/infer takes) in place of {"features": [...]}.
+class InferInput(BaseModel):
+    name: str
+    shape: List[int]
+    datatype: str
+    data: List[Any]
+
+
+class InferRequest(BaseModel):
+    id: Optional[str] = None
+    inputs: List[InferInput]
 
 
 class Model:
@@ -69,13 +100,16 @@ class Model:
         self.name = name
         self.version = version
         inputs = self.session.get_inputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 2:
-            raise SystemExit(f"{path}: the seed API serves models with one [N, F] input")
+        self.input_names = {i.name for i in inputs}
+        # The seed API (/v1 predict) needs one [N, F] input with a fixed F; other models are
+        # served on the OIP endpoint only (width None).
         self.input_name = inputs[0].name
-        self.width = inputs[0].shape[1]
+        self.width: Optional[int] = None
         self.dtype = ORT_DTYPES.get(inputs[0].type)
-        if self.dtype is None or not isinstance(self.width, int):
-            raise SystemExit(f"{path}: unsupported input {inputs[0].type} {inputs[0].shape}")
+        if len(inputs) == 1 and len(inputs[0].shape) == 2 and isinstance(inputs[0].shape[1], int):
+            if self.dtype is None:
+                raise SystemExit(f"{path}: unsupported input {inputs[0].type} {inputs[0].shape}")
+            self.width = inputs[0].shape[1]
         outputs = self.session.get_outputs()
         names = [o.name.lower() for o in outputs]
         self.output_names = [o.name for o in outputs]
@@ -111,6 +145,29 @@ class Model:
             label = np.asarray(outputs[self.label_ix]).reshape(-1)[0]
         return to_json(label), None if confidence is None else float(confidence)
 
+    def infer(self, request: InferRequest) -> list[dict]:
+        feeds = {}
+        for t in request.inputs:
+            if t.name not in self.input_names:
+                raise ValueError(f"unknown input {t.name!r}")
+            dtype = OIP_DTYPES.get(t.datatype)
+            if dtype is None:
+                raise ValueError(f"unsupported datatype {t.datatype!r}")
+            feeds[t.name] = np.asarray(t.data, dtype=dtype).reshape(t.shape)
+        outputs = self.session.run(None, feeds)
+        answer = []
+        for name, value in zip(self.output_names, outputs):
+            value = np.asarray(value)
+            answer.append(
+                {
+                    "name": name,
+                    "shape": list(value.shape),
+                    "datatype": NP_OIP.get(value.dtype, "BYTES"),
+                    "data": value.reshape(-1).tolist(),
+                }
+            )
+        return answer
+
 
 def to_json(v: Any) -> Any:
     if isinstance(v, np.generic):
@@ -136,6 +193,8 @@ def create_app() -> FastAPI:
         started = time.perf_counter()
         if name != model.name:
             raise HTTPException(status_code=404, detail=f"model {name!r} not found")
+        if model.width is None:
+            raise HTTPException(status_code=422, detail="the seed API needs a model with one [N, F] input")
         if len(request.features) != model.width:
             raise HTTPException(
                 status_code=422,
@@ -153,6 +212,21 @@ def create_app() -> FastAPI:
             "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "processing_time": time.perf_counter() - started,
         }
+
+    @app.post("/v2/models/{name}/infer")
+    async def infer(name: str, request: InferRequest) -> dict:
+        if name != model.name:
+            raise HTTPException(status_code=404, detail=f"model {name!r} not found")
+        try:
+            outputs = model.infer(request)
+        except ValueError as e:  # bad input name, datatype or shape
+            raise HTTPException(status_code=400, detail=str(e)) from e
+        except Exception as e:
+            raise HTTPException(status_code=500, detail=f"inference failed: {e}") from e
+        answer = {"model_name": model.name, "model_version": model.version, "outputs": outputs}
+        if request.id is not None:
+            answer["id"] = request.id
+        return answer
 
     return app
 
