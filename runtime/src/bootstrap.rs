@@ -154,7 +154,7 @@ import numpy as np, tritonclient.http as httpclient
 c = httpclient.InferenceServerClient("{addr}")
 x = httpclient.InferInput("X", [1, 4], "FP32"); x.set_data_from_numpy(np.array([[6.3, 3.4, 5.6, 2.4]], dtype=np.float32))
 r = c.infer("iris", [x])
-print(r.as_numpy("label"), r.as_numpy("probabilities"))
+print("label", int(r.as_numpy("label")[0]), "probabilities", [round(float(p), 4) for p in r.as_numpy("probabilities")[0]])
 PY
 
   # metrics (Prometheus text format)

@@ -55,6 +55,30 @@ fn kiln_up_bootstraps_serves_pasteable_examples_and_restarts_without_compiling()
         );
         assert!(!stdout.trim().is_empty(), "`{cmd}` printed nothing");
     }
+    // The Python example, as printed (its heredoc lines are indented by two spaces only
+    // where the banner indents commands).
+    let python = log
+        .split("\n\n")
+        .find(|block| block.contains("python3 - <<'PY'"))
+        .expect("a tritonclient example in the banner");
+    let script: String = python
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &format!("{script}\n")])
+        .output()
+        .expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the tritonclient example failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // onnxruntime: label 2, probabilities [3.46e-05, 0.0349, 0.9651].
+    assert_eq!(stdout.trim(), "label 2 probabilities [0.0, 0.0349, 0.9651]");
     let pred = server.post(
         "/v1/models/iris/predict",
         r#"{"features": [6.3, 3.4, 5.6, 2.4], "model_version": "champion"}"#,
