@@ -246,15 +246,9 @@ impl PredictionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_engine::ElementType;
 
     fn tensor(name: &str, values: &[f32]) -> Tensor {
-        Tensor {
-            name: name.into(),
-            element_type: ElementType::F32,
-            shape: vec![1, values.len() as u64],
-            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        }
+        Tensor::from_f32(name, &[1, values.len() as u64], values)
     }
 
     fn key(n: u8) -> CacheKey {

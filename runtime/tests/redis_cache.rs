@@ -107,12 +107,7 @@ fn free_port() -> u16 {
 }
 
 fn tensor(name: &str, values: &[f32]) -> Tensor {
-    Tensor {
-        name: name.into(),
-        element_type: ElementType::F32,
-        shape: vec![1, values.len() as u64],
-        data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    }
+    Tensor::from_f32(name, &[1, values.len() as u64], values)
 }
 
 fn request_key(x: f32) -> CacheKey {
