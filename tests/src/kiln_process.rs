@@ -8,23 +8,55 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The `kiln` binary of this checkout, built (or checked up to date) once per process.
+/// The `kiln` binary of this checkout. `cargo test --workspace` has just built it (the
+/// runtime's own integration tests need it); it is rebuilt here only when a source it is
+/// made from is newer, e.g. after an edit followed by `cargo test -p kiln-tests`. (A
+/// `cargo build` from here would resolve features without the test targets and rebuild
+/// part of the dependency tree a second time.)
 pub fn kiln_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--bin", "kiln"])
-            .current_dir(crate::root())
-            .status()
-            .expect("running cargo build --bin kiln");
-        assert!(status.success(), "cargo build --bin kiln failed");
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| crate::root().join("target"));
-        target.join("debug").join("kiln")
+        let bin = target.join("debug").join("kiln");
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        let sources = [
+            "runtime",
+            "registry-sync",
+            "guest-models",
+            "Cargo.lock",
+            "Cargo.toml",
+        ]
+        .iter()
+        .filter_map(|p| newest_mtime(&crate::root().join(p)))
+        .max();
+        if built.is_none() || sources > built {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "--bin", "kiln"])
+                .current_dir(crate::root())
+                .status()
+                .expect("running cargo build --bin kiln");
+            assert!(status.success(), "cargo build --bin kiln failed");
+        }
+        bin
     })
     .clone()
+}
+
+/// The newest modification time of a file or of any file below a directory (skipping
+/// `target`-like build output, which has none here).
+fn newest_mtime(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_file() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| newest_mtime(&e.path()))
+        .max()
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.

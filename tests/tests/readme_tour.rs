@@ -22,7 +22,7 @@ fn tour() -> String {
 
 #[test]
 fn the_readme_tour_runs_as_written() {
-    kiln_bin(); // build it before the tour's own `cargo build`, so that one is a no-op
+    kiln_bin(); // the tour runs target/debug/kiln, which the first README command builds
     let out = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &tour()])
         .current_dir(root())
