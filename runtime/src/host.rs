@@ -216,6 +216,7 @@ impl Host {
             cache,
             size,
             latency_ns: AtomicU64::new(0),
+            needs_own_thread: AtomicBool::new(false),
         })
     }
 }
@@ -233,6 +234,9 @@ pub struct LoadedModel {
     instances: Instances,
     /// Moving average of recent call durations in nanoseconds (0 until the first call).
     latency_ns: AtomicU64,
+    /// Set once a call could not run on an async runtime's worker (see
+    /// [`LoadedModel::needs_own_thread`]).
+    needs_own_thread: AtomicBool,
 }
 
 impl LoadedModel {
@@ -260,6 +264,18 @@ impl LoadedModel {
                 })
             });
         result
+    }
+
+    /// Whether calls must run on a thread of their own rather than an async worker:
+    /// WASI's synchronous streams (a model writing to stderr, a panic message) enter a
+    /// tokio runtime, which a tokio worker thread may not do.
+    pub fn needs_own_thread(&self) -> bool {
+        self.needs_own_thread.load(Ordering::Relaxed)
+    }
+
+    /// Records that a call failed on an async worker for that reason.
+    pub fn set_needs_own_thread(&self) {
+        self.needs_own_thread.store(true, Ordering::Relaxed);
     }
 
     /// Recent typical call duration (`None` before the first call).

@@ -1,6 +1,8 @@
 //! A misbehaving `kiln:model` component for host tests. What it does depends on the name
 //! of the first input: `spin` loops forever, `hog` allocates without bound, `trap` panics,
-//! `chatty` writes 40 KiB to stderr, anything else is echoed back. Hosts must contain all of it.
+//! `chatty` writes 40 KiB to stderr, anything else is echoed back. Through a server, whose
+//! requests must use the declared input `x`, the first value chooses instead: -1 spins,
+//! -2 hogs, -3 traps. Hosts must contain all of it.
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -32,6 +34,16 @@ impl Inference for Component {
 
     fn predict(inputs: Vec<wit::Tensor>) -> Result<Vec<wit::Tensor>, wit::Error> {
         let first = inputs.first().map(|t| t.name.as_str()).unwrap_or("");
+        let value = inputs
+            .first()
+            .filter(|t| t.name == "x" && t.data.len() >= 4)
+            .map(|t| f32::from_le_bytes([t.data[0], t.data[1], t.data[2], t.data[3]]));
+        let first = match value {
+            Some(v) if v == -1.0 => "spin",
+            Some(v) if v == -2.0 => "hog",
+            Some(v) if v == -3.0 => "trap",
+            _ => first,
+        };
         match first {
             "spin" => {
                 let mut x: u64 = 1;

@@ -67,15 +67,30 @@ pub(crate) async fn predict(
         }
     }
     let model = served.model.clone();
-    let result = if model.typical_latency().is_some_and(|t| t <= INLINE_LATENCY) {
+    let inline = !model.needs_own_thread() && model.typical_latency().is_some_and(|t| t <= INLINE_LATENCY);
+    let result = if inline {
         // A fast model runs right here on the async worker: handing a 5–20 µs call to
         // the blocking pool costs more than the call (two thread wake-ups, ~40 % of the
         // server's CPU in a profile; measured with wrk, house-price forest, 32
         // connections, 2 shared cores: 34k req/s on the pool, 45k inline).
-        model.predict(inputs)
+        let retry = inputs.clone();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.predict(inputs))) {
+            Ok(result) => result,
+            Err(_) => {
+                // The model used WASI I/O (stderr, say), which cannot run on an async
+                // worker; its instance was dropped while unwinding. From now on it runs on
+                // the blocking pool, starting with this request.
+                tracing::warn!(model = %served.name, version = served.version, "model needs its own thread; not running it inline any more");
+                model.set_needs_own_thread();
+                let model = model.clone();
+                tokio::task::spawn_blocking(move || model.predict(retry))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("the prediction task failed: {e}")))?
+            }
+        }
     } else {
-        // A slow or not yet measured model runs on the blocking pool, so it cannot stall
-        // other connections for up to its deadline.
+        // A slow, not yet measured or I/O-using model runs on the blocking pool, so it
+        // cannot stall other connections for up to its deadline.
         let model = model.clone();
         tokio::task::spawn_blocking(move || model.predict(inputs))
             .await

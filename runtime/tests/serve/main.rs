@@ -8,6 +8,7 @@ mod catalog;
 mod errors;
 mod load;
 mod metrics;
+mod misbehaving;
 mod oip_api;
 mod reload;
 mod seed_api;
