@@ -114,7 +114,7 @@ pub fn compile(
 /// [`compile`] with the resulting component kept in `dir`, keyed by the ONNX bytes, the
 /// load options and the embedded guest: an unchanged model is compiled once, an edited
 /// model or a new Kiln compiles again. Tests and benchmarks share compiled examples this
-/// way.
+/// way. Callers in one process asking for the same key wait for one compile.
 pub fn compile_cached(
     host: &Arc<Host>,
     onnx: &[u8],
@@ -124,6 +124,17 @@ pub fn compile_cached(
     let options_json = serde_json::to_vec(options).unwrap_or_default();
     let key = kiln_engine::model::sha256_hex(&[onnx, &options_json, GUEST_WASM].concat());
     let path = dir.join(format!("{key}.wasm"));
+    static IN_PROGRESS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::Mutex<()>>>>,
+    > = std::sync::OnceLock::new();
+    let lock = IN_PROGRESS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default()
+        .clone();
+    let _one_compile = lock.lock().unwrap_or_else(|p| p.into_inner());
     if let Ok(wasm) = std::fs::read(&path) {
         return Ok(wasm);
     }

@@ -9,9 +9,8 @@ use kiln_engine::Tensor;
 use kiln_runtime::oip::InferRequest;
 use kiln_runtime::{Host, HostConfig, LoadedModel};
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -53,17 +52,8 @@ pub fn onnx(name: &str) -> Vec<u8> {
 }
 
 /// The component of an example, compiled at most once per checkout (see
-/// `compile_cached`); one compile per example at a time within the process.
+/// `compile_cached`, which also lets one compile per example run at a time).
 pub fn component(name: &str) -> Vec<u8> {
-    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> = OnceLock::new();
-    let lock = LOCKS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap()
-        .entry(name.to_string())
-        .or_default()
-        .clone();
-    let _guard = lock.lock().unwrap();
     let dir = test_cache_dir().join("components");
     kiln_runtime::compile::compile_cached(&host(), &onnx(name), &Default::default(), &dir)
         .unwrap_or_else(|e| panic!("compiling {name}: {e}"))

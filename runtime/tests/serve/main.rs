@@ -18,9 +18,8 @@ pub use catalog::DirCatalog;
 use kiln_runtime::serve::{Catalog, ServeConfig, ServedVersion, Server};
 use kiln_runtime::{Host, HostConfig};
 use serde_json::Value;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// The workspace root.
@@ -52,15 +51,6 @@ pub fn host() -> Arc<Host> {
 
 /// An example model's component bytes, compiled at most once per checkout.
 pub fn component(name: &str) -> Vec<u8> {
-    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> = OnceLock::new();
-    let lock = LOCKS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap()
-        .entry(name.to_string())
-        .or_default()
-        .clone();
-    let _guard = lock.lock().unwrap();
     let onnx_path = root().join("examples/models").join(format!("{name}.onnx"));
     let onnx = std::fs::read(&onnx_path).unwrap_or_else(|e| panic!("{}: {e}", onnx_path.display()));
     kiln_runtime::compile::compile_cached(
