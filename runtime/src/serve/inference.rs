@@ -82,19 +82,13 @@ pub(crate) async fn predict(
                 // the blocking pool, starting with this request.
                 tracing::warn!(model = %served.name, version = served.version, "model needs its own thread; not running it inline any more");
                 model.set_needs_own_thread();
-                let model = model.clone();
-                tokio::task::spawn_blocking(move || model.predict(retry))
-                    .await
-                    .map_err(|e| ApiError::internal(format!("the prediction task failed: {e}")))?
+                on_blocking_pool(model, retry).await?
             }
         }
     } else {
         // A slow, not yet measured or I/O-using model runs on the blocking pool, so it
         // cannot stall other connections for up to its deadline.
-        let model = model.clone();
-        tokio::task::spawn_blocking(move || model.predict(inputs))
-            .await
-            .map_err(|e| ApiError::internal(format!("the prediction task failed: {e}")))?
+        on_blocking_pool(model, inputs).await?
     };
     match result {
         Ok(outputs) => {
@@ -139,6 +133,16 @@ pub(crate) async fn predict(
             Err(ApiError::from_host(protocol, &e))
         }
     }
+}
+
+/// Runs one call on tokio's blocking pool.
+async fn on_blocking_pool(
+    model: Arc<crate::host::LoadedModel>,
+    inputs: Vec<Tensor>,
+) -> Result<Result<Vec<Tensor>, crate::error::HostError>, ApiError> {
+    tokio::task::spawn_blocking(move || model.predict(inputs))
+        .await
+        .map_err(|e| ApiError::internal(format!("the prediction task failed: {e}")))
 }
 
 /// Checks request tensors against the model's inputs (names, element types, fixed
