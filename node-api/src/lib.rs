@@ -1,0 +1,261 @@
+//! The contract between `kiln sync` and the nodes it manages (`kiln serve --managed`), and
+//! the traffic-routing rules every Kiln host applies the same way (so a routing key lands
+//! on the same version on every node, and on the edge workers too).
+//!
+//! Nothing here does I/O: these are the JSON shapes of the node admin API and the sync
+//! service's join API, plus the pure functions both sides need.
+
+pub mod histogram;
+pub mod routing;
+
+pub use histogram::Histogram;
+pub use routing::{choose_weighted, routing_point};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Prefix of the node admin API on `kiln serve`.
+pub const ADMIN_PREFIX: &str = "/admin/v1";
+/// Request header: route by this key (hashed) so the same key always gets the same version
+/// while weights do not change (A/B tests, sticky sessions).
+pub const ROUTING_KEY_HEADER: &str = "x-kiln-routing-key";
+/// Request header: force a version selector (number, stage, alias, `latest`), for debugging
+/// and for smoke tests of a version that takes no traffic yet.
+pub const FORCE_VERSION_HEADER: &str = "x-kiln-version";
+/// Response header: the version that answered.
+pub const SERVED_VERSION_HEADER: &str = "x-kiln-model-version";
+/// Prefix of the sync service's own API (node registration and heartbeats, status).
+pub const SYNC_PREFIX: &str = "/sync/v1";
+
+/// Everything a node serves: per model, its versions with weights and an optional shadow.
+/// Replaced as a whole (`PUT /admin/v1/routing`); a node switches to it atomically once
+/// every version in it is loaded and warm.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutingTable {
+    /// Set by the sender; a node reports the generation it serves. Higher is newer.
+    pub generation: u64,
+    /// Routes by model name.
+    pub models: BTreeMap<String, ModelRouting>,
+}
+
+/// How one model's traffic is split.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelRouting {
+    /// Served versions. Weight 0 keeps a version loaded and warm (for instant rollback, or
+    /// for smoke tests through the forced-version header) without giving it traffic.
+    pub versions: Vec<VersionRoute>,
+    /// A version that gets a copy of the traffic; its answers are compared with the served
+    /// version's and counted, never returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<VersionRoute>,
+}
+
+/// One version in a routing table.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionRoute {
+    /// Registry version number.
+    pub version: u64,
+    /// SHA-256 of the component (lowercase hex).
+    pub digest: String,
+    /// Relative share of the model's traffic (any scale; 0 = none).
+    pub weight: u32,
+    /// Registry stage, for selectors (`Production`) and metadata.
+    #[serde(default)]
+    pub stage: String,
+    /// Registry aliases, for selectors (`champion`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+impl RoutingTable {
+    /// Every digest the table needs, each once, sorted.
+    pub fn digests(&self) -> Vec<String> {
+        let mut d: Vec<String> = self
+            .models
+            .values()
+            .flat_map(|m| m.versions.iter().chain(m.shadow.iter()))
+            .map(|v| v.digest.clone())
+            .collect();
+        d.sort();
+        d.dedup();
+        d
+    }
+
+    /// Checks the table is servable: names, digests, no duplicate versions, and every model
+    /// with versions has a positive total weight. Returns what is wrong, for a 422.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, m) in &self.models {
+            if name.is_empty() {
+                return Err("a model name is empty".into());
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for v in m.versions.iter().chain(m.shadow.iter()) {
+                if !is_sha256_hex(&v.digest) {
+                    return Err(format!(
+                        "model `{name}` version {}: digest `{}` is not 64 lowercase hex characters",
+                        v.version, v.digest
+                    ));
+                }
+            }
+            for v in &m.versions {
+                if !seen.insert(v.version) {
+                    return Err(format!("model `{name}` lists version {} twice", v.version));
+                }
+            }
+            if m.versions.is_empty() {
+                return Err(format!("model `{name}` has no versions"));
+            }
+            if m.versions.iter().map(|v| u64::from(v.weight)).sum::<u64>() == 0 {
+                return Err(format!(
+                    "model `{name}`: every version has weight 0, so nothing would answer its traffic"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `s` is a SHA-256 digest in lowercase hex.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// `GET /admin/v1/state`: what a node holds and serves, and its counters.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct NodeState {
+    /// The node's name (`--node-name`, default its listen address).
+    pub node: String,
+    /// Kiln version of the node.
+    pub kiln_version: String,
+    /// Unique per process start: a change tells the sync service the node restarted.
+    pub instance_id: String,
+    /// Seconds since the process started.
+    pub uptime_seconds: f64,
+    /// True once the first routing table is loaded.
+    pub ready: bool,
+    /// `registry` (serves its local registry) or `managed` (routing pushed by `kiln sync`).
+    pub mode: String,
+    /// The routing table being served.
+    pub routing: RoutingTable,
+    /// Component digests stored on the node (uploaded or in its registry).
+    pub digests: Vec<String>,
+    /// Digests loaded in memory (compiled and instantiated).
+    pub loaded: Vec<String>,
+    /// Request counters per served version since the process started.
+    pub versions: Vec<VersionStats>,
+    /// Shadow comparisons per (model, shadow version) since the process started.
+    pub shadows: Vec<ShadowStats>,
+    /// The last routing change that failed, if the latest attempt failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// Counters of one served version, cumulative since the node started.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct VersionStats {
+    /// Model name.
+    pub model: String,
+    /// Version number.
+    pub version: u64,
+    /// Inference requests answered by this version (any status).
+    pub requests: u64,
+    /// Requests answered with a 5xx (the model or host failed).
+    pub server_errors: u64,
+    /// Requests refused with a 4xx (bad input; not the version's fault).
+    pub client_errors: u64,
+    /// Latency of the requests, in seconds.
+    pub latency: Histogram,
+}
+
+impl VersionStats {
+    /// What happened between `earlier` and `self` (counters are cumulative; a node restart
+    /// resets them, in which case `self` is taken whole).
+    pub fn since(&self, earlier: &VersionStats) -> VersionStats {
+        if self.requests < earlier.requests {
+            return self.clone();
+        }
+        VersionStats {
+            model: self.model.clone(),
+            version: self.version,
+            requests: self.requests - earlier.requests,
+            server_errors: self.server_errors.saturating_sub(earlier.server_errors),
+            client_errors: self.client_errors.saturating_sub(earlier.client_errors),
+            latency: self.latency.since(&earlier.latency),
+        }
+    }
+
+    /// Adds another node's counters for the same version.
+    pub fn add(&mut self, other: &VersionStats) {
+        self.requests += other.requests;
+        self.server_errors += other.server_errors;
+        self.client_errors += other.client_errors;
+        self.latency.add(&other.latency);
+    }
+}
+
+/// Shadow traffic of one (model, shadow version), cumulative since the node started.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShadowStats {
+    /// Model name.
+    pub model: String,
+    /// The shadow version.
+    pub version: u64,
+    /// Requests whose answers were compared.
+    pub compared: u64,
+    /// Compared requests whose answers differed (beyond 1e-5 relative, or another label).
+    pub disagreements: u64,
+    /// Shadow calls that failed.
+    pub errors: u64,
+    /// Copies dropped because too many shadow calls were in flight.
+    pub dropped: u64,
+}
+
+impl ShadowStats {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &ShadowStats) -> ShadowStats {
+        if self.compared < earlier.compared {
+            return self.clone();
+        }
+        ShadowStats {
+            model: self.model.clone(),
+            version: self.version,
+            compared: self.compared - earlier.compared,
+            disagreements: self.disagreements.saturating_sub(earlier.disagreements),
+            errors: self.errors.saturating_sub(earlier.errors),
+            dropped: self.dropped.saturating_sub(earlier.dropped),
+        }
+    }
+}
+
+/// `PUT /admin/v1/components/{digest}` answer, and `PUT /admin/v1/routing` answer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdminReply {
+    /// True when the request changed something (false when it was already so).
+    pub changed: bool,
+    /// The routing generation served after the request.
+    pub generation: u64,
+    /// Human-readable summary.
+    pub message: String,
+}
+
+/// `POST /sync/v1/nodes` body: a node announcing itself (and, repeated, its heartbeat).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct JoinRequest {
+    /// The node's name, unique in the fleet.
+    pub name: String,
+    /// Base URL the sync service reaches the node at (`http://127.0.0.1:8081`).
+    pub url: String,
+    /// The node's process instance id (a change means it restarted).
+    pub instance_id: String,
+    /// The routing generation the node serves.
+    pub generation: u64,
+}
+
+/// `POST /sync/v1/nodes` answer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct JoinReply {
+    /// How often the node should repeat its heartbeat, in milliseconds.
+    pub heartbeat_ms: u64,
+}
