@@ -14,6 +14,7 @@ mod audit;
 mod blob;
 pub mod cli;
 mod error;
+pub mod mlflow;
 mod model;
 mod mutations;
 mod registry;

@@ -1,0 +1,786 @@
+//! A blocking client for the parts of MLflow's REST API 2.0 that Kiln imports from: the
+//! model registry, runs (for lineage) and the tracking server's artifact proxy.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, DeserializeOwned, Deserializer};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// How long to wait for a TCP connection to the tracking server.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most one API call may take, start to end.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most one artifact download may take (models can be hundreds of MB).
+pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// MLflow's largest accepted `max_results` for `registered-models/search`.
+const SEARCH_PAGE_SIZE: &str = "1000";
+/// Artifact URIs that point at other URIs (`runs:/`, `models:/`) resolve at most this deep.
+const MAX_URI_HOPS: usize = 4;
+
+/// What went wrong talking to MLflow. Callers match on it to decide whether to retry
+/// ([`MlflowError::is_transient`]) or to treat a missing object as absent
+/// ([`MlflowError::is_not_found`]).
+#[derive(thiserror::Error, Debug)]
+pub enum MlflowError {
+    /// The tracking server could not be reached or did not answer in time.
+    #[error("MLflow {call} ({url}) failed: {error}; is the tracking server running and reachable?")]
+    Transport {
+        call: &'static str,
+        url: String,
+        error: ureq::Error,
+    },
+    /// MLflow answered with an error status and its `error_code`/`message`.
+    #[error("MLflow {call} ({url}) answered HTTP {status} {error_code}: {message}")]
+    Api {
+        call: &'static str,
+        url: String,
+        status: u16,
+        error_code: String,
+        message: String,
+    },
+    /// MLflow answered 200 with a body this client could not read.
+    #[error("MLflow {call} ({url}) answered with an unexpected body: {detail}")]
+    Decode {
+        call: &'static str,
+        url: String,
+        detail: String,
+    },
+    /// The model version's artifacts hold no `.onnx` file, so there is nothing Kiln can compile.
+    #[error(
+        "MLflow model '{model}' version {version} has no .onnx file in its artifacts ({uri}; found: {found}); \
+         log the model with mlflow.onnx.log_model or log the .onnx file into the version's source directory"
+    )]
+    NoOnnx {
+        model: String,
+        version: u64,
+        uri: String,
+        found: String,
+    },
+    /// Something this client does not handle: a non-HTTP tracking URI, an artifact store
+    /// the tracking server does not proxy, a malformed artifact path.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Writing a downloaded artifact to disk failed.
+    #[error("writing {}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
+}
+
+impl MlflowError {
+    /// True when MLflow says the model, version, alias, run or artifact does not exist.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            // A missing alias is INVALID_PARAMETER_VALUE "... alias X not found." in 3.x.
+            MlflowError::Api {
+                status,
+                error_code,
+                message,
+                ..
+            } => {
+                *status == 404
+                    || error_code == "RESOURCE_DOES_NOT_EXIST"
+                    || (error_code == "INVALID_PARAMETER_VALUE" && message.contains("not found"))
+            }
+            _ => false,
+        }
+    }
+
+    /// True for failures worth retrying unchanged: network, timeouts, 5xx, 429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            MlflowError::Transport { .. } => true,
+            MlflowError::Api { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+}
+
+/// A registered model as `registered-models/search` and `registered-models/get` return it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(default)]
+pub struct RegisteredModel {
+    pub name: String,
+    pub description: String,
+    pub creation_timestamp: i64,
+    /// Not bumped by alias changes (checked on 3.17.2): compare `aliases` too.
+    pub last_updated_timestamp: i64,
+    /// Alias → version. MLflow 3.17 includes aliases in search and get answers.
+    #[serde(deserialize_with = "alias_map")]
+    pub aliases: BTreeMap<String, u64>,
+    /// The newest version in each stage, with `current_stage` and `status`.
+    pub latest_versions: Vec<MlflowVersion>,
+}
+
+impl RegisteredModel {
+    /// The version `alias` points at.
+    pub fn alias(&self, alias: &str) -> Option<u64> {
+        self.aliases.get(alias).copied()
+    }
+
+    /// The newest version in `stage` (case-insensitive), from `latest_versions`.
+    pub fn latest_in_stage(&self, stage: &str) -> Option<&MlflowVersion> {
+        self.latest_versions
+            .iter()
+            .filter(|v| v.current_stage.eq_ignore_ascii_case(stage))
+            .max_by_key(|v| v.version)
+    }
+}
+
+/// A model version as `model-versions/get` returns it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(default)]
+pub struct MlflowVersion {
+    pub name: String,
+    #[serde(deserialize_with = "version_number")]
+    pub version: u64,
+    pub creation_timestamp: i64,
+    pub last_updated_timestamp: i64,
+    /// `None`, `Staging`, `Production` or `Archived` (stages are deprecated but still work).
+    pub current_stage: String,
+    pub description: String,
+    /// `models:/m-<id>` for versions made by `log_model(registered_model_name=...)` in
+    /// MLflow 3, `runs:/<run>/<path>` for versions created from a run's artifacts.
+    pub source: String,
+    pub run_id: String,
+    /// `READY` once the files are in place; `PENDING_REGISTRATION` or `FAILED_REGISTRATION`.
+    pub status: String,
+    /// Present in `model-versions/get` answers, absent from `latest_versions`.
+    pub aliases: Vec<String>,
+}
+
+impl MlflowVersion {
+    /// True when the version's files are registered and can be downloaded.
+    pub fn is_ready(&self) -> bool {
+        self.status.is_empty() || self.status == "READY"
+    }
+}
+
+/// A run's parameters, latest metric values and tags (`runs/get`).
+#[derive(Serialize, Clone, Debug, PartialEq, Default)]
+pub struct Run {
+    pub run_id: String,
+    pub experiment_id: String,
+    pub run_name: String,
+    pub status: String,
+    /// Where the run's artifacts live, e.g. `mlflow-artifacts:/1/<run>/artifacts`.
+    pub artifact_uri: String,
+    pub params: BTreeMap<String, String>,
+    /// Latest value of each metric, as MLflow sent it (a number, or `"NaN"`/`"Infinity"`).
+    pub metrics: BTreeMap<String, Value>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// One entry of an artifact directory listing, relative to the listed directory.
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+pub struct ArtifactFile {
+    pub path: String,
+    #[serde(default)]
+    pub is_dir: bool,
+    #[serde(default)]
+    pub file_size: Option<u64>,
+}
+
+/// A blocking MLflow REST client; every call has a connect and a total timeout.
+#[derive(Clone, Debug)]
+pub struct MlflowClient {
+    base: String,
+    agent: ureq::Agent,
+    authorization: Option<String>,
+    download_timeout: Duration,
+}
+
+impl MlflowClient {
+    /// A client for the tracking server at `tracking_uri` (`http://host:port`, with an
+    /// optional path prefix). Authenticates with `MLFLOW_TRACKING_TOKEN` (bearer) or
+    /// `MLFLOW_TRACKING_USERNAME`/`MLFLOW_TRACKING_PASSWORD` (basic) when set, like
+    /// MLflow's own client.
+    pub fn new(tracking_uri: &str) -> Result<MlflowClient, MlflowError> {
+        let base = tracking_uri.trim().trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(MlflowError::Unsupported(format!(
+                "MLflow tracking URI '{tracking_uri}' is not an http(s) URL; point Kiln at a running \
+                 `mlflow server` (e.g. http://127.0.0.1:5000), not at a file store"
+            )));
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(CALL_TIMEOUT))
+            .user_agent(concat!("kiln-registry/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let authorization = match (
+            env("MLFLOW_TRACKING_TOKEN"),
+            env("MLFLOW_TRACKING_USERNAME"),
+            env("MLFLOW_TRACKING_PASSWORD"),
+        ) {
+            (Some(token), _, _) => Some(format!("Bearer {token}")),
+            (None, Some(user), Some(password)) => Some(format!(
+                "Basic {}",
+                base64(format!("{user}:{password}").as_bytes())
+            )),
+            _ => None,
+        };
+        Ok(MlflowClient {
+            base,
+            agent,
+            authorization,
+            download_timeout: DOWNLOAD_TIMEOUT,
+        })
+    }
+
+    /// The same client with another limit for one artifact download.
+    pub fn with_download_timeout(mut self, timeout: Duration) -> MlflowClient {
+        self.download_timeout = timeout;
+        self
+    }
+
+    /// The tracking URI this client talks to, without a trailing slash.
+    pub fn tracking_uri(&self) -> &str {
+        &self.base
+    }
+
+    /// Every registered model matching `filter` (MLflow's search syntax, e.g.
+    /// `name LIKE 'house%'`; `None` for all), following `next_page_token` to the end.
+    pub fn search_registered_models(
+        &self,
+        filter: Option<&str>,
+    ) -> Result<Vec<RegisteredModel>, MlflowError> {
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            registered_models: Vec<RegisteredModel>,
+            #[serde(default)]
+            next_page_token: Option<String>,
+        }
+        let mut models = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![("max_results", SEARCH_PAGE_SIZE)];
+            if let Some(filter) = filter {
+                query.push(("filter", filter));
+            }
+            if let Some(token) = token.as_deref() {
+                query.push(("page_token", token));
+            }
+            let page: Page = self.get_json("registered-models/search", &query)?;
+            models.extend(page.registered_models);
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(next) if Some(&next) != token.as_ref() => token = Some(next),
+                _ => return Ok(models),
+            }
+        }
+    }
+
+    /// One registered model by name.
+    pub fn get_registered_model(&self, name: &str) -> Result<RegisteredModel, MlflowError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            registered_model: RegisteredModel,
+        }
+        let answer: Answer = self.get_json("registered-models/get", &[("name", name)])?;
+        Ok(answer.registered_model)
+    }
+
+    /// One model version (`model-versions/get`).
+    pub fn get_model_version(&self, name: &str, version: u64) -> Result<MlflowVersion, MlflowError> {
+        let version = version.to_string();
+        let answer: VersionAnswer =
+            self.get_json("model-versions/get", &[("name", name), ("version", &version)])?;
+        Ok(answer.model_version)
+    }
+
+    /// The version an alias points at (`registered-models/alias`); a missing alias is an
+    /// error for which [`MlflowError::is_not_found`] holds.
+    pub fn get_model_version_by_alias(&self, name: &str, alias: &str) -> Result<MlflowVersion, MlflowError> {
+        let answer: VersionAnswer =
+            self.get_json("registered-models/alias", &[("name", name), ("alias", alias)])?;
+        Ok(answer.model_version)
+    }
+
+    /// Where a version's files are (`model-versions/get-download-uri`): an
+    /// `mlflow-artifacts:/` URI for MLflow 3 logged models, the version's own `runs:/` source
+    /// for versions created from run artifacts (3.17.2 does not resolve those).
+    pub fn get_download_uri(&self, name: &str, version: u64) -> Result<String, MlflowError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            artifact_uri: String,
+        }
+        let version = version.to_string();
+        let answer: Answer = self.get_json(
+            "model-versions/get-download-uri",
+            &[("name", name), ("version", &version)],
+        )?;
+        Ok(answer.artifact_uri)
+    }
+
+    /// A run's params, latest metrics and tags (`runs/get`).
+    pub fn get_run(&self, run_id: &str) -> Result<Run, MlflowError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            run: RawRun,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct RawRun {
+            info: RunInfo,
+            data: RunData,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct RunInfo {
+            run_id: String,
+            run_uuid: String,
+            experiment_id: String,
+            run_name: String,
+            status: String,
+            artifact_uri: String,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct RunData {
+            params: Vec<KeyValue>,
+            metrics: Vec<Metric>,
+            tags: Vec<KeyValue>,
+        }
+        #[derive(Deserialize)]
+        struct KeyValue {
+            key: String,
+            #[serde(default)]
+            value: String,
+        }
+        #[derive(Deserialize)]
+        struct Metric {
+            key: String,
+            #[serde(default)]
+            value: Value,
+        }
+        let answer: Answer = self.get_json("runs/get", &[("run_id", run_id)])?;
+        let RawRun { info, data } = answer.run;
+        Ok(Run {
+            run_id: if info.run_id.is_empty() {
+                info.run_uuid
+            } else {
+                info.run_id
+            },
+            experiment_id: info.experiment_id,
+            run_name: info.run_name,
+            status: info.status,
+            artifact_uri: info.artifact_uri,
+            params: data.params.into_iter().map(|p| (p.key, p.value)).collect(),
+            metrics: data.metrics.into_iter().map(|m| (m.key, m.value)).collect(),
+            tags: data.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+        })
+    }
+
+    /// The entries of an artifact directory; `artifact_uri` may be `mlflow-artifacts:/…`,
+    /// `runs:/<run>/<path>` or `models:/…`. A file or a missing directory lists as empty.
+    pub fn list_artifacts(&self, artifact_uri: &str) -> Result<Vec<ArtifactFile>, MlflowError> {
+        let path = self.proxied_path(artifact_uri)?;
+        self.list_proxied(&path)
+    }
+
+    /// Downloads one artifact file to `dest` (created or truncated); returns its size.
+    pub fn download_artifact(&self, artifact_uri: &str, dest: &Path) -> Result<u64, MlflowError> {
+        let path = self.proxied_path(artifact_uri)?;
+        self.download_proxied(&path, dest)
+    }
+
+    /// Where a model version's files are, as a path under the tracking server's artifact proxy.
+    pub(crate) fn version_files(&self, name: &str, version: u64) -> Result<String, MlflowError> {
+        let uri = self.get_download_uri(name, version)?;
+        self.proxied_path(&uri)
+    }
+
+    pub(crate) fn list_proxied(&self, path: &str) -> Result<Vec<ArtifactFile>, MlflowError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            files: Vec<ArtifactFile>,
+        }
+        let url = format!("{}/api/2.0/mlflow-artifacts/artifacts", self.base);
+        let answer: Answer = self.call_json("mlflow-artifacts list", &url, &[("path", path)])?;
+        Ok(answer.files)
+    }
+
+    pub(crate) fn download_proxied(&self, path: &str, dest: &Path) -> Result<u64, MlflowError> {
+        const CALL: &str = "mlflow-artifacts download";
+        let url = format!(
+            "{}/api/2.0/mlflow-artifacts/artifacts/{}",
+            self.base,
+            encode_path(path)
+        );
+        let response = self
+            .request(&url, &[])
+            .config()
+            .timeout_global(Some(self.download_timeout))
+            .build()
+            .call()
+            .map_err(|error| MlflowError::Transport {
+                call: CALL,
+                url: url.clone(),
+                error,
+            })?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        if status != 200 {
+            let text = body.read_to_string().unwrap_or_default();
+            return Err(api_error(CALL, &url, status, &text));
+        }
+        let io = |error| MlflowError::Io {
+            path: dest.to_path_buf(),
+            error,
+        };
+        let mut file = std::fs::File::create(dest).map_err(io)?;
+        let size = std::io::copy(&mut body.as_reader(), &mut file).map_err(|e| MlflowError::Decode {
+            call: CALL,
+            url: url.clone(),
+            detail: format!("reading the body failed: {e}"),
+        })?;
+        file.flush().and_then(|()| file.sync_all()).map_err(io)?;
+        Ok(size)
+    }
+
+    /// Resolves an artifact URI to a path under `/api/2.0/mlflow-artifacts/artifacts`.
+    /// `runs:/` and `models:/` URIs name other URIs; they are followed a few hops.
+    pub(crate) fn proxied_path(&self, uri: &str) -> Result<String, MlflowError> {
+        let mut uri = uri.to_string();
+        let mut suffix: Vec<String> = Vec::new();
+        for _ in 0..MAX_URI_HOPS {
+            if let Some(rest) = uri.strip_prefix("mlflow-artifacts:") {
+                // `mlflow-artifacts://host:port/path` names the proxy by address; the
+                // tracking server we talk to is the proxy, so only the path matters.
+                let path = match rest.strip_prefix("//") {
+                    Some(with_host) => with_host.split_once('/').map_or("", |(_, p)| p),
+                    None => rest,
+                };
+                let mut parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+                parts.extend(suffix.iter().map(String::as_str));
+                if parts.iter().any(|p| *p == ".." || *p == ".") {
+                    return Err(MlflowError::Unsupported(format!(
+                        "artifact URI '{uri}' contains '.' or '..' segments"
+                    )));
+                }
+                return Ok(parts.join("/"));
+            }
+            if let Some(rest) = uri.strip_prefix("runs:/") {
+                let (run_id, sub) = rest.trim_start_matches('/').split_once('/').unwrap_or((rest, ""));
+                push_suffix(&mut suffix, sub);
+                uri = self.get_run(run_id)?.artifact_uri;
+                continue;
+            }
+            if let Some(rest) = uri.strip_prefix("models:/") {
+                let rest = rest.trim_start_matches('/');
+                let (first, sub) = rest.split_once('/').unwrap_or((rest, ""));
+                if first.starts_with("m-") {
+                    push_suffix(&mut suffix, sub);
+                    uri = self.logged_model_artifact_uri(first)?;
+                    continue;
+                }
+                let (version, sub) = sub.split_once('/').unwrap_or((sub, ""));
+                if let Ok(version) = version.parse::<u64>() {
+                    push_suffix(&mut suffix, sub);
+                    uri = self.get_download_uri(first, version)?;
+                    continue;
+                }
+            }
+            break;
+        }
+        Err(MlflowError::Unsupported(format!(
+            "artifact URI '{uri}' is not served by the MLflow tracking server; Kiln downloads through \
+             the server's artifact proxy, so start `mlflow server` with --artifacts-destination \
+             (proxied `mlflow-artifacts:/` URIs, the default since MLflow 2) rather than \
+             --no-serve-artifacts or a client-side store"
+        )))
+    }
+
+    fn logged_model_artifact_uri(&self, model_id: &str) -> Result<String, MlflowError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            model: LoggedModel,
+        }
+        #[derive(Deserialize)]
+        struct LoggedModel {
+            info: LoggedModelInfo,
+        }
+        #[derive(Deserialize)]
+        struct LoggedModelInfo {
+            artifact_uri: String,
+        }
+        let url = format!(
+            "{}/api/2.0/mlflow/logged-models/{}",
+            self.base,
+            encode_path(model_id)
+        );
+        let answer: Answer = self.call_json("logged-models/get", &url, &[])?;
+        Ok(answer.model.info.artifact_uri)
+    }
+
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        call: &'static str,
+        query: &[(&str, &str)],
+    ) -> Result<T, MlflowError> {
+        let url = format!("{}/api/2.0/mlflow/{call}", self.base);
+        self.call_json(call, &url, query)
+    }
+
+    fn request(
+        &self,
+        url: &str,
+        query: &[(&str, &str)],
+    ) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        let mut request = self.agent.get(url).header("Accept", "application/json");
+        if let Some(auth) = &self.authorization {
+            request = request.header("Authorization", auth);
+        }
+        for (key, value) in query {
+            request = request.query(key, value);
+        }
+        request
+    }
+
+    fn call_json<T: DeserializeOwned>(
+        &self,
+        call: &'static str,
+        url: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, MlflowError> {
+        let response = self
+            .request(url, query)
+            .call()
+            .map_err(|error| MlflowError::Transport {
+                call,
+                url: url.to_string(),
+                error,
+            })?;
+        let status = response.status().as_u16();
+        let text = response
+            .into_body()
+            .read_to_string()
+            .map_err(|error| MlflowError::Transport {
+                call,
+                url: url.to_string(),
+                error,
+            })?;
+        if status != 200 {
+            return Err(api_error(call, url, status, &text));
+        }
+        serde_json::from_str(&text).map_err(|e| MlflowError::Decode {
+            call,
+            url: url.to_string(),
+            detail: format!("{e} in {}", excerpt(&text)),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct VersionAnswer {
+    model_version: MlflowVersion,
+}
+
+/// Builds an [`MlflowError::Api`] from MLflow's `{"error_code", "message"}` body, or from
+/// whatever else came back (a proxy's HTML page).
+fn api_error(call: &'static str, url: &str, status: u16, body: &str) -> MlflowError {
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Body {
+        error_code: String,
+        message: String,
+    }
+    let parsed: Body = serde_json::from_str(body).unwrap_or_default();
+    let (error_code, message) = if parsed.error_code.is_empty() && parsed.message.is_empty() {
+        (String::new(), excerpt(body))
+    } else {
+        (parsed.error_code, parsed.message)
+    };
+    MlflowError::Api {
+        call,
+        url: url.to_string(),
+        status,
+        error_code,
+        message,
+    }
+}
+
+fn push_suffix(suffix: &mut Vec<String>, sub: &str) {
+    // Collected innermost-first: each hop's sub-path goes after the ones resolved before it.
+    let sub = sub.trim_matches('/');
+    if !sub.is_empty() {
+        suffix.insert(0, sub.to_string());
+    }
+}
+
+fn excerpt(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// Percent-encodes each segment of an artifact path, keeping the `/` separators.
+fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// MLflow sends version numbers as strings (`"3"`); accept numbers too.
+fn version_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    match Value::deserialize(deserializer)? {
+        Value::String(s) => s.parse().map_err(de::Error::custom),
+        Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| de::Error::custom(format!("bad version {n}"))),
+        Value::Null => Ok(0),
+        other => Err(de::Error::custom(format!("bad version {other}"))),
+    }
+}
+
+/// `[{"alias": "champion", "version": "3"}]` → `{"champion": 3}`.
+fn alias_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, u64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Entry {
+        alias: String,
+        #[serde(deserialize_with = "version_number")]
+        version: u64,
+    }
+    let entries: Option<Vec<Entry>> = Option::deserialize(deserializer)?;
+    Ok(entries
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.alias, e.version))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_model_parses_what_mlflow_3_17_sends() {
+        // Trimmed from a real `registered-models/search` answer of MLflow 3.17.2.
+        let json = r#"{
+            "name": "house-price", "creation_timestamp": 1795782424619,
+            "last_updated_timestamp": 1795782446169,
+            "latest_versions": [
+                {"name": "house-price", "version": "1", "current_stage": "None",
+                 "source": "models:/m-8ec6877e886a4bbc8af9142308deaf84", "run_id": "524f",
+                 "status": "READY", "last_updated_timestamp": 1795782424652},
+                {"name": "house-price", "version": "2", "current_stage": "Production",
+                 "source": "runs:/b5ed/onnxdir", "run_id": "b5ed", "status": "READY"}
+            ],
+            "aliases": [{"alias": "champion", "version": "2"}]
+        }"#;
+        let model: RegisteredModel = serde_json::from_str(json).unwrap();
+        assert_eq!(model.alias("champion"), Some(2));
+        assert_eq!(model.alias("challenger"), None);
+        assert_eq!(model.latest_in_stage("production").map(|v| v.version), Some(2));
+        assert_eq!(model.latest_in_stage("Staging"), None);
+        assert!(model.latest_versions[0].is_ready());
+        let bare: RegisteredModel = serde_json::from_str(r#"{"name": "m"}"#).unwrap();
+        assert!(bare.aliases.is_empty() && bare.latest_versions.is_empty());
+    }
+
+    #[test]
+    fn api_errors_keep_mlflow_code_and_message() {
+        let err = api_error(
+            "model-versions/get",
+            "http://x/api/2.0/mlflow/model-versions/get",
+            404,
+            r#"{"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Model Version (name=m, version=9) not found"}"#,
+        );
+        let text = err.to_string();
+        assert!(text.contains("model-versions/get"), "{text}");
+        assert!(
+            text.contains("HTTP 404 RESOURCE_DOES_NOT_EXIST: Model Version (name=m, version=9) not found"),
+            "{text}"
+        );
+        assert!(err.is_not_found() && !err.is_transient());
+        let alias = api_error(
+            "registered-models/alias",
+            "u",
+            400,
+            r#"{"error_code": "INVALID_PARAMETER_VALUE", "message": "Registered model alias nope not found."}"#,
+        );
+        assert!(alias.is_not_found());
+        let proxy = api_error("runs/get", "u", 502, "<html>Bad Gateway</html>");
+        assert!(
+            proxy.is_transient() && proxy.to_string().contains("<html>Bad Gateway"),
+            "{proxy}"
+        );
+    }
+
+    #[test]
+    fn paths_are_percent_encoded_per_segment() {
+        assert_eq!(
+            encode_path("1/models/m-1/artifacts/model.onnx"),
+            "1/models/m-1/artifacts/model.onnx"
+        );
+        assert_eq!(encode_path("a b/c?d#e%"), "a%20b/c%3Fd%23e%25");
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+    }
+
+    #[test]
+    fn proxied_uris_resolve_without_calls() {
+        let client = MlflowClient::new("http://127.0.0.1:1/").unwrap();
+        assert_eq!(client.tracking_uri(), "http://127.0.0.1:1");
+        assert_eq!(
+            client
+                .proxied_path("mlflow-artifacts:/1/models/m-8/artifacts")
+                .unwrap(),
+            "1/models/m-8/artifacts"
+        );
+        assert_eq!(
+            client
+                .proxied_path("mlflow-artifacts://mlflow.internal:5000/1/r/artifacts/")
+                .unwrap(),
+            "1/r/artifacts"
+        );
+        assert!(client.proxied_path("mlflow-artifacts:/1/../etc").is_err());
+        let err = client
+            .proxied_path("s3://bucket/1/r/artifacts")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--artifacts-destination"), "{err}");
+        assert!(MlflowClient::new("sqlite:///mlflow.db").is_err());
+    }
+}
