@@ -2,6 +2,9 @@
 //! behaviour is testable without wasmtime: the binary passes in `prepare`, the only step
 //! that needs to compile or run a model.
 
+pub mod rollout;
+pub mod sync;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

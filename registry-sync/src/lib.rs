@@ -14,11 +14,13 @@ mod audit;
 mod blob;
 pub mod cli;
 mod error;
-pub mod mlflow;
+pub mod fleet;
 mod model;
 mod mutations;
 mod registry;
+pub mod rollout;
 mod schema;
+pub mod sync;
 
 use std::path::PathBuf;
 

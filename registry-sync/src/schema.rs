@@ -7,9 +7,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::RegistryError;
 
 /// Ordered migrations; append, never edit a released one.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "initial schema",
-    r#"
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "initial schema",
+        r#"
     -- next_version survives deletes so a version number is never reused.
     CREATE TABLE models (
         name         TEXT PRIMARY KEY,
@@ -75,7 +76,72 @@ const MIGRATIONS: &[(&str, &str)] = &[(
         hash  TEXT NOT NULL
     );
     "#,
-)];
+    ),
+    (
+        "fleet, rollouts and rollout policies",
+        r#"
+    -- Edge nodes the sync service manages (from config, GitOps files or `--join`), with
+    -- their last known sync status (operational state: not audited, rewritten often).
+    CREATE TABLE nodes (
+        name               TEXT PRIMARY KEY,
+        url                TEXT NOT NULL,
+        source             TEXT NOT NULL CHECK (source IN ('config','join')),
+        added_at           TEXT NOT NULL,
+        last_seen          TEXT,
+        instance_id        TEXT,
+        status             TEXT NOT NULL DEFAULT 'pending',
+        applied_generation INTEGER NOT NULL DEFAULT 0,
+        last_error         TEXT,
+        failing_since      TEXT,
+        failures           INTEGER NOT NULL DEFAULT 0,
+        breaker            TEXT NOT NULL DEFAULT 'closed',
+        updated_at         TEXT NOT NULL
+    );
+    -- What the fleet serves per model when no rollout is running: the stable version and
+    -- the previous one (kept warm at weight 0 for an instant rollback), optional static
+    -- weights and shadow (GitOps), and which nodes (NULL = all).
+    CREATE TABLE fleet_models (
+        model      TEXT PRIMARY KEY,
+        stable     INTEGER,
+        previous   INTEGER,
+        weights    TEXT,
+        shadow     INTEGER,
+        nodes      TEXT,
+        updated_at TEXT NOT NULL
+    );
+    -- The rollout policy started when a model's Production version (or champion alias)
+    -- changes in the registry.
+    CREATE TABLE rollout_policies (
+        model  TEXT PRIMARY KEY,
+        policy TEXT NOT NULL
+    );
+    CREATE TABLE rollouts (
+        id              INTEGER PRIMARY KEY,
+        model           TEXT NOT NULL,
+        from_version    INTEGER,
+        to_version      INTEGER NOT NULL,
+        strategy        TEXT NOT NULL,
+        plan            TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        step            INTEGER NOT NULL,
+        phase           TEXT NOT NULL,
+        step_started_at TEXT,
+        baseline        TEXT,
+        restore         TEXT NOT NULL,
+        trigger         TEXT NOT NULL,
+        message         TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX one_active_rollout ON rollouts(model) WHERE state IN ('progressing','paused');
+    -- Key/value state of the sync service (the routing generation it hands out).
+    CREATE TABLE sync_state (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    "#,
+    ),
+];
 
 /// Brings the schema up to date.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), RegistryError> {

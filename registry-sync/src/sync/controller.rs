@@ -1,0 +1,382 @@
+//! The rollout controller: starts rollouts when the registry's Production version (or
+//! `champion` alias) moves, and drives each active rollout through warm-up, smoke test,
+//! weight shift and analysis, rolling back by itself when analysis says so.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::node_client::NodeClient;
+use super::service::{ControlState, Shared};
+use super::smoke;
+use crate::Registry;
+use crate::fleet::FleetModel;
+use crate::rollout::{
+    FleetCounters, NodeCounters, Phase, Rollout, RolloutState, Strategy, Verdict, judge, step_figures,
+};
+
+/// The alias that names the served version of a model without a Production version.
+pub const SERVED_ALIAS: &str = "champion";
+
+/// The version the registry says a model should serve: its Production version (the
+/// highest if several), else its `champion` alias.
+fn registry_target(registry: &Registry, model: &str) -> anyhow::Result<Option<u64>> {
+    let production = registry.production(model)?;
+    if let Some(v) = production.iter().map(|v| v.version).max() {
+        return Ok(Some(v));
+    }
+    Ok(registry
+        .list(Some(model))?
+        .into_iter()
+        .find(|v| v.aliases.iter().any(|a| a == SERVED_ALIAS))
+        .map(|v| v.version))
+}
+
+/// Starts (or supersedes) rollouts for models whose registry target moved.
+pub(crate) fn registry_triggers(shared: &Arc<Shared>) -> anyhow::Result<()> {
+    let registry = &shared.registry;
+    let actor = &shared.config.actor;
+    let fleet = registry.fleet_models()?;
+    let mut models: Vec<String> = registry.list(None)?.into_iter().map(|v| v.name).collect();
+    models.dedup();
+    for model in models {
+        let Some(target) = registry_target(registry, &model)? else {
+            continue;
+        };
+        let fm = fleet.get(&model).cloned().unwrap_or_default();
+        if fm.weights.is_some() {
+            // Static weights (GitOps) own this model's traffic.
+            continue;
+        }
+        if let Some(active) = registry.active_rollout(&model)? {
+            if active.to_version == target
+                || (active.trigger != "registry" && Some(target) == active.from_version)
+            {
+                continue;
+            }
+            let why = if Some(target) == active.from_version {
+                format!("the registry moved {model} back to version {target}")
+            } else {
+                format!("superseded: the registry now names version {target}")
+            };
+            registry.finish_rollout(active.id, RolloutState::Aborted, &why, actor)?;
+        } else if fm.stable == Some(target) {
+            continue;
+        }
+        match fm.stable {
+            None => {
+                // A first deployment has no traffic to protect: serve it directly.
+                let first = FleetModel {
+                    stable: Some(target),
+                    ..fm
+                };
+                registry.set_fleet_model(&model, &first, actor, "first deployment")?;
+                tracing::info!(model = %model, version = target, "first deployment");
+            }
+            Some(_) => {
+                let plan = registry
+                    .rollout_policy(&model)?
+                    .unwrap_or_else(|| shared.config.default_policy.clone());
+                registry.start_rollout(&model, target, plan, "registry", actor)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Nodes that serve `model` and are not failing.
+fn eligible_nodes(shared: &Shared, model: &str) -> Vec<String> {
+    let desired = shared.desired();
+    let runtimes = shared.node_runtimes();
+    desired
+        .model_nodes
+        .get(model)
+        .into_iter()
+        .flatten()
+        .filter(|n| runtimes.get(*n).is_none_or(|rt| rt.status != "failing"))
+        .cloned()
+        .collect()
+}
+
+/// Whether every eligible node serves the current desired generation (and at least one
+/// does).
+fn converged(shared: &Shared, nodes: &[String]) -> bool {
+    let generation = shared.desired().generation;
+    let runtimes = shared.node_runtimes();
+    !nodes.is_empty()
+        && nodes.iter().all(|n| {
+            runtimes
+                .get(n)
+                .is_some_and(|rt| rt.status == "converged" && rt.applied_generation == generation)
+        })
+}
+
+/// The model's counters on each node, from the nodes' latest states.
+fn counters(shared: &Shared, model: &str, nodes: &[String]) -> FleetCounters {
+    let runtimes = shared.node_runtimes();
+    let mut out = BTreeMap::new();
+    for n in nodes {
+        let Some(state) = runtimes.get(n).and_then(|rt| rt.last_state.as_ref()) else {
+            continue;
+        };
+        out.insert(
+            n.clone(),
+            NodeCounters {
+                instance_id: state.instance_id.clone(),
+                versions: state
+                    .versions
+                    .iter()
+                    .filter(|v| v.model == model)
+                    .map(|v| (v.version, v.clone()))
+                    .collect(),
+                shadows: state
+                    .shadows
+                    .iter()
+                    .filter(|s| s.model == model)
+                    .map(|s| (s.version, s.clone()))
+                    .collect(),
+            },
+        );
+    }
+    out
+}
+
+/// Replays the version's golden pairs on every node. Err says which node and pair failed.
+fn smoke_test(shared: &Shared, r: &Rollout, nodes: &[String]) -> anyhow::Result<usize> {
+    let golden = shared.registry.golden(&r.model, r.to_version)?;
+    if golden.is_empty() {
+        return Ok(0);
+    }
+    let urls: BTreeMap<String, String> = shared
+        .registry
+        .nodes()?
+        .into_iter()
+        .map(|n| (n.name, n.url))
+        .collect();
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .filter_map(|n| urls.get(n).map(|u| (n.clone(), u.clone())))
+            .map(|(node, url)| {
+                let golden = &golden;
+                let token = shared.config.token.clone();
+                scope.spawn(move || -> Option<String> {
+                    let client = NodeClient::new(&url, token.as_deref());
+                    for (i, pair) in golden.iter().enumerate() {
+                        let outcome = client
+                            .infer(&r.model, r.to_version, &pair.request)
+                            .map_err(|e| format!("{e:#}"))
+                            .and_then(|answer| smoke::compare(&pair.response, &answer));
+                        if let Err(e) = outcome {
+                            return Some(format!("node {node}, golden pair {}: {e}", i + 1));
+                        }
+                    }
+                    None
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().ok().flatten())
+            .collect()
+    });
+    if let Some(first) = failures.first() {
+        anyhow::bail!("smoke test failed on {} node(s): {first}", failures.len());
+    }
+    Ok(golden.len())
+}
+
+/// Tells the alert webhook (in the background; failures are logged).
+fn alert(shared: &Shared, r: &Rollout, reason: &str) {
+    let Some(url) = shared.config.alert_webhook.clone() else {
+        return;
+    };
+    let body = json!({
+        "event": "rollout.rolled_back",
+        "model": r.model,
+        "rollout": r.id,
+        "from_version": r.from_version,
+        "to_version": r.to_version,
+        "reason": reason,
+        "time": crate::now_rfc3339(),
+    });
+    std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        if let Err(e) = agent.post(&url).send_json(&body) {
+            tracing::warn!(url = %url, error = %e, "alert webhook call failed");
+        }
+    });
+}
+
+fn roll_back(shared: &Shared, r: &Rollout, reason: &str) -> anyhow::Result<()> {
+    tracing::warn!(model = %r.model, to = r.to_version, reason, "rolling back");
+    let message = format!("rolled back: {reason}");
+    shared
+        .registry
+        .finish_rollout(r.id, RolloutState::RolledBack, &message, &shared.config.actor)?;
+    alert(shared, r, reason);
+    Ok(())
+}
+
+fn elapsed_since(rfc3339: &str) -> Option<Duration> {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).ok()?;
+    let d = time::OffsetDateTime::now_utc() - t;
+    Some(Duration::from_secs_f64(d.as_seconds_f64().max(0.0)))
+}
+
+/// Moves every progressing rollout as far as it can go this tick.
+pub(crate) fn drive_rollouts(
+    shared: &Arc<Shared>,
+    state: &mut ControlState,
+    rollouts: &[Rollout],
+) -> anyhow::Result<()> {
+    for r in rollouts {
+        if r.state != RolloutState::Progressing {
+            continue;
+        }
+        if let Err(e) = drive(shared, state, r) {
+            tracing::warn!(model = %r.model, rollout = r.id, error = %format!("{e:#}"), "rollout step failed; retrying");
+        }
+    }
+    Ok(())
+}
+
+fn drive(shared: &Arc<Shared>, state: &mut ControlState, r: &Rollout) -> anyhow::Result<()> {
+    let registry = &shared.registry;
+    let nodes = eligible_nodes(shared, &r.model);
+    match r.phase {
+        Phase::Warming => {
+            if converged(shared, &nodes) {
+                registry.set_rollout_progress(
+                    r.id,
+                    Phase::Smoke,
+                    None,
+                    &format!(
+                        "version {} warm on {} node(s); smoke testing",
+                        r.to_version,
+                        nodes.len()
+                    ),
+                )?;
+            } else if nodes.is_empty() {
+                note(
+                    shared,
+                    state,
+                    r,
+                    "waiting for a reachable node that serves the model",
+                )?;
+            }
+        }
+        Phase::Smoke => match smoke_test(shared, r, &nodes) {
+            Ok(pairs) => {
+                let (weight, shadow) = r.plan.weight_at(r.step);
+                let what = if shadow {
+                    "shadowing".to_string()
+                } else {
+                    format!("shifting to {weight}%")
+                };
+                let smoke = if pairs == 0 {
+                    "no golden pairs to replay".to_string()
+                } else {
+                    format!("{pairs} golden pair(s) passed on {} node(s)", nodes.len())
+                };
+                registry.set_rollout_progress(r.id, Phase::Shifting, None, &format!("{smoke}; {what}"))?;
+            }
+            Err(e) => roll_back(shared, r, &format!("{e:#}"))?,
+        },
+        Phase::Shifting => {
+            if converged(shared, &nodes) {
+                let baseline = counters(shared, &r.model, &nodes);
+                let (weight, shadow) = r.plan.weight_at(r.step);
+                let msg = if r.plan.strategy == Strategy::Direct || r.from_version.is_none() {
+                    "switched".to_string()
+                } else if shadow {
+                    format!("shadowing on {} node(s); analysing", nodes.len())
+                } else {
+                    format!("{weight}% on {} node(s); analysing", nodes.len())
+                };
+                let r2 = registry.set_rollout_progress(r.id, Phase::Analysing, Some(&baseline), &msg)?;
+                if let Some(r2) = r2
+                    && (r2.plan.strategy == Strategy::Direct || r2.from_version.is_none())
+                {
+                    registry.finish_rollout(
+                        r2.id,
+                        RolloutState::Succeeded,
+                        "switched",
+                        &shared.config.actor,
+                    )?;
+                }
+            }
+        }
+        Phase::Analysing => {
+            let baseline = r.baseline.clone().unwrap_or_default();
+            let now = counters(shared, &r.model, &nodes);
+            let figures = step_figures(&baseline, &now, r.to_version, r.from_version);
+            let interval_over = r
+                .step_started_at
+                .as_deref()
+                .and_then(elapsed_since)
+                .is_some_and(|d| d >= Duration::from_millis(r.plan.interval_ms));
+            let (_, shadow) = r.plan.weight_at(r.step);
+            match judge(&r.plan, shadow, &figures, interval_over) {
+                Verdict::Broken(reason) => roll_back(shared, r, &reason)?,
+                Verdict::Healthy => {
+                    let (weight, _) = r.plan.weight_at(r.step);
+                    let msg = format!(
+                        "step {} ({}) healthy: {}",
+                        r.step + 1,
+                        if shadow {
+                            "shadow".to_string()
+                        } else {
+                            format!("{weight}%")
+                        },
+                        figures.summary()
+                    );
+                    registry.advance_rollout(r.id, &msg, &shared.config.actor)?;
+                }
+                Verdict::TooLittleTraffic(reason) => {
+                    registry.pause_rollout(
+                        &r.model,
+                        true,
+                        &format!("paused: {reason}; resume with `kiln rollout resume {}`", r.model),
+                        &shared.config.actor,
+                    )?;
+                }
+                Verdict::Watching => {
+                    let (weight, shadow) = r.plan.weight_at(r.step);
+                    let label = if shadow {
+                        "shadow".to_string()
+                    } else {
+                        format!("{weight}%")
+                    };
+                    note(
+                        shared,
+                        state,
+                        r,
+                        &format!("analysing {label}: {}", figures.summary()),
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Updates a rollout's message at most once a second (it is not audited).
+fn note(shared: &Shared, state: &mut ControlState, r: &Rollout, message: &str) -> anyhow::Result<()> {
+    let due = state
+        .last_message
+        .get(&r.id)
+        .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+    if due && r.message != message {
+        shared
+            .registry
+            .set_rollout_progress(r.id, r.phase, None, message)?;
+        state.last_message.insert(r.id, Instant::now());
+    }
+    Ok(())
+}
