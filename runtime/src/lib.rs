@@ -14,6 +14,7 @@ pub mod function_cache;
 pub mod guest;
 pub mod host;
 pub mod instance;
+pub mod node_store;
 pub mod oip;
 pub mod prediction_cache;
 pub mod register;

@@ -137,6 +137,26 @@ struct ServeArgs {
     /// How often the registry is checked for changes, in milliseconds.
     #[arg(long, env = "KILN_POLL_MS", default_value_t = 100)]
     poll_ms: u64,
+    /// Serve what a sync service pushes (stored in $KILN_HOME/node/) instead of the local
+    /// registry; the node restarts on the routing it last served.
+    #[arg(long, env = "KILN_MANAGED")]
+    managed: bool,
+    /// Join the sync service at this URL (implies --managed): announce the node and send
+    /// heartbeats to SYNC_URL/sync/v1/nodes.
+    #[arg(long, env = "KILN_JOIN", value_name = "SYNC_URL")]
+    join: Option<String>,
+    /// The URL the sync service reaches this node at (default: http://<bound address>).
+    #[arg(long, env = "KILN_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// Bearer token of the node admin API (/admin/v1); unset, the admin API is off.
+    #[arg(long, env = "KILN_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// The node's name in its state and heartbeats (default: its listen address).
+    #[arg(long, env = "KILN_NODE_NAME")]
+    node_name: Option<String>,
+    /// Largest component upload to the admin API, in MiB.
+    #[arg(long, env = "KILN_MAX_UPLOAD_MIB", default_value_t = 512)]
+    max_upload_mib: usize,
 }
 
 impl ServeArgs {
@@ -155,6 +175,22 @@ impl ServeArgs {
             },
             other => anyhow::bail!("--cache {other}: use `memory`, `off` or a redis:// URL"),
         })
+    }
+
+    /// Whether the node serves pushed routing rather than its registry.
+    fn is_managed(&self) -> bool {
+        self.managed || self.join.is_some()
+    }
+
+    /// The admin token, refusing combinations that cannot work.
+    fn admin_token(&self) -> anyhow::Result<Option<String>> {
+        let token = self.admin_token.clone().filter(|t| !t.trim().is_empty());
+        if self.join.is_some() && token.is_none() {
+            anyhow::bail!(
+                "--join needs --admin-token (or KILN_ADMIN_TOKEN): the sync service authenticates with it, both ways"
+            );
+        }
+        Ok(token)
     }
 }
 
@@ -185,9 +221,11 @@ fn open_registry(home: &std::path::Path) -> anyhow::Result<Arc<Registry>> {
     })?))
 }
 
-/// `kiln serve` / `kiln up`: load everything the registry serves, then answer HTTP until
-/// Ctrl-C or SIGTERM, finishing in-flight requests.
+/// `kiln serve` / `kiln up`: load everything the registry serves (or, managed, what the
+/// node store holds), then answer HTTP until Ctrl-C or SIGTERM, finishing in-flight
+/// requests.
 fn serve(host: Arc<Host>, registry: Arc<Registry>, args: &ServeArgs, banner: bool) -> anyhow::Result<()> {
+    let admin_token = args.admin_token()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kiln-http")
@@ -200,19 +238,39 @@ fn serve(host: Arc<Host>, registry: Arc<Registry>, args: &ServeArgs, banner: boo
             poll_interval: Duration::from_millis(args.poll_ms.max(10)),
             max_body_bytes: host.config().max_request_bytes + (1 << 20),
             cache: Some(Arc::new(cache)),
+            admin_token,
+            max_upload_bytes: args.max_upload_mib.max(1) << 20,
+            node_name: args.node_name.clone(),
+            join: args.join.clone().map(|sync_url| kiln_runtime::serve::JoinConfig {
+                sync_url,
+                advertise_url: args.advertise_url.clone(),
+            }),
+            ..ServeConfig::default()
         };
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr()?;
-        let server = Server::new(host, Arc::new(RegistryCatalog::new(registry)), config)?;
+        let server = if args.is_managed() {
+            let dir = registry.home().join("node");
+            let store = kiln_runtime::node_store::NodeStore::open(&dir)
+                .with_context(|| format!("opening the node store in {}", dir.display()))?;
+            Server::managed(host, Arc::new(store), config)?
+        } else {
+            Server::new(host, Arc::new(RegistryCatalog::new(registry)), config)?
+        };
         let report = server.load().await?;
         for (model, version, why) in &report.failed {
             eprintln!("warning: {model} version {version} is not served: {why}");
         }
         let served: Vec<String> = report.served.iter().map(|(m, v)| format!("{m}/{v}")).collect();
+        let mode = match (&args.join, server.is_managed()) {
+            (Some(sync), _) => format!("managed node, joining {sync}"),
+            (None, true) => "managed node".to_string(),
+            (None, false) => "local registry".to_string(),
+        };
         println!(
-            "kiln ready on http://{addr}: serving {} model version(s){}{}",
+            "kiln ready on http://{addr} ({mode}): serving {} model version(s){}{}",
             served.len(),
             if served.is_empty() { "" } else { ": " },
             served.join(", ")

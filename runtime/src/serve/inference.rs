@@ -1,11 +1,15 @@
 //! Running a served model for a request: the prediction cache first, then the sandboxed
-//! call on a blocking thread, with errors mapped and counted.
+//! call on a blocking thread, with errors mapped and counted, and a copy of the request
+//! handed to the model's shadow version when it has one.
 
 use super::State;
 use super::error::{ApiError, Protocol};
-use super::table::ServedModel;
+use super::shadow;
+use super::table::{Route, Selection, ServedModel};
 use crate::prediction_cache::{CacheKey, Lookup};
+use axum::http::{HeaderMap, HeaderValue};
 use kiln_engine::Tensor;
+use kiln_node_api::{FORCE_VERSION_HEADER, ROUTING_KEY_HEADER, SERVED_VERSION_HEADER};
 use std::sync::Arc;
 
 /// Models whose recent calls take at most this long run on the async worker itself.
@@ -36,16 +40,38 @@ impl CacheUse {
     }
 }
 
-/// Outputs of `served` for `inputs`, restricted to `requested` outputs when not empty
-/// (from the cache when it has them). A cache failure never fails the request.
+/// A header's value when present, valid text and not blank.
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// The version selection of a request: its headers plus its own selector, if any.
+pub(crate) fn selection<'a>(headers: &'a HeaderMap, selector: Option<&'a str>) -> Selection<'a> {
+    Selection {
+        forced: header_text(headers, FORCE_VERSION_HEADER),
+        selector,
+        routing_key: header_text(headers, ROUTING_KEY_HEADER),
+    }
+}
+
+/// Outputs of the routed version for `inputs`, restricted to `requested` outputs when
+/// not empty (from the cache when it has them). A cache failure never fails the request.
+/// After a success, the route's shadow (if any) gets a copy of the inputs.
 pub(crate) async fn predict(
     state: &Arc<State>,
-    served: &Arc<ServedModel>,
+    route: &Route,
     inputs: Vec<Tensor>,
     requested: &[String],
     endpoint: &'static str,
     protocol: Protocol,
 ) -> Result<(Vec<Tensor>, CacheUse), ApiError> {
+    let served = &route.served;
+    // The copy for the shadow is the only per-request clone, and only with a shadow.
+    let shadow_inputs = route.shadow.as_ref().map(|_| inputs.clone());
     let mut cache_use = CacheUse::Off;
     let mut store = None;
     if let Some(cache) = state.config.cache.as_ref().filter(|c| c.backend() != "off") {
@@ -53,6 +79,10 @@ pub(crate) async fn predict(
         match cache.get(&key).await {
             Lookup::Hit(outputs) => {
                 state.metrics.cache_lookup("hit");
+                // A cache hit still feeds the shadow: caching must not hide its answers.
+                if let (Some(shadow), Some(copy)) = (&route.shadow, shadow_inputs) {
+                    shadow::spawn(state, shadow.clone(), copy, outputs.clone(), requested);
+                }
                 return Ok((outputs, CacheUse::Hit));
             }
             Lookup::Miss => {
@@ -104,6 +134,9 @@ pub(crate) async fn predict(
                 };
                 // Stored after the response is on its way; `put` logs its own failures.
                 tokio::spawn(async move { cache.put(&key, &kept).await });
+            }
+            if let (Some(shadow), Some(copy)) = (&route.shadow, shadow_inputs) {
+                shadow::spawn(state, shadow.clone(), copy, outputs.clone(), requested);
             }
             Ok((outputs, cache_use))
         }
@@ -254,6 +287,13 @@ pub(crate) fn record(
     response: axum::response::Response,
     error: Option<&ApiError>,
 ) -> axum::response::Response {
+    let mut response = response;
+    // Once a version was chosen, the client learns which one, success or not.
+    if !labels.version.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&labels.version)
+    {
+        response.headers_mut().insert(SERVED_VERSION_HEADER, value);
+    }
     let seconds = started.elapsed().as_secs_f64();
     let status = response.status().as_u16();
     state

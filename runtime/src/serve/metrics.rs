@@ -2,9 +2,13 @@
 
 use super::table::Table;
 use crate::prediction_cache::PredictionCache;
+use kiln_node_api::{Histogram, ShadowStats, VersionStats};
+use prometheus::core::Collector;
+use prometheus::proto::Metric;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::collections::BTreeMap;
 
 /// Model label of requests for a model that is not served: unknown names must not grow
 /// the label sets without bound.
@@ -31,6 +35,32 @@ pub struct Metrics {
     generation: IntGauge,
     reloads: IntCounterVec,
     load_failures: IntCounterVec,
+    shadow: IntCounterVec,
+}
+
+/// Results of a shadow request, the `result` label of `kiln_shadow_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowResult {
+    /// Same outputs (floats within 1e-5 relative).
+    Agree,
+    /// Different outputs.
+    Disagree,
+    /// The shadow call failed.
+    Error,
+    /// Not run: too many shadow calls in flight.
+    Dropped,
+}
+
+impl ShadowResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShadowResult::Agree => "agree",
+            ShadowResult::Disagree => "disagree",
+            ShadowResult::Error => "error",
+            ShadowResult::Dropped => "dropped",
+        }
+    }
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(
@@ -152,6 +182,16 @@ impl Metrics {
                 &["model"],
             ),
         )?;
+        let shadow = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "kiln_shadow_requests_total",
+                    "Copies of requests run on a model's shadow version, by result (agree, disagree, error, dropped = too many in flight); never counted in kiln_requests_total",
+                ),
+                &["model", "version", "result"],
+            ),
+        )?;
         let build_info = register(
             &r,
             IntGaugeVec::new(
@@ -180,7 +220,83 @@ impl Metrics {
             generation,
             reloads,
             load_failures,
+            shadow,
         })
+    }
+
+    /// Counts a shadow request.
+    pub fn shadow(&self, model: &str, version: &str, result: ShadowResult) {
+        self.shadow
+            .with_label_values(&[model, version, result.as_str()])
+            .inc();
+    }
+
+    /// Request counters per (model, numeric version), summed over endpoints, from
+    /// `kiln_requests_total` and `kiln_request_duration_seconds`.
+    pub fn version_stats(&self) -> Vec<VersionStats> {
+        let mut by_key: BTreeMap<(String, u64), VersionStats> = BTreeMap::new();
+        for family in self.requests.collect() {
+            for m in family.get_metric() {
+                let Some(key) = version_key(m) else { continue };
+                let count = m.get_counter().get_value() as u64;
+                let s = by_key.entry(key.clone()).or_insert_with(|| empty_stats(&key));
+                s.requests += count;
+                match label(m, "code").and_then(|c| c.parse::<u16>().ok()) {
+                    Some(500..=599) => s.server_errors += count,
+                    Some(400..=499) => s.client_errors += count,
+                    _ => {}
+                }
+            }
+        }
+        for family in self.duration.collect() {
+            for m in family.get_metric() {
+                let Some(key) = version_key(m) else { continue };
+                let h = m.get_histogram();
+                let histogram = Histogram {
+                    bounds: h.get_bucket().iter().map(|b| b.upper_bound()).collect(),
+                    counts: h.get_bucket().iter().map(|b| b.cumulative_count()).collect(),
+                    count: h.get_sample_count(),
+                    sum: h.get_sample_sum(),
+                };
+                by_key
+                    .entry(key.clone())
+                    .or_insert_with(|| empty_stats(&key))
+                    .latency
+                    .add(&histogram);
+            }
+        }
+        by_key.into_values().collect()
+    }
+
+    /// Shadow counters per (model, shadow version), from `kiln_shadow_requests_total`.
+    pub fn shadow_stats(&self) -> Vec<ShadowStats> {
+        let mut by_key: BTreeMap<(String, u64), ShadowStats> = BTreeMap::new();
+        for family in self.shadow.collect() {
+            for m in family.get_metric() {
+                let Some((model, version)) = version_key(m) else {
+                    continue;
+                };
+                let count = m.get_counter().get_value() as u64;
+                let s = by_key
+                    .entry((model.clone(), version))
+                    .or_insert_with(|| ShadowStats {
+                        model,
+                        version,
+                        ..ShadowStats::default()
+                    });
+                match label(m, "result") {
+                    Some("agree") => s.compared += count,
+                    Some("disagree") => {
+                        s.compared += count;
+                        s.disagreements += count;
+                    }
+                    Some("error") => s.errors += count,
+                    Some("dropped") => s.dropped += count,
+                    _ => {}
+                }
+            }
+        }
+        by_key.into_values().collect()
     }
 
     /// Counts an answered inference request.
@@ -246,5 +362,31 @@ impl Metrics {
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8(out)?)
+    }
+}
+
+fn label<'a>(m: &'a Metric, name: &str) -> Option<&'a str> {
+    m.get_label().iter().find(|l| l.name() == name).map(|l| l.value())
+}
+
+/// (model, version) of a sample whose version is a number (not an unknown model's).
+fn version_key(m: &Metric) -> Option<(String, u64)> {
+    let model = label(m, "model")?;
+    let version = label(m, "version")?.parse().ok()?;
+    Some((model.to_string(), version))
+}
+
+/// Zero counters of a version, with the latency buckets' bounds.
+pub(crate) fn empty_stats((model, version): &(String, u64)) -> VersionStats {
+    VersionStats {
+        model: model.clone(),
+        version: *version,
+        latency: Histogram {
+            bounds: BUCKETS.to_vec(),
+            counts: vec![0; BUCKETS.len()],
+            count: 0,
+            sum: 0.0,
+        },
+        ..VersionStats::default()
     }
 }

@@ -1,25 +1,32 @@
 //! The HTTP server: the seed API (`POST /v1/models/{name}/predict`), the Open Inference
-//! Protocol v2 (`/v2/...`, with the binary tensor extension), Prometheus `/metrics`, and
-//! a routing table hot-reloaded from a [`Catalog`].
+//! Protocol v2 (`/v2/...`, with the binary tensor extension), Prometheus `/metrics`, the
+//! node admin API (`/admin/v1/...`), and a weighted routing table, hot-reloaded from a
+//! [`Catalog`] (registry mode) or pushed through the admin API (managed mode).
 //!
-//! From the command line: [`Server::new`], then [`Server::load`] (every served version
-//! loaded and warmed: print "ready"), then [`Server::run`] until the shutdown future
-//! resolves. [`serve`] does the three in one call.
+//! From the command line: [`Server::new`] (or [`Server::managed`]), then [`Server::load`]
+//! (every served version loaded and warmed: print "ready"), then [`Server::run`] until the
+//! shutdown future resolves. [`serve`] does the three in one call.
 
+mod admin;
 pub mod binary;
 pub mod catalog;
 pub mod error;
 mod inference;
+mod join;
 pub mod metrics;
+mod node_state;
 mod oip_http;
+mod push;
 mod reload;
 mod seed;
+mod shadow;
 pub mod table;
 
-pub use catalog::{Catalog, ServedVersion};
+pub use catalog::{Catalog, ServedVersion, registry_routing};
 pub use reload::LoadReport;
 
 use crate::host::Host;
+use crate::node_store::NodeStore;
 use crate::prediction_cache::PredictionCache;
 use anyhow::Context;
 use axum::Router;
@@ -27,14 +34,14 @@ use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post, put};
 use error::ApiError;
 use metrics::Metrics;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 use table::Table;
 
 /// Server settings.
@@ -48,6 +55,25 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// The prediction cache; `None` serves every request uncached.
     pub cache: Option<Arc<PredictionCache>>,
+    /// Bearer token of the node admin API (`/admin/v1`); `None` turns the API off.
+    pub admin_token: Option<String>,
+    /// Largest admin request body (a component upload), in bytes.
+    pub max_upload_bytes: usize,
+    /// The node's name in its state and heartbeats (default: the bound address).
+    pub node_name: Option<String>,
+    /// The sync service to announce this node to, with heartbeats.
+    pub join: Option<JoinConfig>,
+    /// Shadow calls in flight at most; copies of requests beyond it are dropped (counted).
+    pub max_shadow_in_flight: usize,
+}
+
+/// Where a managed node announces itself.
+#[derive(Clone, Debug)]
+pub struct JoinConfig {
+    /// Base URL of the sync service (`http://127.0.0.1:7070`).
+    pub sync_url: String,
+    /// The URL the sync service reaches this node at (default `http://<bound address>`).
+    pub advertise_url: Option<String>,
 }
 
 impl Default for ServeConfig {
@@ -57,6 +83,11 @@ impl Default for ServeConfig {
             poll_interval: Duration::from_millis(100),
             max_body_bytes: 64 << 20,
             cache: None,
+            admin_token: None,
+            max_upload_bytes: 512 << 20,
+            node_name: None,
+            join: None,
+            max_shadow_in_flight: 32,
         }
     }
 }
@@ -71,6 +102,17 @@ pub(crate) struct State {
     pub(crate) ready: AtomicBool,
     pub(crate) reload_lock: tokio::sync::Mutex<()>,
     pub(crate) metrics: Metrics,
+    /// The node store of a managed node; `None` in registry mode.
+    pub(crate) store: Option<Arc<NodeStore>>,
+    /// Why the latest routing change failed, if it did.
+    last_error: Mutex<Option<String>>,
+    /// Permits for shadow calls in flight.
+    pub(crate) shadow_slots: Arc<tokio::sync::Semaphore>,
+    /// Unique per server start: tells the sync service the node restarted.
+    pub(crate) instance_id: String,
+    pub(crate) started: Instant,
+    /// Set when the server binds, unless configured.
+    node_name: OnceLock<String>,
 }
 
 impl State {
@@ -90,6 +132,40 @@ impl State {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         std::mem::replace(&mut *slot, table)
     }
+
+    /// Records the outcome of the latest routing change (`None`: it succeeded).
+    pub(crate) fn set_last_error(&self, error: Option<String>) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = error;
+    }
+
+    /// Why the latest routing change failed, if it did.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The node's name: configured, else the bound address, else the listen address.
+    pub(crate) fn node_name(&self) -> String {
+        self.config
+            .node_name
+            .clone()
+            .or_else(|| self.node_name.get().cloned())
+            .unwrap_or_else(|| self.config.listen.to_string())
+    }
+
+    /// `managed` or `registry`.
+    pub(crate) fn mode(&self) -> &'static str {
+        if self.store.is_some() {
+            "managed"
+        } else {
+            "registry"
+        }
+    }
 }
 
 /// A Kiln HTTP server over a host and a catalog.
@@ -99,8 +175,25 @@ pub struct Server {
 }
 
 impl Server {
-    /// Creates the server with an empty routing table (not ready).
+    /// Creates a server over a catalog it polls (registry mode), with an empty routing
+    /// table (not ready).
     pub fn new(host: Arc<Host>, catalog: Arc<dyn Catalog>, config: ServeConfig) -> anyhow::Result<Server> {
+        Self::build(host, catalog, None, config)
+    }
+
+    /// Creates a managed node: it serves what `store` holds (the persisted routing on
+    /// start) and changes only through the admin API.
+    pub fn managed(host: Arc<Host>, store: Arc<NodeStore>, config: ServeConfig) -> anyhow::Result<Server> {
+        Self::build(host, store.clone(), Some(store), config)
+    }
+
+    fn build(
+        host: Arc<Host>,
+        catalog: Arc<dyn Catalog>,
+        store: Option<Arc<NodeStore>>,
+        config: ServeConfig,
+    ) -> anyhow::Result<Server> {
+        let shadow_slots = Arc::new(tokio::sync::Semaphore::new(config.max_shadow_in_flight));
         Ok(Server {
             state: Arc::new(State {
                 host,
@@ -110,8 +203,24 @@ impl Server {
                 ready: AtomicBool::new(false),
                 reload_lock: tokio::sync::Mutex::new(()),
                 metrics: Metrics::new().context("creating the metrics")?,
+                store,
+                last_error: Mutex::new(None),
+                shadow_slots,
+                instance_id: uuid::Uuid::new_v4().to_string(),
+                started: Instant::now(),
+                node_name: OnceLock::new(),
             }),
         })
+    }
+
+    /// Whether this is a managed node.
+    pub fn is_managed(&self) -> bool {
+        self.state.store.is_some()
+    }
+
+    /// This server's instance id (unique per start).
+    pub fn instance_id(&self) -> &str {
+        &self.state.instance_id
     }
 
     /// Loads and warms every served version, installs the routing table and marks the
@@ -147,13 +256,21 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = listener.local_addr().ok();
+        if let Some(addr) = addr {
+            let _ = self.state.node_name.set(addr.to_string());
+        }
         let poller = tokio::spawn(reload::poll(self.state.clone()));
-        tracing::info!(addr = ?addr, "serving HTTP");
+        let heartbeat = match (&self.state.config.join, addr) {
+            (Some(join), Some(addr)) => Some(join::Heartbeat::start(self.state.clone(), join, addr)?),
+            _ => None,
+        };
+        tracing::info!(addr = ?addr, mode = self.state.mode(), "serving HTTP");
         let result = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP");
         poller.abort();
+        drop(heartbeat);
         tracing::info!("server stopped");
         result
     }
@@ -173,7 +290,26 @@ pub async fn serve(
 
 fn router(state: Arc<State>) -> Router {
     let limit = state.config.max_body_bytes;
+    let admin = match state.config.admin_token {
+        Some(_) => Router::new()
+            .route("/state", get(admin::node_state))
+            .route(
+                "/components/{digest}",
+                put(admin::put_component).head(admin::has_component),
+            )
+            .route("/routing", put(admin::put_routing))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                admin::authorize,
+            ))
+            // Components are far larger than inference requests: their own limit.
+            .layer(DefaultBodyLimit::max(state.config.max_upload_bytes)),
+        None => Router::new()
+            .route("/", any(admin::off))
+            .route("/{*rest}", any(admin::off)),
+    };
     Router::new()
+        .nest(kiln_node_api::ADMIN_PREFIX, admin)
         .route("/v1/models/{name}/predict", post(seed::predict))
         .route("/v2", get(oip_http::server_metadata))
         .route("/v2/health/live", get(oip_http::live))

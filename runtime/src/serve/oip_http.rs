@@ -1,7 +1,8 @@
 //! Open Inference Protocol v2 endpoints (what Triton's and KServe's clients call):
 //! server and model metadata, health, readiness, a Triton-like model config, and infer
 //! with the binary tensor extension. `{version}` accepts a number, a stage, an alias or
-//! `latest`.
+//! `latest`; without it, infer follows the model's weighted routing and metadata describes
+//! the version with the highest weight.
 
 use super::State;
 use super::binary;
@@ -49,7 +50,11 @@ pub(crate) async fn ready(Shared(state): Shared<Arc<State>>) -> Response {
 }
 
 fn resolve(state: &State, name: &str, version: Option<&str>) -> Result<Arc<ServedModel>, ApiError> {
-    Ok(state.table().resolve(name, version.unwrap_or("latest"))?)
+    let table = state.table();
+    Ok(match version {
+        Some(selector) => table.resolve(name, selector)?,
+        None => table.primary(name)?,
+    })
 }
 
 fn spec_json(s: &TensorSpec) -> Value {
@@ -58,7 +63,7 @@ fn spec_json(s: &TensorSpec) -> Value {
 
 fn metadata(state: &State, name: &str, version: Option<&str>) -> Result<Json<Value>, ApiError> {
     let table = state.table();
-    let served = table.resolve(name, version.unwrap_or("latest"))?;
+    let served = resolve(state, name, version)?;
     let versions: Vec<String> = match version {
         Some(_) => vec![served.version_label.clone()],
         None => table
@@ -208,7 +213,10 @@ async fn run_infer(
     body: Result<Bytes, BytesRejection>,
     labels: &mut RequestLabels,
 ) -> Result<Response, ApiError> {
-    let served = resolve(state, name, version)?;
+    let route = state
+        .table()
+        .route(name, inference::selection(headers, version))?;
+    let served = route.served.clone();
     labels.routed(&served);
     let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
     if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
@@ -243,7 +251,7 @@ async fn run_infer(
         ));
     }
     let (outputs, cache) =
-        inference::predict(state, &served, inputs, &requested, "infer", Protocol::Oip).await?;
+        inference::predict(state, &route, inputs, &requested, "infer", Protocol::Oip).await?;
     labels.cache = cache;
     let mut json_outputs = Vec::new();
     let mut binary_outputs: Vec<&[u8]> = Vec::new();

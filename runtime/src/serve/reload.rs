@@ -3,11 +3,13 @@
 //! model's previous routes serving and is retried on a later generation.
 
 use super::State;
-use super::catalog::{Catalog, ServedVersion};
+use super::catalog::Catalog;
 use super::table::{ModelRoutes, ServedModel, Table};
 use crate::host::{Host, LoadedModel};
 use anyhow::Context;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use kiln_node_api::{ModelRouting, VersionRoute};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -24,17 +26,30 @@ pub struct LoadReport {
     pub failed: Vec<(String, u64, String)>,
 }
 
+impl LoadReport {
+    /// The failures in one line, or `None` when everything loaded.
+    pub fn failure_summary(&self) -> Option<String> {
+        if self.failed.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = self
+            .failed
+            .iter()
+            .map(|(model, version, why)| format!("{model} version {version}: {why}"))
+            .collect();
+        Some(parts.join("; "))
+    }
+}
+
 /// Reads, verifies, compiles (or maps from the AOT cache), instantiates and warms one
 /// component. Blocking.
-fn load_version(host: &Arc<Host>, v: &ServedVersion) -> anyhow::Result<LoadedModel> {
-    let bytes = std::fs::read(&v.component)
-        .with_context(|| format!("reading the component {}", v.component.display()))?;
+fn load_component(host: &Arc<Host>, path: &Path, digest: &str) -> anyhow::Result<LoadedModel> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading the component {}", path.display()))?;
     let actual = crate::aot_cache::digest(&bytes);
-    if !actual.eq_ignore_ascii_case(&v.digest) {
+    if !actual.eq_ignore_ascii_case(digest) {
         anyhow::bail!(
-            "the component {} has sha256 {actual}, but the registry says {}: refusing it",
-            v.component.display(),
-            v.digest
+            "the component {} has sha256 {actual}, but the routing table says {digest}: refusing it",
+            path.display(),
         );
     }
     let (component, outcome) = host
@@ -47,98 +62,152 @@ fn load_version(host: &Arc<Host>, v: &ServedVersion) -> anyhow::Result<LoadedMod
     Ok(model)
 }
 
+/// Loads the components a routing table names, reusing every component the old table
+/// holds and loading each new digest once. Blocking.
+pub(crate) struct Loader<'a> {
+    host: &'a Arc<Host>,
+    catalog: &'a dyn Catalog,
+    loaded: HashMap<String, Arc<LoadedModel>>,
+    bad: HashMap<String, String>,
+    /// What was loaded and what failed so far.
+    pub(crate) report: LoadReport,
+}
+
+impl<'a> Loader<'a> {
+    /// A loader that starts from the components of `old`.
+    pub(crate) fn new(
+        host: &'a Arc<Host>,
+        catalog: &'a dyn Catalog,
+        old: &Table,
+        generation: u64,
+    ) -> Loader<'a> {
+        Loader {
+            host,
+            catalog,
+            loaded: old.loaded(),
+            bad: HashMap::new(),
+            report: LoadReport {
+                generation,
+                ..LoadReport::default()
+            },
+        }
+    }
+
+    fn served(&mut self, name: &str, v: &VersionRoute) -> Result<Arc<ServedModel>, String> {
+        let model = match self.loaded.get(&v.digest) {
+            Some(m) => m.clone(),
+            None => {
+                if let Some(reason) = self.bad.get(&v.digest) {
+                    return Err(reason.clone());
+                }
+                let path = self.catalog.component_path(&v.digest);
+                match load_component(self.host, &path, &v.digest) {
+                    Ok(m) => {
+                        let m = Arc::new(m);
+                        self.loaded.insert(v.digest.clone(), m.clone());
+                        self.report
+                            .newly_loaded
+                            .push((name.to_string(), v.version, v.digest.clone()));
+                        m
+                    }
+                    Err(e) => {
+                        let reason = format!("{e:#}");
+                        self.bad.insert(v.digest.clone(), reason.clone());
+                        return Err(reason);
+                    }
+                }
+            }
+        };
+        Ok(Arc::new(ServedModel {
+            name: name.to_string(),
+            version: v.version,
+            version_label: v.version.to_string(),
+            digest: v.digest.clone(),
+            stage: v.stage.clone(),
+            aliases: v.aliases.clone(),
+            weight: v.weight,
+            model,
+        }))
+    }
+
+    /// The routes of one model, from the versions that loaded; the ones that failed are
+    /// in the report and the returned count.
+    pub(crate) fn routes(&mut self, name: &str, routing: &ModelRouting) -> (ModelRoutes, usize) {
+        let mut failures = 0;
+        let mut fail = |report: &mut LoadReport, v: &VersionRoute, reason: String| {
+            tracing::warn!(
+                model = %name,
+                version = v.version,
+                digest = %v.digest,
+                error = %reason,
+                "model version failed to load"
+            );
+            report.failed.push((name.to_string(), v.version, reason));
+            failures += 1;
+        };
+        let mut versions = BTreeMap::new();
+        for v in &routing.versions {
+            match self.served(name, v) {
+                Ok(served) => {
+                    versions.insert(v.version, served);
+                }
+                Err(reason) => fail(&mut self.report, v, reason),
+            }
+        }
+        let shadow = match &routing.shadow {
+            Some(v) => match self.served(name, v) {
+                Ok(served) => Some(served),
+                Err(reason) => {
+                    fail(&mut self.report, v, reason);
+                    None
+                }
+            },
+            None => None,
+        };
+        (ModelRoutes::new(versions, shadow, routing.clone()), failures)
+    }
+}
+
 /// Builds the next table from the catalog, reusing every component `old` already holds.
-/// Blocking: reads files and compiles.
+/// A model with a version that fails to load keeps its previous routes. Blocking: reads
+/// files and compiles.
 pub(crate) fn rebuild(
     host: &Arc<Host>,
     catalog: &dyn Catalog,
     old: &Table,
 ) -> anyhow::Result<(Table, LoadReport)> {
-    let generation = catalog.generation().context("reading the catalog generation")?;
-    let wanted = catalog.served().context("reading the served versions")?;
-    let mut loaded: HashMap<String, Arc<LoadedModel>> = old.loaded();
-    let mut bad_digests: HashMap<String, String> = HashMap::new();
-    let mut report = LoadReport {
-        generation,
-        ..LoadReport::default()
-    };
-    let mut versions: BTreeMap<String, BTreeMap<u64, Arc<ServedModel>>> = BTreeMap::new();
-    let mut failed_models: HashSet<String> = HashSet::new();
-    for v in &wanted {
-        let model = match loaded.get(&v.digest) {
-            Some(m) => Ok(m.clone()),
-            None => match bad_digests.get(&v.digest) {
-                Some(reason) => Err(reason.clone()),
-                None => match load_version(host, v) {
-                    Ok(m) => {
-                        let m = Arc::new(m);
-                        loaded.insert(v.digest.clone(), m.clone());
-                        report
-                            .newly_loaded
-                            .push((v.name.clone(), v.version, v.digest.clone()));
-                        Ok(m)
-                    }
-                    Err(e) => {
-                        let reason = format!("{e:#}");
-                        bad_digests.insert(v.digest.clone(), reason.clone());
-                        Err(reason)
-                    }
-                },
-            },
-        };
-        match model {
-            Ok(model) => {
-                versions.entry(v.name.clone()).or_default().insert(
-                    v.version,
-                    Arc::new(ServedModel {
-                        name: v.name.clone(),
-                        version: v.version,
-                        version_label: v.version.to_string(),
-                        digest: v.digest.clone(),
-                        stage: v.stage.clone(),
-                        aliases: v.aliases.clone(),
-                        model,
-                    }),
-                );
-            }
-            Err(reason) => {
-                tracing::warn!(
-                    model = %v.name,
-                    version = v.version,
-                    digest = %v.digest,
-                    error = %reason,
-                    "model version failed to load; its model keeps its previous routes"
-                );
-                failed_models.insert(v.name.clone());
-                report.failed.push((v.name.clone(), v.version, reason));
-            }
-        }
-    }
-    // Every model with a wanted version, also one whose versions all failed.
-    let names: HashSet<&String> = wanted.iter().map(|v| &v.name).collect();
+    let routing = catalog.routing().context("reading the routing table")?;
+    let mut loader = Loader::new(host, catalog, old, routing.generation);
     let mut models = BTreeMap::new();
-    for name in names {
-        let fresh = versions.remove(name).unwrap_or_default();
-        let routes = if failed_models.contains(name) {
+    for (name, wanted) in &routing.models {
+        let (fresh, failures) = loader.routes(name, wanted);
+        let routes = if failures > 0 {
             // A broken new version must not take traffic away from what was serving:
             // keep the model's old routes whole until a later generation loads cleanly.
             match old.models.get(name) {
                 Some(previous) => previous.clone(),
-                None => ModelRoutes::from_versions(fresh),
+                None => fresh,
             }
         } else {
-            ModelRoutes::from_versions(fresh)
+            fresh
         };
         if !routes.versions.is_empty() {
             models.insert(name.clone(), routes);
         }
     }
+    let mut report = loader.report;
     for (name, routes) in &models {
         for number in routes.versions.keys() {
             report.served.push((name.clone(), *number));
         }
     }
-    Ok((Table { generation, models }, report))
+    Ok((
+        Table {
+            generation: routing.generation,
+            models,
+        },
+        report,
+    ))
 }
 
 /// Runs one reload (serialised with any other) and swaps the table in.
@@ -153,6 +222,7 @@ pub(crate) async fn reload(state: &Arc<State>) -> anyhow::Result<LoadReport> {
         Ok(r) => r,
         Err(e) => {
             state.metrics.reload(false);
+            state.set_last_error(Some(format!("reading the routing table: {e:#}")));
             return Err(e);
         }
     };
@@ -160,6 +230,7 @@ pub(crate) async fn reload(state: &Arc<State>) -> anyhow::Result<LoadReport> {
         state.metrics.load_failure(model);
     }
     state.metrics.reload(report.failed.is_empty());
+    state.set_last_error(report.failure_summary());
     let previous = state.swap_table(Arc::new(table));
     tracing::info!(
         generation = report.generation,
@@ -173,7 +244,8 @@ pub(crate) async fn reload(state: &Arc<State>) -> anyhow::Result<LoadReport> {
 }
 
 /// Polls the catalog every `poll_interval` and reloads when its generation changes (or
-/// until the first load succeeds). Runs until the task is aborted.
+/// until the first load succeeds). Runs until the task is aborted; on a managed node,
+/// whose routing changes only through the admin API, it stops after the first load.
 pub(crate) async fn poll(state: Arc<State>) {
     let mut ticker = tokio::time::interval(state.config.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -184,6 +256,9 @@ pub(crate) async fn poll(state: Arc<State>) {
     let mut catalog_down = false;
     let mut reload_failing = false;
     loop {
+        if state.store.is_some() && state.ready.load(Ordering::Acquire) {
+            return;
+        }
         ticker.tick().await;
         let catalog = state.catalog.clone();
         let generation = match tokio::task::spawn_blocking(move || catalog.generation()).await {

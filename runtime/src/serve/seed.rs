@@ -4,7 +4,8 @@
 //! One row: `{"features": [...], "model_version"?: "latest"|"3"|"Production"|"champion",
 //! "request_id"?: "..."}` → `{"prediction", "confidence", "model_version", "request_id",
 //! "timestamp", "processing_time"}`. Rows: `{"instances": [[...], ...]}` →
-//! `{"predictions", "confidences", ...}`.
+//! `{"predictions", "confidences", ...}`. Without `model_version` (or the forced-version
+//! header) the model's weighted routing picks the version.
 
 use super::State;
 use super::error::{ApiError, Protocol, body_error};
@@ -13,6 +14,7 @@ use crate::oip::RequestInput;
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State as Shared};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use kiln_engine::{ElementType, ModelInfo, Tensor};
@@ -26,11 +28,12 @@ const INVALID: Protocol = Protocol::Seed;
 pub(crate) async fn predict(
     Shared(state): Shared<Arc<State>>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
     let mut labels = RequestLabels::new();
-    match run(&state, &name, body, started, &mut labels).await {
+    match run(&state, &name, &headers, body, started, &mut labels).await {
         Ok(response) => inference::record(&state, "seed", &labels, started, response, None),
         Err(e) => {
             let response = e.clone().into_response();
@@ -43,7 +46,8 @@ pub(crate) async fn predict(
 struct SeedRequest {
     rows: Vec<Vec<Value>>,
     batch: bool,
-    version: String,
+    /// `None`: the weighted routing chooses.
+    version: Option<String>,
     request_id: Option<String>,
 }
 
@@ -54,9 +58,9 @@ fn parse(body: &[u8]) -> Result<SeedRequest, ApiError> {
         return Err(ApiError::invalid(INVALID, "the body must be a JSON object"));
     };
     let version = match obj.remove("model_version") {
-        None | Some(Value::Null) => "latest".to_string(),
-        Some(Value::String(s)) => s,
-        Some(Value::Number(n)) => n.to_string(),
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Number(n)) => Some(n.to_string()),
         Some(other) => {
             return Err(ApiError::invalid(
                 INVALID,
@@ -161,16 +165,20 @@ fn feature_input(name: &str, info: &ModelInfo) -> Result<(String, ElementType, u
 async fn run(
     state: &Arc<State>,
     name: &str,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     started: Instant,
     labels: &mut RequestLabels,
 ) -> Result<Response, ApiError> {
-    if state.table().models.contains_key(name) {
+    let table = state.table();
+    if table.models.contains_key(name) {
         labels.model = name.to_string();
     }
     let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
     let request = parse(&body)?;
-    let served = state.table().resolve(name, &request.version)?;
+    let route = table.route(name, inference::selection(headers, request.version.as_deref()))?;
+    drop(table);
+    let served = route.served.clone();
     labels.routed(&served);
     let info = &served.model.info;
     let (input_name, element_type, width, one_row) = feature_input(name, info)?;
@@ -206,7 +214,7 @@ async fn run(
     }
     .to_tensor()
     .map_err(|e| ApiError::invalid(INVALID, e.0))?;
-    let (outputs, cache) = inference::predict(state, &served, vec![input], &[], "seed", INVALID).await?;
+    let (outputs, cache) = inference::predict(state, &route, vec![input], &[], "seed", INVALID).await?;
     labels.cache = cache;
     let (predictions, confidences) = interpret(info, &outputs, rows)
         .map_err(|m| ApiError::internal(format!("reading the model's outputs: {m}")))?;

@@ -1,7 +1,9 @@
 //! Test glue: a catalog kept in a directory, `catalog.json` holding a generation counter
-//! and the served versions, components stored as `{digest}.wasm` next to it.
+//! and the served versions (routed as the registry routes them) or an explicit routing
+//! table, components stored as `{digest}.wasm` next to it.
 
-use kiln_runtime::serve::{Catalog, ServedVersion};
+use kiln_node_api::RoutingTable;
+use kiln_runtime::serve::{Catalog, ServedVersion, registry_routing};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -9,6 +11,9 @@ use std::path::PathBuf;
 struct File {
     generation: u64,
     versions: Vec<Entry>,
+    /// Served as is (weights, shadows) instead of the versions' registry routing.
+    #[serde(default)]
+    routing: Option<RoutingTable>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -18,7 +23,6 @@ struct Entry {
     digest: String,
     stage: String,
     aliases: Vec<String>,
-    component: PathBuf,
 }
 
 /// A catalog in a temporary directory.
@@ -82,6 +86,7 @@ impl DirCatalog {
     pub fn set(&self, versions: Vec<ServedVersion>) {
         let mut file = self.read().unwrap_or_default();
         file.generation += 1;
+        file.routing = None;
         file.versions = versions
             .into_iter()
             .map(|v| Entry {
@@ -90,9 +95,17 @@ impl DirCatalog {
                 digest: v.digest,
                 stage: v.stage,
                 aliases: v.aliases,
-                component: v.component,
             })
             .collect();
+        self.write(&file);
+    }
+
+    /// Serves an explicit routing table (its generation is replaced by the next one).
+    pub fn set_routing(&self, mut routing: RoutingTable) {
+        let mut file = self.read().unwrap_or_default();
+        file.generation += 1;
+        routing.generation = file.generation;
+        file.routing = Some(routing);
         self.write(&file);
     }
 }
@@ -102,10 +115,14 @@ impl Catalog for DirCatalog {
         Ok(self.read()?.generation)
     }
 
-    /// As the registry does: Production, Staging and aliased versions only.
-    fn served(&self) -> anyhow::Result<Vec<ServedVersion>> {
-        Ok(self
-            .read()?
+    /// As the registry does: Production, Staging and aliased versions only, all traffic
+    /// on Production (else the highest-numbered).
+    fn routing(&self) -> anyhow::Result<RoutingTable> {
+        let file = self.read()?;
+        if let Some(routing) = file.routing {
+            return Ok(routing);
+        }
+        let served = file
             .versions
             .into_iter()
             .filter(|e| matches!(e.stage.as_str(), "Production" | "Staging") || !e.aliases.is_empty())
@@ -115,8 +132,12 @@ impl Catalog for DirCatalog {
                 digest: e.digest,
                 stage: e.stage,
                 aliases: e.aliases,
-                component: e.component,
             })
-            .collect())
+            .collect();
+        Ok(registry_routing(file.generation, served))
+    }
+
+    fn component_path(&self, digest: &str) -> PathBuf {
+        self.dir.path().join(format!("{digest}.wasm"))
     }
 }

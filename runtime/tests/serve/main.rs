@@ -2,19 +2,24 @@
 //! client over TCP, and answers compared with onnxruntime's reference outputs. One
 //! module per feature.
 
+mod admin;
 mod binary;
 mod cache;
 mod catalog;
 mod errors;
 mod load;
+mod managed;
 mod metrics;
 mod misbehaving;
 mod oip_api;
 mod reload;
+mod routing;
 mod seed_api;
+mod shadow;
 
 pub use catalog::DirCatalog;
 
+use kiln_runtime::node_store::NodeStore;
 use kiln_runtime::serve::{Catalog, ServeConfig, ServedVersion, Server};
 use kiln_runtime::{Host, HostConfig};
 use serde_json::Value;
@@ -149,14 +154,24 @@ pub fn version_of(
     stage: &str,
     aliases: &[&str],
 ) -> ServedVersion {
-    let (digest, component) = catalog.store(wasm);
+    let (digest, _) = catalog.store(wasm);
     ServedVersion {
         name: model.to_string(),
         version: number,
         digest,
         stage: stage.to_string(),
         aliases: aliases.iter().map(|a| a.to_string()).collect(),
-        component,
+    }
+}
+
+/// The admin token of test servers that enable the admin API.
+pub const TOKEN: &str = "test-admin-token";
+
+/// A config with the admin API on (token [`TOKEN`]).
+pub fn admin_config() -> ServeConfig {
+    ServeConfig {
+        admin_token: Some(TOKEN.to_string()),
+        ..ServeConfig::default()
     }
 }
 
@@ -164,8 +179,6 @@ pub fn version_of(
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
-    /// Its catalog.
-    pub catalog: Arc<DirCatalog>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
@@ -178,9 +191,19 @@ impl TestServer {
 
     /// Starts with a config (its `listen` is ignored: the port is picked by the OS).
     pub fn start_with(catalog: Arc<DirCatalog>, config: ServeConfig) -> TestServer {
+        let catalog: Arc<dyn Catalog> = catalog;
+        Self::spawn(move || Server::new(host(), catalog, config))
+    }
+
+    /// Starts a managed node over the store in `dir` and waits for its first load.
+    pub fn start_managed(dir: &Path, config: ServeConfig) -> TestServer {
+        let store = Arc::new(NodeStore::open(dir).expect("opening the node store"));
+        Self::spawn(move || Server::managed(host(), store, config))
+    }
+
+    fn spawn(build: impl FnOnce() -> anyhow::Result<Server> + Send + 'static) -> TestServer {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let dyn_catalog: Arc<dyn Catalog> = catalog.clone();
         let thread = std::thread::spawn(move || -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -189,7 +212,7 @@ impl TestServer {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let addr = listener.local_addr()?;
-                let server = Server::new(host(), dyn_catalog, config)?;
+                let server = build()?;
                 let report = server.load().await?;
                 assert!(
                     report.failed.is_empty(),
@@ -210,7 +233,6 @@ impl TestServer {
             .expect("the server did not start");
         TestServer {
             base: format!("http://{addr}"),
-            catalog,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
@@ -250,6 +272,10 @@ pub struct Reply {
     pub status: u16,
     pub content_type: String,
     pub header_length: Option<usize>,
+    /// `x-kiln-model-version`: the version that answered.
+    pub served_version: Option<String>,
+    /// `www-authenticate`.
+    pub authenticate: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -277,6 +303,8 @@ fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply
     };
     let content_type = header("content-type").unwrap_or_default();
     let header_length = header("inference-header-content-length").and_then(|v| v.parse().ok());
+    let served_version = header(kiln_node_api::SERVED_VERSION_HEADER);
+    let authenticate = header("www-authenticate");
     let status = response.status().as_u16();
     let body = response
         .body_mut()
@@ -288,6 +316,8 @@ fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply
         status,
         content_type,
         header_length,
+        served_version,
+        authenticate,
         body,
     }
 }
@@ -309,4 +339,36 @@ pub fn post(url: &str, body: &[u8], headers: &[(&str, String)]) -> Reply {
 /// POST JSON.
 pub fn post_json(url: &str, body: &Value) -> Reply {
     post(url, body.to_string().as_bytes(), &[])
+}
+
+/// A request with any method, body and headers.
+pub fn send(method: &str, url: &str, body: &[u8], headers: &[(&str, String)]) -> Reply {
+    let agent = agent();
+    macro_rules! with_headers {
+        ($request:expr) => {{
+            let mut request = $request;
+            for (k, v) in headers {
+                request = request.header(*k, v.as_str());
+            }
+            request
+        }};
+    }
+    reply(match method {
+        "GET" => with_headers!(agent.get(url)).call(),
+        "HEAD" => with_headers!(agent.head(url)).call(),
+        "DELETE" => with_headers!(agent.delete(url)).call(),
+        "PUT" => with_headers!(agent.put(url)).send(body),
+        "POST" => with_headers!(agent.post(url)).send(body),
+        other => panic!("no test helper for {other}"),
+    })
+}
+
+/// The bearer header of the test admin token.
+pub fn bearer() -> (&'static str, String) {
+    ("authorization", format!("Bearer {TOKEN}"))
+}
+
+/// An admin request with the right token.
+pub fn admin(method: &str, url: &str, body: &[u8]) -> Reply {
+    send(method, url, body, &[bearer()])
 }

@@ -50,7 +50,7 @@ fn metrics_count_requests_errors_and_models() {
     assert_eq!(
         requests(&[
             ("model", "house_price"),
-            ("version", "3"),
+            ("version", "1"),
             ("endpoint", "seed"),
             ("code", "200")
         ]),
@@ -59,7 +59,7 @@ fn metrics_count_requests_errors_and_models() {
     assert_eq!(
         requests(&[
             ("model", "house_price"),
-            ("version", "3"),
+            ("version", "1"),
             ("endpoint", "seed"),
             ("code", "422")
         ]),
@@ -93,7 +93,7 @@ fn metrics_count_requests_errors_and_models() {
         ),
         Some(4.0)
     );
-    assert!(text.contains("kiln_request_duration_seconds_bucket{endpoint=\"seed\",model=\"house_price\",version=\"3\",le=\"0.00005\"}")
+    assert!(text.contains("kiln_request_duration_seconds_bucket{endpoint=\"seed\",model=\"house_price\",version=\"1\",le=\"0.00005\"}")
         || text.contains("le=\"0.00005\""));
     assert_eq!(
         sample(

@@ -58,7 +58,10 @@ fn seed_single_rows_of_the_forest_regressor_match_onnxruntime_with_null_confiden
             body["confidence"].is_null(),
             "a regressor has no confidence: {body}"
         );
-        assert_eq!(body["model_version"], "3", "latest is the highest version");
+        assert_eq!(
+            body["model_version"], "1",
+            "without a selector the Production version takes all the traffic"
+        );
         let id = body["request_id"].as_str().unwrap();
         assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4);
         let ts = body["timestamp"].as_str().unwrap();
@@ -187,7 +190,7 @@ fn seed_version_selectors_pick_number_stage_alias_and_latest() {
         (json!("challenger"), "2"),
         (json!("nightly"), "3"),
         (json!("latest"), "3"),
-        (serde_json::Value::Null, "3"),
+        (serde_json::Value::Null, "1"),
     ];
     for (selector, want) in cases {
         let r = post_json(

@@ -1,0 +1,182 @@
+//! The node admin API under `/admin/v1`, for the sync service: the node's state, component
+//! uploads and routing pushes. Off unless a token is configured; every request then needs
+//! `Authorization: Bearer <token>`.
+
+use super::State;
+use super::error::ApiError;
+use super::push;
+use crate::node_store::NodeStoreError;
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Request, State as Shared};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use kiln_node_api::{AdminReply, RoutingTable, is_sha256_hex};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+const NOT_MANAGED: &str =
+    "this node serves its local registry; start it with --managed or --join to accept pushes";
+
+/// Any admin route while the admin API is off.
+pub(crate) async fn off() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "the node admin API is off; start kiln serve with --admin-token (or KILN_ADMIN_TOKEN) to enable it",
+    )
+}
+
+/// Equality in time independent of where the inputs differ, and of their lengths: both
+/// sides are hashed first, so a caller timing 401s learns nothing about the token.
+fn same_secret(given: &str, expected: &str) -> bool {
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(expected.as_bytes()),
+    );
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Lets a request through only with the right bearer token.
+pub(crate) async fn authorize(Shared(state): Shared<Arc<State>>, request: Request, next: Next) -> Response {
+    let Some(expected) = state.config.admin_token.as_deref() else {
+        return off().await.into_response();
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let message = match given {
+        Some(token) if same_secret(token, expected) => return next.run(request).await,
+        Some(_) => "the admin token is wrong",
+        None => "the admin API needs an `Authorization: Bearer <token>` header",
+    };
+    tracing::warn!(path = %request.uri().path(), "admin request refused: bad or missing token");
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// `GET /admin/v1/state`.
+pub(crate) async fn node_state(Shared(state): Shared<Arc<State>>) -> Response {
+    match super::node_state::collect(&state).await {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => ApiError::internal(format!("reading the node state: {e:#}")).into_response(),
+    }
+}
+
+fn reply(status: StatusCode, changed: bool, generation: u64, message: String) -> Response {
+    (
+        status,
+        Json(AdminReply {
+            changed,
+            generation,
+            message,
+        }),
+    )
+        .into_response()
+}
+
+/// `HEAD /admin/v1/components/{digest}`: 200 when stored, 404 when not.
+pub(crate) async fn has_component(
+    Shared(state): Shared<Arc<State>>,
+    Path(digest): Path<String>,
+) -> StatusCode {
+    match &state.store {
+        None => StatusCode::CONFLICT,
+        Some(store) if store.has(&digest) => StatusCode::OK,
+        Some(_) => StatusCode::NOT_FOUND,
+    }
+}
+
+/// `PUT /admin/v1/components/{digest}` with the component's bytes.
+pub(crate) async fn put_component(
+    Shared(state): Shared<Arc<State>>,
+    Path(digest): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Some(store) = state.store.clone() else {
+        return Err(ApiError::new(StatusCode::CONFLICT, NOT_MANAGED));
+    };
+    if !is_sha256_hex(&digest) {
+        return Err(ApiError::bad_request(format!(
+            "`{digest}` is not a SHA-256 digest (64 lowercase hex characters)"
+        )));
+    }
+    let body = body.map_err(|e| super::error::body_error(e, state.config.max_upload_bytes))?;
+    let size = body.len();
+    let name = digest.clone();
+    // Hashing and fsyncing hundreds of MiB: on the blocking pool.
+    let stored = tokio::task::spawn_blocking(move || store.put_component(&name, &body))
+        .await
+        .map_err(|e| ApiError::internal(format!("the upload task failed: {e}")))?;
+    let generation = state.table().generation;
+    match stored {
+        Ok(true) => Ok(reply(
+            StatusCode::CREATED,
+            true,
+            generation,
+            format!("stored component {digest} ({size} bytes)"),
+        )),
+        Ok(false) => Ok(reply(
+            StatusCode::OK,
+            false,
+            generation,
+            format!("component {digest} is already stored"),
+        )),
+        Err(e @ NodeStoreError::DigestMismatch { .. }) => {
+            tracing::warn!(digest = %digest, error = %e, "component upload refused");
+            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+        }
+        Err(e @ NodeStoreError::InvalidDigest(_)) => Err(ApiError::bad_request(e.to_string())),
+        Err(e) => Err(ApiError::internal(format!("storing component {digest}: {e}"))),
+    }
+}
+
+/// `PUT /admin/v1/routing` with a [`RoutingTable`].
+pub(crate) async fn put_routing(
+    Shared(state): Shared<Arc<State>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if state.store.is_none() {
+        return Err(ApiError::new(StatusCode::CONFLICT, NOT_MANAGED));
+    }
+    let body = body.map_err(|e| super::error::body_error(e, state.config.max_upload_bytes))?;
+    let table: RoutingTable = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a routing table: {e}")))?;
+    match push::push(&state, table).await {
+        Ok(answer) => {
+            state.set_last_error(None);
+            Ok(reply(
+                StatusCode::OK,
+                answer.changed,
+                answer.generation,
+                answer.message,
+            ))
+        }
+        Err(e) => {
+            if e.is_failed_change() {
+                state.set_last_error(Some(e.to_string()));
+            }
+            Err(ApiError::new(e.status(), e.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("s3cret", "s3cret"));
+        assert!(!same_secret("s3cre", "s3cret"));
+        assert!(!same_secret("", "s3cret"));
+        assert!(!same_secret("s3creT", "s3cret"));
+    }
+}
