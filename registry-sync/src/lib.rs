@@ -15,6 +15,7 @@ mod blob;
 pub mod cli;
 mod error;
 pub mod fleet;
+pub mod gitops;
 pub mod mlflow;
 mod model;
 mod mutations;

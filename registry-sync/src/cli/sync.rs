@@ -2,6 +2,7 @@
 //! (`kiln sync run`, started by the binary, which adds the MLflow source).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -9,6 +10,7 @@ use comfy_table::{Table, presets};
 
 use super::rollout::PlanArgs;
 use crate::fleet::{NodeRecord, NodeSource};
+use crate::gitops::{self, Change, VersionEffect};
 use crate::rollout::{RolloutPlan, parse_duration_ms};
 use crate::sync::SyncConfig;
 use crate::{Registry, default_actor};
@@ -89,6 +91,16 @@ pub enum SyncCommand {
     },
     /// Stop managing a node.
     RemoveNode { name: String },
+    /// Show what applying a GitOps file (kiln.toml) would change, without changing it.
+    Plan {
+        /// The GitOps file: kiln.toml.
+        file: PathBuf,
+    },
+    /// Make the live state match a GitOps file (kiln.toml); a second apply changes nothing.
+    Apply {
+        /// The GitOps file: kiln.toml.
+        file: PathBuf,
+    },
 }
 
 fn ago(rfc3339: &Option<String>) -> String {
@@ -199,5 +211,51 @@ pub fn run_sync(registry: &Registry, cmd: SyncCommand) -> anyhow::Result<String>
                 anyhow::bail!("no node named {name}")
             }
         }
+        SyncCommand::Plan { file } => {
+            let changes = gitops::plan(registry, &gitops::load(&file)?)?;
+            if changes.is_empty() {
+                format!("no changes: the live state matches {}", file.display())
+            } else {
+                format!(
+                    "{}\n{} change(s); `kiln sync apply {}` makes them",
+                    change_lines(&changes),
+                    changes.len(),
+                    file.display()
+                )
+            }
+        }
+        SyncCommand::Apply { file } => {
+            let changes = gitops::apply(registry, &gitops::load(&file)?, &actor)?;
+            if changes.is_empty() {
+                format!("no changes: the live state matches {}", file.display())
+            } else {
+                let mut out = format!("applied {} change(s):\n{}", changes.len(), change_lines(&changes));
+                for change in &changes {
+                    if let Change::Production {
+                        model, to, effect, ..
+                    } = change
+                    {
+                        let next = match effect {
+                            VersionEffect::Rollout { .. } => "`kiln sync` starts the rollout",
+                            VersionEffect::FirstDeployment => "`kiln sync` serves it at once",
+                            VersionEffect::InProgress(_) => "`kiln sync` carries on with the rollout",
+                            VersionEffect::AlreadyServed | VersionEffect::StaticWeights => {
+                                "the fleet's routing does not change"
+                            }
+                        };
+                        out.push_str(&format!("\n{model} {to} is now Production: {next}"));
+                    }
+                }
+                out
+            }
+        }
     })
+}
+
+fn change_lines(changes: &[Change]) -> String {
+    changes
+        .iter()
+        .map(Change::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
