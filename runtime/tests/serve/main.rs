@@ -7,6 +7,7 @@ mod binary;
 mod cache;
 mod catalog;
 mod errors;
+mod join;
 mod load;
 mod managed;
 mod metrics;
