@@ -3,6 +3,7 @@
 //! onnxruntime reference outputs committed next to each example.
 
 pub mod kiln_process;
+pub mod mlflow_server;
 pub mod node_tests;
 
 use kiln_engine::Tensor;

@@ -337,7 +337,7 @@ mod tests {
         [varint_field(1, 9), message(2, b"producer"), message(7, &graph)].concat()
     }
 
-    fn field<'a>(buf: &'a [u8], number: u32) -> Vec<&'a [u8]> {
+    fn field(buf: &[u8], number: u32) -> Vec<&[u8]> {
         parse(buf)
             .unwrap()
             .into_iter()

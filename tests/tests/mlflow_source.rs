@@ -1,0 +1,272 @@
+//! MLflow as a source: a real `mlflow server` (3.17), models published with the mlflow
+//! client library the way a training job does, polled and imported by `MlflowSource` into
+//! a real Kiln registry with components compiled by the real `prepare`.
+
+use std::path::Path;
+
+use kiln_registry::mlflow::{MlflowError, MlflowSource, MlflowSourceConfig, Watch};
+use kiln_registry::{Registry, Stage};
+use kiln_tests::mlflow_server::MlflowServer;
+use kiln_tests::*;
+use serde_json::{Value, json};
+
+const ACTOR: &str = "mlflow-sync";
+
+fn prepare(path: &Path, name: &str, golden: &[Value]) -> anyhow::Result<kiln_registry::cli::Prepared> {
+    kiln_runtime::register::prepare(&host(), path, name, golden)
+}
+
+fn source(server: &MlflowServer, model: &str, watch: Watch) -> MlflowSource {
+    MlflowSource::new(MlflowSourceConfig {
+        tracking_uri: server.uri.clone(),
+        watch,
+        models: Some(vec![model.to_string()]),
+    })
+    .expect("MlflowSource")
+}
+
+fn example_path(name: &str) -> String {
+    models_dir().join(format!("{name}.onnx")).display().to_string()
+}
+
+#[test]
+fn champion_alias_moves_in_mlflow_become_kiln_production_versions() {
+    let server = MlflowServer::shared();
+    let model = "house-price-mlflow";
+    let onnx = example_path("house_price_forest");
+    let v1 = server.publish(&[
+        "publish",
+        "--model",
+        model,
+        "--onnx",
+        &onnx,
+        "--param",
+        "n_estimators=50",
+        "--param",
+        "max_depth=6",
+        "--metric",
+        "rmse=0.25",
+        "--metric",
+        "r2=0.81",
+        "--description",
+        "first forest",
+        "--alias",
+        "champion",
+    ]);
+    assert_eq!(v1["version"], 1);
+    let home = tempfile::tempdir().unwrap();
+    let registry = Registry::open(home.path()).unwrap();
+    let mut source = source(&server, model, Watch::default());
+
+    // The search endpoint answers with aliases (MLflow 3.17), so one call covers a poll.
+    let listed = source.client().search_registered_models(None).unwrap();
+    let entry = listed.iter().find(|m| m.name == model).expect("model in search");
+    assert_eq!(entry.alias("champion"), Some(1));
+
+    let changes = source.poll().unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let change = &changes[0];
+    assert_eq!(
+        (change.model.as_str(), change.version, change.previous),
+        (model, 1, None)
+    );
+    assert!(
+        change.details.source.starts_with("models:/m-"),
+        "{}",
+        change.details.source
+    );
+
+    let outcome = source.import(change, &registry, &prepare, ACTOR).unwrap();
+    assert!(!outcome.reused && outcome.promoted, "{outcome:?}");
+    let k1 = registry.get(model, outcome.kiln_version.version).unwrap();
+    assert_eq!(k1, outcome.kiln_version);
+    assert_eq!(k1.stage, Stage::Production);
+    assert_eq!(k1.aliases, ["champion"]);
+    assert_eq!(k1.description, "first forest");
+    assert_eq!(k1.tags["mlflow.model"], model);
+    assert_eq!(k1.tags["mlflow.version"], "1");
+    assert_eq!(k1.tags["mlflow.run_id"], v1["run_id"].as_str().unwrap());
+    assert_eq!(k1.tags["mlflow.source"], change.details.source);
+    assert_eq!(k1.lineage["source"], "mlflow");
+    assert_eq!(k1.lineage["tracking_uri"], server.uri.as_str());
+    assert_eq!(k1.lineage["model"], model);
+    assert_eq!(k1.lineage["version"], 1);
+    assert_eq!(k1.lineage["run_id"], v1["run_id"]);
+    assert_eq!(
+        k1.lineage["params"],
+        json!({"n_estimators": "50", "max_depth": "6"})
+    );
+    assert_eq!(k1.lineage["metrics"], json!({"rmse": 0.25, "r2": 0.81}));
+    assert!(k1.lineage["tags"]["mlflow.user"].is_string(), "{}", k1.lineage);
+    // The component is the compiled forest: it answers like onnxruntime.
+    let loaded = host().load(&registry.read_blob(&k1.digest).unwrap()).unwrap();
+    let got = loaded.predict(request("house_price_forest")).unwrap();
+    assert_matches_reference("imported forest", &got, &expected("house_price_forest"));
+
+    assert_eq!(source.poll().unwrap(), [], "nothing moved");
+
+    // A new version alone is not a release; moving the alias is.
+    let v2 = server.publish(&[
+        "publish",
+        "--model",
+        model,
+        "--onnx",
+        &onnx,
+        "--doc-string",
+        "retrained on more data",
+        "--param",
+        "n_estimators=80",
+        "--param",
+        "max_depth=6",
+        "--metric",
+        "rmse=0.21",
+        "--metric",
+        "r2=0.86",
+    ]);
+    assert_eq!(v2["version"], 2);
+    assert_eq!(
+        source.poll().unwrap(),
+        [],
+        "v2 exists but champion still names v1"
+    );
+    server.publish(&[
+        "set-alias",
+        "--model",
+        model,
+        "--alias",
+        "champion",
+        "--version",
+        "2",
+    ]);
+    let changes = source.poll().unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!((changes[0].version, changes[0].previous), (2, Some(1)));
+
+    let outcome = source.import(&changes[0], &registry, &prepare, ACTOR).unwrap();
+    assert!(!outcome.reused && outcome.promoted, "{outcome:?}");
+    let k2 = outcome.kiln_version.clone();
+    assert_ne!(k2.version, k1.version);
+    assert_ne!(k2.digest, k1.digest, "the re-saved ONNX is a different component");
+    assert_eq!(
+        (k2.stage, k2.aliases.as_slice()),
+        (Stage::Production, ["champion".to_string()].as_slice())
+    );
+    assert_eq!(k2.tags["mlflow.version"], "2");
+    assert_eq!(k2.lineage["params"]["n_estimators"], "80");
+    assert_eq!(k2.lineage["metrics"]["rmse"], 0.21);
+    let k1 = registry.get(model, k1.version).unwrap();
+    assert_eq!((k1.stage, k1.aliases.len()), (Stage::Archived, 0));
+
+    // Importing the same change again finds the version by its tags: no download, no write.
+    let audit = registry.audit_log(None).unwrap();
+    let again = source.import(&changes[0], &registry, &prepare, ACTOR).unwrap();
+    assert!(again.reused && !again.promoted, "{again:?}");
+    assert_eq!(again.kiln_version, registry.get(model, k2.version).unwrap());
+    assert_eq!(registry.list(Some(model)).unwrap().len(), 2);
+    assert_eq!(
+        registry.audit_log(None).unwrap(),
+        audit,
+        "a repeated import writes nothing"
+    );
+    assert!(audit.iter().all(|e| e.actor == ACTOR), "{audit:?}");
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "register",
+            "set_alias",
+            "transition_stage",
+            "register",
+            "set_alias",
+            "transition_stage"
+        ]
+    );
+    assert!(registry.verify_audit().unwrap().ok());
+}
+
+#[test]
+fn a_version_without_an_onnx_file_fails_naming_it_and_leaves_the_registry_unchanged() {
+    let server = MlflowServer::shared();
+    let model = "pickled-mlflow";
+    server.publish(&["publish-without-onnx", "--model", model, "--alias", "champion"]);
+    let home = tempfile::tempdir().unwrap();
+    let registry = Registry::open(home.path()).unwrap();
+    let mut source = source(&server, model, Watch::default());
+    let changes = source.poll().unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        changes[0].details.source.starts_with("runs:/"),
+        "{:?}",
+        changes[0].details
+    );
+
+    let err = source
+        .import(&changes[0], &registry, &prepare, ACTOR)
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("MLflow model 'pickled-mlflow' version 1 has no .onnx file"),
+        "{text}"
+    );
+    assert!(text.contains("found: model.pkl"), "lists what it found: {text}");
+    assert!(
+        err.chain()
+            .any(|e| matches!(e.downcast_ref::<MlflowError>(), Some(MlflowError::NoOnnx { .. }))),
+        "{text}"
+    );
+    assert_eq!(registry.list(None).unwrap(), []);
+    assert_eq!(registry.audit_log(None).unwrap(), []);
+    // Permanent: not reported again until the alias moves.
+    assert_eq!(source.poll().unwrap(), []);
+}
+
+#[test]
+fn a_production_stage_logged_with_external_data_imports_and_predicts_like_onnxruntime() {
+    let server = MlflowServer::shared();
+    let model = "mlp-mlflow";
+    let onnx = example_path("mlp");
+    // mlflow.onnx.log_model's default moves every tensor over 1 KiB into a side file.
+    server.publish(&[
+        "publish",
+        "--model",
+        model,
+        "--onnx",
+        &onnx,
+        "--param",
+        "hidden=16",
+        "--metric",
+        "accuracy=0.97",
+        "--stage",
+        "Production",
+        "--external-data",
+    ]);
+    let home = tempfile::tempdir().unwrap();
+    let registry = Registry::open(home.path()).unwrap();
+    let mut source = source(&server, model, Watch::Stage("Production".into()));
+    let client = source.client();
+    let files = client
+        .list_artifacts(&client.get_download_uri(model, 1).unwrap())
+        .unwrap();
+    assert!(
+        files.iter().any(|f| f.path.ends_with(".data")),
+        "the ONNX flavor should have written external data: {files:?}"
+    );
+
+    let changes = source.poll().unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].details.current_stage, "Production");
+    let outcome = source.import(&changes[0], &registry, &prepare, ACTOR).unwrap();
+    assert!(!outcome.reused && outcome.promoted, "{outcome:?}");
+    let version = outcome.kiln_version;
+    assert_eq!(
+        (version.stage, version.aliases.len()),
+        (Stage::Production, 0),
+        "a stage watch sets no alias"
+    );
+    assert_eq!(version.lineage["metrics"], json!({"accuracy": 0.97}));
+    let loaded = host()
+        .load(&registry.read_blob(&version.digest).unwrap())
+        .unwrap();
+    let got = loaded.predict(request("mlp")).unwrap();
+    assert_matches_reference("imported mlp", &got, &expected("mlp"));
+}
