@@ -3,6 +3,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kiln_registry::Registry;
+use kiln_registry::cli::rollout::RolloutCommand;
+use kiln_registry::cli::sync::SyncCommand;
 use kiln_registry::cli::{AuditCommand, ModelsCommand};
 use kiln_runtime::commands;
 use kiln_runtime::prediction_cache::{CacheConfig, PredictionCache};
@@ -115,6 +117,16 @@ enum Command {
     /// The main job: on an empty $KILN_HOME compile, register and promote the bundled
     /// example models, then serve them (as `kiln serve`).
     Up(ServeArgs),
+    /// The registry-sync service and its fleet: run, status, nodes, GitOps plan/apply.
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
+    /// Progressive rollouts: start, status, pause, resume, promote, abort, rollback, policy.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -387,7 +399,85 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             serve(host()?, registry, &args, true)?;
         }
+        Command::Sync { command } => {
+            let registry = open_registry(&home)?;
+            match command {
+                SyncCommand::Run(args) => sync_run(&config, registry, &args)?,
+                other => print_block(&kiln_registry::cli::sync::run_sync(&registry, other)?),
+            }
+        }
+        Command::Rollout { command } => {
+            let registry = open_registry(&home)?;
+            let default_policy = kiln_registry::rollout::RolloutPlan::default();
+            print_block(&kiln_registry::cli::rollout::run_rollout(
+                &registry,
+                command,
+                &default_policy,
+            )?);
+        }
     }
+    Ok(())
+}
+
+/// `kiln sync run`: the registry-sync service until Ctrl-C or SIGTERM.
+fn sync_run(
+    host_config: &HostConfig,
+    registry: Arc<Registry>,
+    args: &kiln_registry::cli::sync::SyncRunArgs,
+) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let mut service = kiln_registry::sync::SyncService::new(registry.clone(), config.clone());
+    if let Some(uri) = &args.mlflow {
+        let watch = match args.mlflow_watch.split_once(':') {
+            Some(("alias", a)) => kiln_registry::mlflow::Watch::Alias(a.to_string()),
+            Some(("stage", s)) => kiln_registry::mlflow::Watch::Stage(s.to_string()),
+            _ => anyhow::bail!(
+                "--mlflow-watch {}: use alias:NAME or stage:NAME",
+                args.mlflow_watch
+            ),
+        };
+        let source = kiln_registry::mlflow::MlflowSource::new(kiln_registry::mlflow::MlflowSourceConfig {
+            tracking_uri: uri.clone(),
+            watch,
+            models: args.mlflow_models.clone(),
+        })?;
+        let host_config = host_config.clone();
+        let host = std::sync::OnceLock::<Arc<Host>>::new();
+        let prepare = move |file: &std::path::Path, name: &str, golden: &[serde_json::Value]| {
+            let h = match host.get() {
+                Some(h) => h.clone(),
+                None => {
+                    let created = Arc::new(Host::new(host_config.clone())?);
+                    host.get_or_init(|| created).clone()
+                }
+            };
+            kiln_runtime::register::prepare(&h, file, name, golden)
+        };
+        let interval =
+            Duration::from_millis(kiln_registry::rollout::parse_duration_ms(&args.mlflow_poll)?.max(100));
+        service = service.with_source(Box::new(kiln_registry::sync::sources::MlflowPoller::new(
+            source,
+            Box::new(prepare),
+            interval,
+            "mlflow-sync",
+        )));
+    }
+    let handle = service.start()?;
+    let nodes = registry.nodes()?.len();
+    println!(
+        "kiln sync ready on http://{}: managing {nodes} node(s){}",
+        handle.addr(),
+        args.mlflow
+            .as_deref()
+            .map(|m| format!(", watching MLflow at {m}"))
+            .unwrap_or_default()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal handler")?;
+    runtime.block_on(shutdown_signal());
+    handle.shutdown();
     Ok(())
 }
 

@@ -136,13 +136,26 @@ impl KilnHome {
     /// Starts `kiln serve` (or another serving subcommand) on a free port and waits
     /// until `/v2/health/ready` answers 200.
     pub fn serve(&self, subcommand: &str, extra: &[&str]) -> Server {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.serve_on(subcommand, &addr, extra)
+    }
+
+    /// Starts `kiln serve` (or another serving subcommand) on `addr` and waits until
+    /// `/v2/health/ready` answers 200.
+    pub fn serve_on(&self, subcommand: &str, addr: &str, extra: &[&str]) -> Server {
+        let mut args = vec![subcommand, "--listen", addr];
+        args.extend_from_slice(extra);
+        let server = self.spawn(&args, addr);
+        server.wait_ready(Duration::from_secs(600));
+        server
+    }
+
+    /// Starts `kiln ARGS` as a long-running process answering on `addr`, without waiting.
+    pub fn spawn(&self, args: &[&str], addr: &str) -> Server {
+        let addr = addr.to_string();
         let mut child = self
             .command()
-            .arg(subcommand)
-            .args(["--listen", &addr])
-            .args(extra)
+            .args(args)
             .env("KILN_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -179,14 +192,12 @@ impl KilnHome {
                 }
             });
         }
-        let server = Server {
+        Server {
             child,
             addr,
             log,
             stdout,
-        };
-        server.wait_ready(Duration::from_secs(600));
-        server
+        }
     }
 }
 
@@ -242,7 +253,8 @@ impl Server {
         self.stdout.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
-    fn wait_ready(&self, limit: Duration) {
+    /// Waits until `/v2/health/ready` answers 200.
+    pub fn wait_ready(&self, limit: Duration) {
         let started = Instant::now();
         loop {
             if let Ok(r) = agent().get(self.url("/v2/health/ready")).call()
@@ -259,6 +271,15 @@ impl Server {
         }
     }
 
+    /// GET a path; None when nothing answers (yet).
+    pub fn try_get(&self, path: &str) -> Option<Reply> {
+        let mut r = agent().get(self.url(path)).call().ok()?;
+        Some(Reply {
+            status: r.status().as_u16(),
+            body: r.body_mut().read_to_string().unwrap_or_default(),
+        })
+    }
+
     /// GET a path.
     pub fn get(&self, path: &str) -> Reply {
         let mut r = agent().get(self.url(path)).call().expect("GET");
@@ -266,6 +287,47 @@ impl Server {
             status: r.status().as_u16(),
             body: r.body_mut().read_to_string().unwrap_or_default(),
         }
+    }
+
+    /// POST a body to a path with extra headers; also returns the response headers.
+    pub fn post_with(
+        &self,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (Reply, Vec<(String, String)>) {
+        let mut req = agent().post(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        match req.send(body) {
+            Ok(mut r) => {
+                let hs = r
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
+                (
+                    Reply {
+                        status: r.status().as_u16(),
+                        body: r.body_mut().read_to_string().unwrap_or_default(),
+                    },
+                    hs,
+                )
+            }
+            Err(e) => (
+                Reply {
+                    status: 0,
+                    body: e.to_string(),
+                },
+                vec![],
+            ),
+        }
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// POST a body to a path.

@@ -2,6 +2,7 @@
 //! models compiled once per checkout (components cached under `target/`), and the
 //! onnxruntime reference outputs committed next to each example.
 
+pub mod fleet;
 pub mod kiln_process;
 pub mod mlflow_server;
 pub mod node_tests;

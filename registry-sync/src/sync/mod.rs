@@ -13,6 +13,7 @@ pub mod desired;
 pub mod node_client;
 mod service;
 pub mod smoke;
+pub mod sources;
 mod worker;
 
 pub use service::{Source, SyncConfig, SyncHandle, SyncService};

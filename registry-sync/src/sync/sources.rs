@@ -1,0 +1,72 @@
+//! Sources that feed the registry while the service runs: MLflow, polled on its own thread,
+//! whose imports promote versions in the registry (which the controller then rolls out).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::Source;
+use crate::Registry;
+use crate::cli::Prepared;
+use crate::mlflow::MlflowSource;
+
+/// The compile step the binary supplies (ONNX → component), shared with `kiln models register`.
+pub type PrepareFn = dyn Fn(&Path, &str, &[Value]) -> anyhow::Result<Prepared> + Send + Sync;
+
+/// MLflow as a [`Source`]: each poll imports every moved alias or stage.
+pub struct MlflowPoller {
+    source: MlflowSource,
+    prepare: Box<PrepareFn>,
+    interval: Duration,
+    actor: String,
+}
+
+impl MlflowPoller {
+    /// Polls `source` every `interval`, compiling with `prepare`; audit entries name `actor`.
+    pub fn new(
+        source: MlflowSource,
+        prepare: Box<PrepareFn>,
+        interval: Duration,
+        actor: &str,
+    ) -> MlflowPoller {
+        MlflowPoller {
+            source,
+            prepare,
+            interval,
+            actor: actor.to_string(),
+        }
+    }
+}
+
+impl Source for MlflowPoller {
+    fn name(&self) -> String {
+        "mlflow".to_string()
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn poll(&mut self, registry: &Registry) -> anyhow::Result<()> {
+        for change in self.source.poll()? {
+            match self
+                .source
+                .import(&change, registry, self.prepare.as_ref(), &self.actor)
+            {
+                Ok(outcome) => tracing::info!(
+                    model = %change.model,
+                    mlflow_version = change.version,
+                    version = outcome.kiln_version.version,
+                    reused = outcome.reused,
+                    promoted = outcome.promoted,
+                    "imported from MLflow"
+                ),
+                Err(e) => {
+                    tracing::warn!(model = %change.model, mlflow_version = change.version, error = %format!("{e:#}"), "MLflow import failed")
+                }
+            }
+        }
+        Ok(())
+    }
+}
