@@ -448,6 +448,15 @@ impl Registry {
     }
 }
 
+/// A stored fleet row: stable, previous, weights JSON, shadow, nodes JSON.
+type FleetRow = (
+    Option<u64>,
+    Option<u64>,
+    Option<String>,
+    Option<u64>,
+    Option<String>,
+);
+
 /// Writes a fleet model row inside a transaction (audited when it changes).
 pub(crate) fn write_fleet_model(
     tx: &rusqlite::Transaction<'_>,
@@ -456,13 +465,7 @@ pub(crate) fn write_fleet_model(
     actor: &str,
     reason: &str,
 ) -> Result<bool, RegistryError> {
-    let old: Option<(
-        Option<u64>,
-        Option<u64>,
-        Option<String>,
-        Option<u64>,
-        Option<String>,
-    )> = tx
+    let old: Option<FleetRow> = tx
         .query_row(
             "SELECT stable, previous, weights, shadow, nodes FROM fleet_models WHERE model = ?1",
             [model],

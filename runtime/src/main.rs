@@ -71,6 +71,8 @@ struct ModelArgs {
     input_shapes: Vec<(String, Vec<i64>)>,
 }
 
+// `Sync`'s flags make it large; the enum is parsed once per process.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Compile an ONNX model into a pre-initialized model component.
@@ -425,7 +427,30 @@ fn sync_run(
     registry: Arc<Registry>,
     args: &kiln_registry::cli::sync::SyncRunArgs,
 ) -> anyhow::Result<()> {
-    let config = args.config()?;
+    let mut config = args.config()?;
+    if let Some(path) = &args.config {
+        // The file is the desired state: apply it, then take its [sync] settings where the
+        // command line left the defaults.
+        let file = kiln_registry::gitops::load(path)?;
+        let changes = kiln_registry::gitops::apply(&registry, &file, &kiln_registry::default_actor())?;
+        for c in &changes {
+            eprintln!("applied {c}");
+        }
+        if let Some(listen) = file.sync.listen
+            && config.listen == kiln_registry::sync::SyncConfig::default().listen
+        {
+            config.listen = listen;
+        }
+        if config.alert_webhook.is_none() {
+            config.alert_webhook = file.sync.alert_webhook.clone();
+        }
+        if let Some(check) = &file.sync.check_interval
+            && args.check_interval == "1s"
+        {
+            config.check_interval =
+                Duration::from_millis(kiln_registry::rollout::parse_duration_ms(check)?.max(50));
+        }
+    }
     let mut service = kiln_registry::sync::SyncService::new(registry.clone(), config.clone());
     if let Some(uri) = &args.mlflow {
         let watch = match args.mlflow_watch.split_once(':') {

@@ -74,6 +74,8 @@ impl SyncRunArgs {
 
 /// The registry-sync service and the fleet it manages.
 #[derive(Debug, Subcommand)]
+// `Run`'s flags make it large; the enum is parsed once per process.
+#[allow(clippy::large_enum_variant)]
 pub enum SyncCommand {
     /// Run the sync service: converge nodes, drive rollouts, accept `kiln serve --join`.
     Run(SyncRunArgs),

@@ -20,7 +20,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(token) = shared.config.token.as_deref() else {
         return Ok(());
     };
@@ -47,13 +47,13 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
         );
-        Err(r)
+        Err(Box::new(r))
     }
 }
 
 async fn join(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     if let Err(r) = authorized(&shared, &headers) {
-        return r;
+        return *r;
     }
     let request: JoinRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -87,7 +87,7 @@ async fn join(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axum:
 
 async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&shared, &headers) {
-        return r;
+        return *r;
     }
     let desired = shared.desired();
     let runtimes = shared.node_runtimes();
