@@ -20,13 +20,14 @@
 //! 1000 models per poll (see [`MlflowSource::poll`] for how changes are detected without
 //! ETags). A webhook receiver could later just trigger an early poll.
 
+mod artifacts;
 mod client;
-mod model_files;
 mod onnx_external;
 mod source;
 
+pub use artifacts::ArtifactFile;
 pub use client::{
-    ArtifactFile, CALL_TIMEOUT, CONNECT_TIMEOUT, DOWNLOAD_TIMEOUT, MlflowClient, MlflowError, MlflowVersion,
+    CALL_TIMEOUT, CONNECT_TIMEOUT, DOWNLOAD_TIMEOUT, MlflowClient, MlflowError, MlflowVersion,
     RegisteredModel, Run,
 };
 pub use source::{

@@ -182,6 +182,33 @@ fn champion_alias_moves_in_mlflow_become_kiln_production_versions() {
         ]
     );
     assert!(registry.verify_audit().unwrap().ok());
+
+    // Rolling back in MLflow (champion → v1 again) reuses Kiln's archived v1 and promotes it.
+    server.publish(&[
+        "set-alias",
+        "--model",
+        model,
+        "--alias",
+        "champion",
+        "--version",
+        "1",
+    ]);
+    let changes = source.poll().unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!((changes[0].version, changes[0].previous), (1, Some(2)));
+    let back = source.import(&changes[0], &registry, &prepare, ACTOR).unwrap();
+    assert!(back.reused && back.promoted, "{back:?}");
+    assert_eq!(back.kiln_version.version, k1.version);
+    assert_eq!(
+        (back.kiln_version.stage, back.kiln_version.aliases.len()),
+        (Stage::Production, 1)
+    );
+    assert_eq!(registry.get(model, k2.version).unwrap().stage, Stage::Archived);
+    assert_eq!(
+        registry.list(Some(model)).unwrap().len(),
+        2,
+        "nothing new registered"
+    );
 }
 
 #[test]

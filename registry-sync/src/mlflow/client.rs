@@ -2,8 +2,7 @@
 //! model registry, runs (for lineage) and the tracking server's artifact proxy.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::{self, DeserializeOwned, Deserializer};
@@ -18,8 +17,6 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// MLflow's largest accepted `max_results` for `registered-models/search`.
 const SEARCH_PAGE_SIZE: &str = "1000";
-/// Artifact URIs that point at other URIs (`runs:/`, `models:/`) resolve at most this deep.
-const MAX_URI_HOPS: usize = 4;
 
 /// What went wrong talking to MLflow. Callers match on it to decide whether to retry
 /// ([`MlflowError::is_transient`]) or to treat a missing object as absent
@@ -173,23 +170,13 @@ pub struct Run {
     pub tags: BTreeMap<String, String>,
 }
 
-/// One entry of an artifact directory listing, relative to the listed directory.
-#[derive(Deserialize, Clone, Debug, PartialEq)]
-pub struct ArtifactFile {
-    pub path: String,
-    #[serde(default)]
-    pub is_dir: bool,
-    #[serde(default)]
-    pub file_size: Option<u64>,
-}
-
 /// A blocking MLflow REST client; every call has a connect and a total timeout.
 #[derive(Clone, Debug)]
 pub struct MlflowClient {
-    base: String,
+    pub(super) base: String,
     agent: ureq::Agent,
     authorization: Option<String>,
-    download_timeout: Duration,
+    pub(super) download_timeout: Duration,
 }
 
 impl MlflowClient {
@@ -377,149 +364,6 @@ impl MlflowClient {
         })
     }
 
-    /// The entries of an artifact directory; `artifact_uri` may be `mlflow-artifacts:/…`,
-    /// `runs:/<run>/<path>` or `models:/…`. A file or a missing directory lists as empty.
-    pub fn list_artifacts(&self, artifact_uri: &str) -> Result<Vec<ArtifactFile>, MlflowError> {
-        let path = self.proxied_path(artifact_uri)?;
-        self.list_proxied(&path)
-    }
-
-    /// Downloads one artifact file to `dest` (created or truncated); returns its size.
-    pub fn download_artifact(&self, artifact_uri: &str, dest: &Path) -> Result<u64, MlflowError> {
-        let path = self.proxied_path(artifact_uri)?;
-        self.download_proxied(&path, dest)
-    }
-
-    /// Where a model version's files are, as a path under the tracking server's artifact proxy.
-    pub(crate) fn version_files(&self, name: &str, version: u64) -> Result<String, MlflowError> {
-        let uri = self.get_download_uri(name, version)?;
-        self.proxied_path(&uri)
-    }
-
-    pub(crate) fn list_proxied(&self, path: &str) -> Result<Vec<ArtifactFile>, MlflowError> {
-        #[derive(Deserialize)]
-        struct Answer {
-            #[serde(default)]
-            files: Vec<ArtifactFile>,
-        }
-        let url = format!("{}/api/2.0/mlflow-artifacts/artifacts", self.base);
-        let answer: Answer = self.call_json("mlflow-artifacts list", &url, &[("path", path)])?;
-        Ok(answer.files)
-    }
-
-    pub(crate) fn download_proxied(&self, path: &str, dest: &Path) -> Result<u64, MlflowError> {
-        const CALL: &str = "mlflow-artifacts download";
-        let url = format!(
-            "{}/api/2.0/mlflow-artifacts/artifacts/{}",
-            self.base,
-            encode_path(path)
-        );
-        let response = self
-            .request(&url, &[])
-            .config()
-            .timeout_global(Some(self.download_timeout))
-            .build()
-            .call()
-            .map_err(|error| MlflowError::Transport {
-                call: CALL,
-                url: url.clone(),
-                error,
-            })?;
-        let status = response.status().as_u16();
-        let mut body = response.into_body();
-        if status != 200 {
-            let text = body.read_to_string().unwrap_or_default();
-            return Err(api_error(CALL, &url, status, &text));
-        }
-        let io = |error| MlflowError::Io {
-            path: dest.to_path_buf(),
-            error,
-        };
-        let mut file = std::fs::File::create(dest).map_err(io)?;
-        let size = std::io::copy(&mut body.as_reader(), &mut file).map_err(|e| MlflowError::Decode {
-            call: CALL,
-            url: url.clone(),
-            detail: format!("reading the body failed: {e}"),
-        })?;
-        file.flush().and_then(|()| file.sync_all()).map_err(io)?;
-        Ok(size)
-    }
-
-    /// Resolves an artifact URI to a path under `/api/2.0/mlflow-artifacts/artifacts`.
-    /// `runs:/` and `models:/` URIs name other URIs; they are followed a few hops.
-    pub(crate) fn proxied_path(&self, uri: &str) -> Result<String, MlflowError> {
-        let mut uri = uri.to_string();
-        let mut suffix: Vec<String> = Vec::new();
-        for _ in 0..MAX_URI_HOPS {
-            if let Some(rest) = uri.strip_prefix("mlflow-artifacts:") {
-                // `mlflow-artifacts://host:port/path` names the proxy by address; the
-                // tracking server we talk to is the proxy, so only the path matters.
-                let path = match rest.strip_prefix("//") {
-                    Some(with_host) => with_host.split_once('/').map_or("", |(_, p)| p),
-                    None => rest,
-                };
-                let mut parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-                parts.extend(suffix.iter().map(String::as_str));
-                if parts.iter().any(|p| *p == ".." || *p == ".") {
-                    return Err(MlflowError::Unsupported(format!(
-                        "artifact URI '{uri}' contains '.' or '..' segments"
-                    )));
-                }
-                return Ok(parts.join("/"));
-            }
-            if let Some(rest) = uri.strip_prefix("runs:/") {
-                let (run_id, sub) = rest.trim_start_matches('/').split_once('/').unwrap_or((rest, ""));
-                push_suffix(&mut suffix, sub);
-                uri = self.get_run(run_id)?.artifact_uri;
-                continue;
-            }
-            if let Some(rest) = uri.strip_prefix("models:/") {
-                let rest = rest.trim_start_matches('/');
-                let (first, sub) = rest.split_once('/').unwrap_or((rest, ""));
-                if first.starts_with("m-") {
-                    push_suffix(&mut suffix, sub);
-                    uri = self.logged_model_artifact_uri(first)?;
-                    continue;
-                }
-                let (version, sub) = sub.split_once('/').unwrap_or((sub, ""));
-                if let Ok(version) = version.parse::<u64>() {
-                    push_suffix(&mut suffix, sub);
-                    uri = self.get_download_uri(first, version)?;
-                    continue;
-                }
-            }
-            break;
-        }
-        Err(MlflowError::Unsupported(format!(
-            "artifact URI '{uri}' is not served by the MLflow tracking server; Kiln downloads through \
-             the server's artifact proxy, so start `mlflow server` with --artifacts-destination \
-             (proxied `mlflow-artifacts:/` URIs, the default since MLflow 2) rather than \
-             --no-serve-artifacts or a client-side store"
-        )))
-    }
-
-    fn logged_model_artifact_uri(&self, model_id: &str) -> Result<String, MlflowError> {
-        #[derive(Deserialize)]
-        struct Answer {
-            model: LoggedModel,
-        }
-        #[derive(Deserialize)]
-        struct LoggedModel {
-            info: LoggedModelInfo,
-        }
-        #[derive(Deserialize)]
-        struct LoggedModelInfo {
-            artifact_uri: String,
-        }
-        let url = format!(
-            "{}/api/2.0/mlflow/logged-models/{}",
-            self.base,
-            encode_path(model_id)
-        );
-        let answer: Answer = self.call_json("logged-models/get", &url, &[])?;
-        Ok(answer.model.info.artifact_uri)
-    }
-
     fn get_json<T: DeserializeOwned>(
         &self,
         call: &'static str,
@@ -529,7 +373,7 @@ impl MlflowClient {
         self.call_json(call, &url, query)
     }
 
-    fn request(
+    pub(super) fn request(
         &self,
         url: &str,
         query: &[(&str, &str)],
@@ -544,7 +388,7 @@ impl MlflowClient {
         request
     }
 
-    fn call_json<T: DeserializeOwned>(
+    pub(super) fn call_json<T: DeserializeOwned>(
         &self,
         call: &'static str,
         url: &str,
@@ -585,7 +429,7 @@ struct VersionAnswer {
 
 /// Builds an [`MlflowError::Api`] from MLflow's `{"error_code", "message"}` body, or from
 /// whatever else came back (a proxy's HTML page).
-fn api_error(call: &'static str, url: &str, status: u16, body: &str) -> MlflowError {
+pub(super) fn api_error(call: &'static str, url: &str, status: u16, body: &str) -> MlflowError {
     #[derive(Deserialize, Default)]
     #[serde(default)]
     struct Body {
@@ -607,33 +451,12 @@ fn api_error(call: &'static str, url: &str, status: u16, body: &str) -> MlflowEr
     }
 }
 
-fn push_suffix(suffix: &mut Vec<String>, sub: &str) {
-    // Collected innermost-first: each hop's sub-path goes after the ones resolved before it.
-    let sub = sub.trim_matches('/');
-    if !sub.is_empty() {
-        suffix.insert(0, sub.to_string());
-    }
-}
-
-fn excerpt(text: &str) -> String {
+pub(super) fn excerpt(text: &str) -> String {
     let text = text.trim();
     match text.char_indices().nth(200) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_string(),
     }
-}
-
-/// Percent-encodes each segment of an artifact path, keeping the `/` separators.
-fn encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for byte in path.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -742,45 +565,11 @@ mod tests {
     }
 
     #[test]
-    fn paths_are_percent_encoded_per_segment() {
-        assert_eq!(
-            encode_path("1/models/m-1/artifacts/model.onnx"),
-            "1/models/m-1/artifacts/model.onnx"
-        );
-        assert_eq!(encode_path("a b/c?d#e%"), "a%20b/c%3Fd%23e%25");
-    }
-
-    #[test]
     fn base64_matches_rfc_4648() {
         assert_eq!(base64(b""), "");
         assert_eq!(base64(b"f"), "Zg==");
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
-    }
-
-    #[test]
-    fn proxied_uris_resolve_without_calls() {
-        let client = MlflowClient::new("http://127.0.0.1:1/").unwrap();
-        assert_eq!(client.tracking_uri(), "http://127.0.0.1:1");
-        assert_eq!(
-            client
-                .proxied_path("mlflow-artifacts:/1/models/m-8/artifacts")
-                .unwrap(),
-            "1/models/m-8/artifacts"
-        );
-        assert_eq!(
-            client
-                .proxied_path("mlflow-artifacts://mlflow.internal:5000/1/r/artifacts/")
-                .unwrap(),
-            "1/r/artifacts"
-        );
-        assert!(client.proxied_path("mlflow-artifacts:/1/../etc").is_err());
-        let err = client
-            .proxied_path("s3://bucket/1/r/artifacts")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--artifacts-destination"), "{err}");
-        assert!(MlflowClient::new("sqlite:///mlflow.db").is_err());
     }
 }
