@@ -1,21 +1,47 @@
-"""Writes examples/models/echo4.onnx: y = x for x of shape [N, 4] (float32).
+"""Writes the echo models used by the rollout tests and the README's fleet tour:
 
-The rollout tests use it as a stable version next to the misbehaving test component, which
-has the same signature (input `x`, output `y`, [N, 4] float32), echoes its input too, but
-traps when the first value is -3: a "bad canary" that fails on part of the traffic.
+- examples/models/echo4.onnx: y = x for x of shape [N, 4] (float32);
+- examples/models/echo4_faulty.onnx: the same answers, except that a row whose first value
+  is negative makes the model fail (a Gather with an out-of-range index): a "bad release"
+  that fails on part of the traffic and passes a smoke test with positive inputs.
 """
 
 import pathlib
 
+import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
+
+OUT = pathlib.Path(__file__).parent / "models"
+
+
+def save(graph, name):
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="kiln-examples")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, OUT / name)
+    print(f"wrote {OUT / name}")
+
 
 x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])
 y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])
-graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "echo4", [x], [y])
-model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="kiln-examples")
-model.ir_version = 8
-onnx.checker.check_model(model)
-out = pathlib.Path(__file__).parent / "models" / "echo4.onnx"
-onnx.save(model, out)
-print(f"wrote {out}")
+save(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "echo4", [x], [y]), "echo4.onnx")
+
+# index = int64(relu(-x[:, 0]) * 1000): 0 for rows with x[0] >= 0, out of range otherwise.
+consts = [
+    numpy_helper.from_array(np.array([0], dtype=np.int64), "zero"),
+    numpy_helper.from_array(np.array([1], dtype=np.int64), "one"),
+    numpy_helper.from_array(np.array([1000.0], dtype=np.float32), "scale"),
+    numpy_helper.from_array(np.zeros((1, 4), dtype=np.float32), "table"),
+]
+nodes = [
+    helper.make_node("Slice", ["x", "zero", "one", "one"], ["first"]),  # [N, 1]
+    helper.make_node("Neg", ["first"], ["neg"]),
+    helper.make_node("Relu", ["neg"], ["pos"]),
+    helper.make_node("Mul", ["pos", "scale"], ["scaled"]),
+    helper.make_node("Cast", ["scaled"], ["idx2"], to=TensorProto.INT64),
+    helper.make_node("Squeeze", ["idx2", "one"], ["idx"]),  # [N]
+    helper.make_node("Gather", ["table", "idx"], ["zeros"], axis=0),  # [N, 4]
+    helper.make_node("Add", ["x", "zeros"], ["y"]),
+]
+save(helper.make_graph(nodes, "echo4_faulty", [x], [y], initializer=consts), "echo4_faulty.onnx")

@@ -110,8 +110,9 @@ fn a_canary_that_fails_on_part_of_its_inputs_is_rolled_back_automatically() {
     let (hook, alerts) = webhook();
     let fleet = Fleet::start(3, &["--alert-webhook", &hook]);
     let v1 = fleet.deploy_echo_v1();
-    // The bad version: same signature, echoes too, but traps when the first value is -3.
-    let v2 = fleet.register("echo", "bad.wasm", kiln_runtime::guest::TEST_GUEST_WASM);
+    // The bad release: same signature and answers, but fails on rows whose first value is
+    // negative (examples/models/echo4_faulty.onnx); its golden request (first value 1) passes.
+    let v2 = fleet.register("echo", "faulty.wasm", &kiln_tests::component("echo4_faulty"));
     let interval_ms = 2000u64;
     fleet.kiln(&[
         "rollout",
