@@ -50,6 +50,12 @@ impl Source for MlflowPoller {
 
     fn poll(&mut self, registry: &Registry) -> anyhow::Result<()> {
         for change in self.source.poll()? {
+            if let Some(reason) = rolled_back_here(registry, &change.model, change.version)? {
+                // A restarted service sees every MLflow pointer again; one that names a
+                // version Kiln rolled back must not start the same failing rollout again.
+                tracing::warn!(model = %change.model, mlflow_version = change.version, reason, "not re-importing a version Kiln rolled back; move the MLflow pointer to deploy again");
+                continue;
+            }
             match self
                 .source
                 .import(&change, registry, self.prepare.as_ref(), &self.actor)
@@ -69,4 +75,29 @@ impl Source for MlflowPoller {
         }
         Ok(())
     }
+}
+
+/// Why the Kiln version imported from MLflow version `mlflow_version` of `model` must not
+/// be promoted again: its latest rollout was rolled back (and nothing newer succeeded).
+fn rolled_back_here(registry: &Registry, model: &str, mlflow_version: u64) -> anyhow::Result<Option<String>> {
+    let tagged = registry
+        .list(Some(model))
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| {
+            v.tags.get(crate::mlflow::TAG_VERSION).map(String::as_str)
+                == Some(mlflow_version.to_string().as_str())
+        });
+    let Some(version) = tagged else {
+        return Ok(None);
+    };
+    let latest = registry.rollouts(Some(model), 1)?.into_iter().next();
+    Ok(latest
+        .filter(|r| r.to_version == version.version && r.state == crate::rollout::RolloutState::RolledBack)
+        .map(|r| {
+            format!(
+                "rollout {} of version {} was rolled back: {}",
+                r.id, version.version, r.message
+            )
+        }))
 }
