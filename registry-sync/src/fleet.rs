@@ -420,6 +420,18 @@ impl Registry {
     /// stored one when the state is unchanged, else the next one (stored).
     pub fn routing_generation_for(&self, state_hash: &str) -> Result<u64, RegistryError> {
         let mut conn = self.lock();
+        // The common case, an unchanged state, is a read: no write lock on the database.
+        let read = |key: &str| -> Result<Option<String>, RegistryError> {
+            Ok(conn
+                .query_row("SELECT value FROM sync_state WHERE key = ?1", [key], |r| r.get(0))
+                .optional()?)
+        };
+        if read("routing_hash")?.as_deref() == Some(state_hash)
+            && let Some(g) = read("routing_generation")?.and_then(|g| g.parse::<u64>().ok())
+            && g > 0
+        {
+            return Ok(g);
+        }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let get = |key: &str| -> Result<Option<String>, RegistryError> {
             Ok(tx

@@ -91,6 +91,12 @@ pub struct Shared {
     pub metrics: SyncMetrics,
     /// Bumped whenever a node's runtime status changes (the controller re-evaluates).
     pub changes: AtomicU64,
+    /// Wakes the control loop early (a node converged or failed): rollouts move on as soon
+    /// as the fleet is ready instead of at the next tick.
+    control_wake: worker::Wake,
+    /// Components being uploaded, shared by the node workers so that pushing one version to
+    /// fifty nodes reads (and holds) its bytes once.
+    blobs: Mutex<HashMap<String, std::sync::Weak<Vec<u8>>>>,
     pub(crate) workers: Mutex<BTreeMap<String, WorkerHandle>>,
     pub stop: AtomicBool,
 }
@@ -137,8 +143,24 @@ impl Shared {
             .insert(node.to_string(), rt);
     }
 
+    /// A component's bytes (verified against its digest by the registry), shared while any
+    /// worker holds them.
+    pub(crate) fn blob(&self, digest: &str) -> Result<Arc<Vec<u8>>, crate::RegistryError> {
+        let mut blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bytes) = blobs.get(digest).and_then(std::sync::Weak::upgrade) {
+            return Ok(bytes);
+        }
+        blobs.retain(|_, w| w.strong_count() > 0);
+        // Read under the lock: concurrent workers wait for this read instead of each
+        // reading the same file.
+        let bytes = Arc::new(self.registry.read_blob(digest)?);
+        blobs.insert(digest.to_string(), Arc::downgrade(&bytes));
+        Ok(bytes)
+    }
+
     pub(crate) fn changed(&self) {
         self.changes.fetch_add(1, Ordering::AcqRel);
+        self.control_wake.notify();
     }
 
     /// A joined node's heartbeat: remembers it, and wakes its worker when the node
@@ -291,6 +313,8 @@ impl SyncService {
             retry_hints: Mutex::new(HashSet::new()),
             metrics: SyncMetrics::default(),
             changes: AtomicU64::new(0),
+            control_wake: worker::Wake::default(),
+            blobs: Mutex::new(HashMap::new()),
             workers: Mutex::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
         });
@@ -423,14 +447,26 @@ fn control_tick(shared: &Arc<Shared>, state: &mut ControlState) -> anyhow::Resul
         state.registry_generation = Some(registry.generation()?);
         state.last_trigger_check = Some(Instant::now());
     }
-    let rollouts = registry.active_rollouts()?;
+    let mut rollouts = registry.active_rollouts()?;
     let desired = desired::compute(registry, &nodes, &rollouts)?;
     shared.set_desired(desired);
-    super::controller::drive_rollouts(shared, state, &rollouts)?;
-    // The rollouts may have moved: publish their new weights at once.
-    let rollouts = registry.active_rollouts()?;
-    let desired = desired::compute(registry, &nodes, &rollouts)?;
-    shared.set_desired(desired);
+    // A rollout may move several phases at once (a smoke test right after the warm-up):
+    // drive again while anything moved, publishing each new weight at once.
+    for _ in 0..4 {
+        super::controller::drive_rollouts(shared, state, &rollouts)?;
+        let after = registry.active_rollouts()?;
+        let desired = desired::compute(registry, &nodes, &after)?;
+        shared.set_desired(desired);
+        let moved = after.len() != rollouts.len()
+            || after
+                .iter()
+                .zip(&rollouts)
+                .any(|(a, b)| a.id != b.id || a.phase != b.phase || a.step != b.step || a.state != b.state);
+        rollouts = after;
+        if !moved {
+            break;
+        }
+    }
     Ok(())
 }
 
@@ -454,6 +490,6 @@ fn control_loop(shared: Arc<Shared>) {
             }
         }
         let spent = started.elapsed();
-        std::thread::sleep(shared.config.tick.saturating_sub(spent));
+        shared.control_wake.wait(shared.config.tick.saturating_sub(spent));
     }
 }

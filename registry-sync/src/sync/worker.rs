@@ -50,7 +50,8 @@ impl Wake {
         self.cv.notify_one();
     }
 
-    fn wait(&self, timeout: Duration) {
+    /// Waits for a wake-up or the timeout.
+    pub fn wait(&self, timeout: Duration) {
         let f = self.flag.lock().unwrap_or_else(|p| p.into_inner());
         let (mut f, _) = self
             .cv
@@ -109,8 +110,7 @@ fn converge(
             continue;
         }
         let bytes = shared
-            .registry
-            .read_blob(&digest)
+            .blob(&digest)
             .map_err(|e| anyhow::anyhow!("reading component {digest} from the registry: {e}"))?;
         client.put_component(&digest, &bytes)?;
         shared.metrics.uploads.fetch_add(1, Ordering::Relaxed);
@@ -150,6 +150,7 @@ fn run(shared: Arc<Shared>, node: String, url: String, wake: Arc<Wake>, stop: Ar
             drop(permit);
             last_check = Some(Instant::now());
             let mut rt = shared.node_runtime(&node);
+            let before = (rt.status.clone(), rt.applied_generation);
             match result {
                 Ok((state, pushed)) => {
                     if pushed {
@@ -216,7 +217,9 @@ fn run(shared: Arc<Shared>, node: String, url: String, wake: Arc<Wake>, stop: Ar
                     Err(e) => tracing::warn!(node = %node, error = %e, "could not record the node status"),
                 }
             }
-            shared.changed();
+            if before != (rt.status.clone(), rt.applied_generation) {
+                shared.changed();
+            }
         }
         // Sleep until something can change: the next check, the backoff's end, or a wake.
         let until_check = shared
