@@ -19,6 +19,10 @@ pub struct Desired {
     pub tables: BTreeMap<String, RoutingTable>,
     /// Which nodes serve each model.
     pub model_nodes: BTreeMap<String, Vec<String>>,
+    /// Per node, components to upload ahead of use: versions of the models it serves that
+    /// are in Staging or carry an alias (release candidates), so promoting one only
+    /// switches routing instead of moving megabytes to every node first.
+    pub prefetch: BTreeMap<String, Vec<String>>,
 }
 
 fn route(v: &ModelVersion, weight: u32) -> VersionRoute {
@@ -137,6 +141,29 @@ pub fn compute(
         })
         .collect();
     let mut model_nodes = BTreeMap::new();
+    let mut prefetch: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, (_, serving)) in &models {
+        let Some(versions) = by_model.get(name) else {
+            continue;
+        };
+        let candidates: Vec<String> = versions
+            .values()
+            .filter(|v| v.stage == crate::Stage::Staging || !v.aliases.is_empty())
+            .map(|v| v.digest.clone())
+            .collect();
+        for node in serving {
+            prefetch
+                .entry(node.clone())
+                .or_default()
+                .extend(candidates.iter().cloned());
+        }
+    }
+    for (node, digests) in prefetch.iter_mut() {
+        let served = tables.get(node).map(RoutingTable::digests).unwrap_or_default();
+        digests.sort();
+        digests.dedup();
+        digests.retain(|d| !served.contains(d));
+    }
     for (name, (routing, serving)) in models {
         for node in &serving {
             if let Some(t) = tables.get_mut(node) {
@@ -149,6 +176,7 @@ pub fn compute(
         generation,
         tables,
         model_nodes,
+        prefetch,
     })
 }
 

@@ -112,6 +112,17 @@ impl Shared {
             .cloned()
     }
 
+    /// Components to upload to `node` ahead of use.
+    pub fn prefetch(&self, node: &str) -> Vec<String> {
+        self.desired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .prefetch
+            .get(node)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The current desired state.
     pub fn desired(&self) -> Desired {
         self.desired.lock().unwrap_or_else(|p| p.into_inner()).clone()

@@ -128,6 +128,32 @@ fn converge(
     Ok((state, true))
 }
 
+/// Uploads the release candidates `node` lacks (after its routing converged). A failure
+/// is logged and retried at the next check; it never marks the node failing.
+fn prefetch(shared: &Shared, client: &NodeClient, node: &str, state: &NodeState) {
+    for digest in shared.prefetch(node) {
+        if state.digests.contains(&digest) {
+            continue;
+        }
+        let permit = shared.permits.acquire();
+        let result = shared
+            .blob(&digest)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| client.put_component(&digest, &bytes));
+        drop(permit);
+        match result {
+            Ok(_) => {
+                shared.metrics.uploads.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(node, digest = %digest, "release candidate uploaded ahead of use");
+            }
+            Err(e) => {
+                tracing::debug!(node, digest = %digest, error = %format!("{e:#}"), "prefetch failed; retrying at the next check");
+                return;
+            }
+        }
+    }
+}
+
 fn run(shared: Arc<Shared>, node: String, url: String, wake: Arc<Wake>, stop: Arc<AtomicBool>) {
     let client = NodeClient::new(&url, shared.config.token.as_deref());
     let mut next_attempt = Instant::now();
@@ -219,6 +245,12 @@ fn run(shared: Arc<Shared>, node: String, url: String, wake: Arc<Wake>, stop: Ar
             }
             if before != (rt.status.clone(), rt.applied_generation) {
                 shared.changed();
+            }
+            // Release candidates after the routing and its status: never in their way.
+            if rt.status == "converged"
+                && let Some(state) = rt.last_state.as_ref()
+            {
+                prefetch(&shared, &client, &node, state);
             }
         }
         // Sleep until something can change: the next check, the backoff's end, or a wake.

@@ -111,11 +111,15 @@ pub(crate) async fn put_component(
     let body = body.map_err(|e| super::error::body_error(e, state.config.max_upload_bytes))?;
     let size = body.len();
     let name = digest.clone();
+    let bytes = body.clone();
     // Hashing and fsyncing hundreds of MiB: on the blocking pool.
     let stored = tokio::task::spawn_blocking(move || store.put_component(&name, &body))
         .await
         .map_err(|e| ApiError::internal(format!("the upload task failed: {e}")))?;
     let generation = state.table().generation;
+    if matches!(stored, Ok(true)) {
+        precompile(&state, digest.clone(), bytes);
+    }
     match stored {
         Ok(true) => Ok(reply(
             StatusCode::CREATED,
@@ -136,6 +140,34 @@ pub(crate) async fn put_component(
         Err(e @ NodeStoreError::InvalidDigest(_)) => Err(ApiError::bad_request(e.to_string())),
         Err(e) => Err(ApiError::internal(format!("storing component {digest}: {e}"))),
     }
+}
+
+/// Compiles a just-stored component into the AOT cache in the background, one at a time,
+/// so that a later routing push that serves it only maps the compiled code (milliseconds)
+/// instead of running Cranelift (seconds) while the rollout waits.
+fn precompile(state: &Arc<State>, digest: String, bytes: Bytes) {
+    static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let host = state.host.clone();
+    tokio::spawn(async move {
+        let Ok(_permit) = ONE_AT_A_TIME.acquire().await else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            host.component_for_digest(&digest, &bytes)
+                .map(|(_, o)| (digest, o))
+        })
+        .await;
+        match result {
+            Ok(Ok((digest, outcome))) => {
+                tracing::info!(digest = %digest, ?outcome, seconds = started.elapsed().as_secs_f64(), "uploaded component compiled ahead of use")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "compiling an uploaded component failed; a routing push that uses it will say why")
+            }
+            Err(e) => tracing::warn!(error = %e, "the precompile task failed"),
+        }
+    });
 }
 
 /// `PUT /admin/v1/routing` with a [`RoutingTable`].
