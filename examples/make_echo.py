@@ -1,7 +1,8 @@
 """Writes the echo models used by the rollout tests and the README's fleet tour:
 
 - examples/models/echo4.onnx: y = x for x of shape [N, 4] (float32);
-- examples/models/echo4_faulty.onnx: the same answers, except that a row whose first value
+- examples/models/echo4_double.onnx: y = 2x, answers that disagree with echo4.onnx;
+- examples/models/echo4_faulty.onnx: the same answers as echo4.onnx, except that a row whose first value
   is negative makes the model fail (a Gather with an out-of-range index): a "bad release"
   that fails on part of the traffic and passes a smoke test with positive inputs.
 """
@@ -45,3 +46,10 @@ nodes = [
     helper.make_node("Add", ["x", "zeros"], ["y"]),
 ]
 save(helper.make_graph(nodes, "echo4_faulty", [x], [y], initializer=consts), "echo4_faulty.onnx")
+
+# y = 2x: a release whose answers differ from echo4's on every row (shadow disagreement).
+two = numpy_helper.from_array(np.array([2.0], dtype=np.float32), "two")
+save(
+    helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "echo4_double", [x], [y], initializer=[two]),
+    "echo4_double.onnx",
+)
