@@ -130,3 +130,41 @@ fn a_blue_green_switch_under_steady_load_fails_no_request() {
     assert!(out.contains(&format!("version {v1} serves again")), "{out}");
     fleet.wait_all_serving("echo", &echo_body(1.0), v1, Duration::from_secs(10));
 }
+
+#[test]
+fn a_corrupted_upload_is_refused_and_the_node_keeps_serving_its_version() {
+    let fleet = Fleet::start(1, &[]);
+    let v1 = fleet.deploy_echo_v1();
+    let mut bytes = echo_component("v2");
+    let digest = kiln_registry::sha256_hex(&bytes);
+    // One flipped byte in transit: the digest no longer matches.
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .put(fleet.node(0).url(&format!("/admin/v1/components/{digest}")))
+        .header("authorization", &format!("Bearer {}", kiln_tests::fleet::TOKEN))
+        .send(&bytes[..])
+        .expect("PUT");
+    assert_eq!(r.status().as_u16(), 422);
+    let body: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default()).unwrap();
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains(&digest),
+        "{body}"
+    );
+    // Nothing stored; version 1 keeps serving.
+    let mut r = agent
+        .head(fleet.node(0).url(&format!("/admin/v1/components/{digest}")))
+        .header("authorization", &format!("Bearer {}", kiln_tests::fleet::TOKEN))
+        .call()
+        .expect("HEAD");
+    assert_eq!(r.status().as_u16(), 404);
+    let _ = r.body_mut().read_to_string();
+    assert_eq!(
+        fleet.served_version(0, "echo", &echo_body(1.0)),
+        Some(v1.to_string())
+    );
+}
