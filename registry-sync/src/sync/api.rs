@@ -60,6 +60,16 @@ async fn join(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axum:
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed join request: {e}")),
     };
     shared.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+    // A node the service already manages at this URL: its heartbeat only updates memory
+    // (the worker records `last_seen` with its status), so fifty nodes heartbeating every
+    // second do not mean fifty database writes a second.
+    if shared.manages(&request.name, &request.url) {
+        shared.heartbeat(&request.name, &request.instance_id, request.generation);
+        return Json(JoinReply {
+            heartbeat_ms: shared.config.heartbeat.as_millis() as u64,
+        })
+        .into_response();
+    }
     let s = shared.clone();
     let req = request.clone();
     let result = tokio::task::spawn_blocking(move || {

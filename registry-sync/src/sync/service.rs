@@ -205,6 +205,15 @@ impl Shared {
         }
     }
 
+    /// Whether a worker manages `node` at `url`.
+    pub(crate) fn manages(&self, node: &str, url: &str) -> bool {
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .is_some_and(|w| w.url == url.trim_end_matches('/'))
+    }
+
     pub(crate) fn take_restart_hint(&self, node: &str) -> bool {
         self.restart_hints
             .lock()
