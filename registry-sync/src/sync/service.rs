@@ -452,6 +452,38 @@ pub(crate) struct ControlState {
     pub registry_generation: Option<u64>,
     pub last_trigger_check: Option<Instant>,
     pub last_message: HashMap<u64, Instant>,
+    /// What the last desired state was computed from (registry generation, nodes, rollout
+    /// progress): the same inputs give the same state, so it is not recomputed.
+    pub desired_inputs: Option<String>,
+}
+
+/// A fingerprint of everything the desired state is computed from.
+fn desired_inputs(generation: u64, nodes: &[crate::fleet::NodeRecord], rollouts: &[crate::rollout::Rollout]) -> String {
+    let mut key = generation.to_string();
+    for n in nodes {
+        key.push_str(&format!("|{}@{}", n.name, n.url));
+    }
+    for r in rollouts {
+        key.push_str(&format!("|{}:{}:{}:{}", r.id, r.state, r.step, r.phase.as_str()));
+    }
+    key
+}
+
+/// Recomputes and publishes the desired state when its inputs changed.
+fn publish_desired(
+    shared: &Shared,
+    state: &mut ControlState,
+    nodes: &[crate::fleet::NodeRecord],
+    rollouts: &[crate::rollout::Rollout],
+) -> anyhow::Result<()> {
+    let key = desired_inputs(shared.registry.generation()?, nodes, rollouts);
+    if state.desired_inputs.as_deref() == Some(key.as_str()) {
+        return Ok(());
+    }
+    let desired = desired::compute(&shared.registry, nodes, rollouts)?;
+    shared.set_desired(desired);
+    state.desired_inputs = Some(key);
+    Ok(())
 }
 
 fn control_tick(shared: &Arc<Shared>, state: &mut ControlState) -> anyhow::Result<()> {
@@ -468,15 +500,13 @@ fn control_tick(shared: &Arc<Shared>, state: &mut ControlState) -> anyhow::Resul
         state.last_trigger_check = Some(Instant::now());
     }
     let mut rollouts = registry.active_rollouts()?;
-    let desired = desired::compute(registry, &nodes, &rollouts)?;
-    shared.set_desired(desired);
+    publish_desired(shared, state, &nodes, &rollouts)?;
     // A rollout may move several phases at once (a smoke test right after the warm-up):
     // drive again while anything moved, publishing each new weight at once.
     for _ in 0..4 {
         super::controller::drive_rollouts(shared, state, &rollouts)?;
         let after = registry.active_rollouts()?;
-        let desired = desired::compute(registry, &nodes, &after)?;
-        shared.set_desired(desired);
+        publish_desired(shared, state, &nodes, &after)?;
         let moved = after.len() != rollouts.len()
             || after
                 .iter()
