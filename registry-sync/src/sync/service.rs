@@ -458,7 +458,11 @@ pub(crate) struct ControlState {
 }
 
 /// A fingerprint of everything the desired state is computed from.
-fn desired_inputs(generation: u64, nodes: &[crate::fleet::NodeRecord], rollouts: &[crate::rollout::Rollout]) -> String {
+fn desired_inputs(
+    generation: u64,
+    nodes: &[crate::fleet::NodeRecord],
+    rollouts: &[crate::rollout::Rollout],
+) -> String {
     let mut key = generation.to_string();
     for n in nodes {
         key.push_str(&format!("|{}@{}", n.name, n.url));
