@@ -53,3 +53,23 @@ save(
     helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "echo4_double", [x], [y], initializer=[two]),
     "echo4_double.onnx",
 )
+
+# Requests and onnxruntime's answers, like every other example (NAME.request.json,
+# NAME.expected.json), so the conformance suites check them too. The rows have positive
+# first values: the faulty model answers those.
+import json  # noqa: E402
+
+import onnxruntime as ort  # noqa: E402
+
+rows = np.array([[1.0, 2.0, 3.0, 4.0], [5.5, -1.0, 0.25, 8.0], [0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+
+
+def tensor(name, value):
+    return {"name": name, "shape": list(value.shape), "datatype": "FP32", "data": [float(v) for v in value.ravel()]}
+
+
+for name in ("echo4", "echo4_double", "echo4_faulty"):
+    session = ort.InferenceSession(str(OUT / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+    (y_value,) = session.run(["y"], {"x": rows})
+    (OUT / f"{name}.request.json").write_text(json.dumps({"inputs": [tensor("x", rows)]}))
+    (OUT / f"{name}.expected.json").write_text(json.dumps({"outputs": [tensor("y", y_value)]}))

@@ -28,6 +28,9 @@ macro_rules! conformance {
 
 conformance!(
     cnn,
+    echo4,
+    echo4_double,
+    echo4_faulty,
     gbm_classifier,
     house_price_forest,
     iris_logreg,

@@ -180,6 +180,9 @@ matches_onnxruntime! {
     gradient_boosting_regressor_sum_with_base_value_matches_onnxruntime => "ops_tree_regressor_gbr",
     linear_svc_three_class_matches_onnxruntime => "ops_linear_svc",
     binary_sgd_classifier_with_array_feature_extractor_on_1d_classes_matches_onnxruntime => "ops_sgd_binary",
+    identity_echo_matches_onnxruntime => "echo4",
+    mul_echo_double_matches_onnxruntime => "echo4_double",
+    slice_relu_cast_squeeze_gather_echo_faulty_on_valid_rows_matches_onnxruntime => "echo4_faulty",
 }
 
 #[test]
