@@ -45,6 +45,15 @@ pub fn kiln_bin() -> PathBuf {
     .clone()
 }
 
+/// `PATH` with the directory of [`kiln_bin`] first, for scripts that call `kiln` (the
+/// README's tours put `target/debug` on PATH themselves, which is the same binary unless
+/// `CARGO_TARGET_DIR` points elsewhere).
+pub fn path_with_kiln() -> String {
+    let bin = kiln_bin();
+    let dir = bin.parent().map(|d| d.display().to_string()).unwrap_or_default();
+    format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
+}
+
 /// The newest modification time of a file or of any file below a directory (skipping
 /// `target`-like build output, which has none here).
 fn newest_mtime(path: &Path) -> Option<std::time::SystemTime> {

@@ -27,6 +27,7 @@ fn the_readme_tour_runs_as_written() {
         .args(["-euo", "pipefail", "-c", &tour()])
         .current_dir(root())
         .env("KILN_CACHE_DIR", kiln_tests::test_cache_dir().join("aot"))
+        .env("PATH", kiln_tests::kiln_process::path_with_kiln())
         .env_remove("KILN_HOME")
         .output()
         .expect("bash");
