@@ -12,7 +12,7 @@ test on every node: the propagation path without a canary's waiting), one `kiln 
 N nodes sharing one AOT cache directory (as nodes on one host would; a node that must
 compile a component itself takes seconds, which is why an upload is compiled ahead).
 Three paths are timed, each from the CLI's start to the LAST node's first answer from the
-new version (every node polled every ~10 ms):
+new version (every node polled every 50 ms, so each figure is an upper bound within 50 ms):
 
 - cold: a version no node has seen is promoted: its component is uploaded to every node
   (and SHA-256-checked and fsynced there) before the switch (one round per fleet);
@@ -46,6 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
 BODY = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}).encode()
 TICK = os.sysconf("SC_CLK_TCK")
+# Each node is asked every POLL seconds: the figures are upper bounds within POLL. Polling
+# faster costs the 2-core machine more than it measures (50 Python threads).
+POLL = 0.05
 
 
 def free_port() -> int:
@@ -86,7 +89,7 @@ def proc_rss_mib(pid: int) -> float:
 def run_fleet(kiln_bin: str, n: int, rounds: int, workdir: Path, cache_dir: Path) -> dict:
     home = workdir / f"registry-{n}"
     env = dict(os.environ, KILN_HOME=str(home), KILN_ACTOR="bench", KILN_CACHE_DIR=str(cache_dir))
-    env.pop("KILN_LOG", None)
+    # KILN_LOG passes through: the sync service logs to sync-N.log in the work directory.
 
     def kiln(*a: str) -> str:
         return subprocess.run([kiln_bin, *a], env=env, check=True, capture_output=True, text=True).stdout
@@ -142,7 +145,7 @@ def run_fleet(kiln_bin: str, n: int, rounds: int, workdir: Path, cache_dir: Path
                     if served_version(addr) == target:
                         first[addr] = time.monotonic()
                         return
-                    time.sleep(0.01)
+                    time.sleep(POLL)
 
             threads = [threading.Thread(target=poll, args=(a,), daemon=True) for a in addrs]
             start = time.monotonic()
