@@ -4,8 +4,9 @@
 
 pub mod analysis;
 pub mod plan;
+mod record;
 mod store;
 
 pub use analysis::{FleetCounters, NodeCounters, StepFigures, Verdict, judge, step_figures};
 pub use plan::{RolloutPlan, Strategy, format_duration_ms, parse_duration_ms};
-pub use store::{Phase, Restore, Rollout, RolloutState};
+pub use record::{Phase, Restore, Rollout, RolloutState};
