@@ -138,6 +138,29 @@ fn a_cli_rollout_promotes_on_success_and_keeps_the_old_version_warm() {
 }
 
 #[test]
+fn an_alias_moved_after_the_rollout_started_is_restored_by_its_rollback() {
+    let (_dir, reg) = open();
+    register(&reg, "m", b"v1");
+    register(&reg, "m", b"v2");
+    reg.transition_stage("m", 1, Stage::Production, true, "tester")
+        .unwrap();
+    reg.set_alias("m", "champion", 1, "tester").unwrap();
+    stable(&reg, "m", 1);
+    reg.transition_stage("m", 2, Stage::Production, true, "alice")
+        .unwrap();
+    // The sync service starts the rollout before alice moves the alias.
+    let r = reg
+        .start_rollout("m", 2, RolloutPlan::default(), "registry", "kiln-sync")
+        .unwrap();
+    assert!(r.restore.aliases.is_empty());
+    reg.set_alias("m", "champion", 2, "alice").unwrap();
+    reg.finish_rollout(r.id, RolloutState::RolledBack, "rolled back", "kiln-sync")
+        .unwrap();
+    assert_eq!(reg.resolve("m@champion").unwrap().version, 1);
+    assert_eq!(reg.get("m", 1).unwrap().stage, Stage::Production);
+}
+
+#[test]
 fn routing_generation_changes_only_with_the_content() {
     let (_dir, reg) = open();
     let g1 = reg.routing_generation_for("a").unwrap();

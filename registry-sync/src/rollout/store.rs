@@ -533,7 +533,11 @@ impl Registry {
                     if let Some(stage) = r.restore.from_stage {
                         set_stage(&tx, &r.model, from, stage, actor, &why)?;
                     }
-                    for (alias, previous) in &r.restore.aliases {
+                    // Aliases moved from the old version to the new one, also those moved
+                    // after the rollout started (a person promotes, then moves `champion`).
+                    let mut aliases = r.restore.aliases.clone();
+                    aliases.extend(moved_aliases(&tx, &r.model, r.to_version, Some(from))?);
+                    for (alias, previous) in &aliases {
                         set_alias(&tx, &r.model, alias, *previous, actor, &why)?;
                     }
                 }
