@@ -178,29 +178,18 @@ impl Registry {
                 archived,
             });
         }
-        tx.execute(
-            "UPDATE versions SET stage = ?3 WHERE name = ?1 AND version = ?2",
-            params![name, version, stage.as_str()],
-        )?;
         for other in &archived {
             tx.execute(
                 "UPDATE versions SET stage = 'Archived' WHERE name = ?1 AND version = ?2",
                 params![name, other],
             )?;
         }
-        let mut after = json!({ "stage": stage });
-        if !archived.is_empty() {
-            after["archived_versions"] = json!(archived);
-        }
-        audit::append(
-            &tx,
-            actor,
-            "transition_stage",
-            name,
-            Some(version),
-            json!({ "stage": current.stage }),
-            after,
-        )?;
+        let extra = if archived.is_empty() {
+            Value::Null
+        } else {
+            json!({ "archived_versions": archived })
+        };
+        write_stage(&tx, name, version, current.stage, stage, actor, extra)?;
         let updated = get_version(&tx, name, version)?;
         tx.commit()?;
         tracing::info!(model = %name, version, from = %current.stage, to = %stage, ?archived, "stage transition");
@@ -223,30 +212,7 @@ impl Registry {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         ensure_version(&tx, name, version)?;
-        let old: Option<u64> = tx
-            .query_row(
-                "SELECT version FROM aliases WHERE name = ?1 AND alias = ?2",
-                params![name, alias],
-                |row| row.get(0),
-            )
-            .optional()?;
-        if old != Some(version) {
-            tx.execute(
-                "INSERT INTO aliases (name, alias, version) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
-                params![name, alias, version],
-            )?;
-            let before = old.map_or(Value::Null, |v| json!({ "alias": alias, "version": v }));
-            audit::append(
-                &tx,
-                actor,
-                "set_alias",
-                name,
-                Some(version),
-                before,
-                json!({ "alias": alias, "version": version }),
-            )?;
-        }
+        write_alias(&tx, name, alias, Some(version), actor, Value::Null)?;
         let updated = get_version(&tx, name, version)?;
         tx.commit()?;
         Ok(updated)
@@ -258,27 +224,11 @@ impl Registry {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         ensure_model(&tx, name)?;
-        let old: u64 = tx
-            .query_row(
-                "SELECT version FROM aliases WHERE name = ?1 AND alias = ?2",
-                params![name, alias],
-                |row| row.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| RegistryError::NotFound(format!("model '{name}' has no alias '{alias}'")))?;
-        tx.execute(
-            "DELETE FROM aliases WHERE name = ?1 AND alias = ?2",
-            params![name, alias],
-        )?;
-        audit::append(
-            &tx,
-            actor,
-            "delete_alias",
-            name,
-            Some(old),
-            json!({ "alias": alias, "version": old }),
-            Value::Null,
-        )?;
+        if write_alias(&tx, name, alias, None, actor, Value::Null)?.is_none() {
+            return Err(RegistryError::NotFound(format!(
+                "model '{name}' has no alias '{alias}'"
+            )));
+        }
         tx.commit()?;
         Ok(())
     }
@@ -467,4 +417,96 @@ fn json_kind(value: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// Moves `version` from stage `before` to `stage` inside `tx` and appends its
+/// `transition_stage` entry; `extra` (an object, or null) is merged into the entry's
+/// `after`. The caller has checked that something changes.
+pub(crate) fn write_stage(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    version: u64,
+    before: Stage,
+    stage: Stage,
+    actor: &str,
+    extra: Value,
+) -> Result<(), RegistryError> {
+    tx.execute(
+        "UPDATE versions SET stage = ?3 WHERE name = ?1 AND version = ?2",
+        params![name, version, stage.as_str()],
+    )?;
+    let mut after = json!({ "stage": stage });
+    if let (Some(after), Value::Object(extra)) = (after.as_object_mut(), extra) {
+        after.extend(extra);
+    }
+    audit::append(
+        tx,
+        actor,
+        "transition_stage",
+        name,
+        Some(version),
+        json!({ "stage": before }),
+        after,
+    )?;
+    Ok(())
+}
+
+/// Points `alias` at `version` (`None` deletes it) inside `tx`, appending a `set_alias` or
+/// `delete_alias` entry when that changes anything; `extra` (an object, or null) is merged
+/// into the entry's `after`. Returns where the alias pointed before.
+pub(crate) fn write_alias(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    alias: &str,
+    version: Option<u64>,
+    actor: &str,
+    extra: Value,
+) -> Result<Option<u64>, RegistryError> {
+    let old: Option<u64> = tx
+        .query_row(
+            "SELECT version FROM aliases WHERE name = ?1 AND alias = ?2",
+            params![name, alias],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if old == version {
+        return Ok(old);
+    }
+    let mut after = match version {
+        Some(v) => {
+            tx.execute(
+                "INSERT INTO aliases (name, alias, version) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
+                params![name, alias, v],
+            )?;
+            json!({ "alias": alias, "version": v })
+        }
+        None => {
+            tx.execute(
+                "DELETE FROM aliases WHERE name = ?1 AND alias = ?2",
+                params![name, alias],
+            )?;
+            Value::Null
+        }
+    };
+    if let Value::Object(extra) = extra {
+        match after.as_object_mut() {
+            Some(a) => a.extend(extra),
+            None => after = Value::Object(extra),
+        }
+    }
+    audit::append(
+        tx,
+        actor,
+        if version.is_some() {
+            "set_alias"
+        } else {
+            "delete_alias"
+        },
+        name,
+        version.or(old),
+        old.map_or(Value::Null, |v| json!({ "alias": alias, "version": v })),
+        after,
+    )?;
+    Ok(old)
 }

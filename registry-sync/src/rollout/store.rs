@@ -12,6 +12,7 @@ use super::analysis::FleetCounters;
 use super::plan::RolloutPlan;
 use super::record::{Phase, Restore, Rollout, RolloutState};
 use crate::fleet::{FleetModel, write_fleet_model};
+use crate::mutations::{write_alias, write_stage};
 use crate::{Registry, RegistryError, Stage, audit, now_rfc3339};
 
 const COLUMNS: &str = "id, model, from_version, to_version, plan, state, step, phase, step_started_at, baseline, restore, trigger, message, created_at, updated_at";
@@ -88,6 +89,7 @@ fn stage_of(tx: &Transaction<'_>, model: &str, version: u64) -> Result<Stage, Re
     s.parse()
 }
 
+/// Moves a version to `stage` (audited, with the rollout's reason) unless it is there.
 fn set_stage(
     tx: &Transaction<'_>,
     model: &str,
@@ -100,22 +102,10 @@ fn set_stage(
     if before == stage {
         return Ok(());
     }
-    tx.execute(
-        "UPDATE versions SET stage = ?3 WHERE name = ?1 AND version = ?2",
-        params![model, version, stage.as_str()],
-    )?;
-    audit::append(
-        tx,
-        actor,
-        "transition_stage",
-        model,
-        Some(version),
-        json!({ "stage": before }),
-        json!({ "stage": stage, "reason": why }),
-    )?;
-    Ok(())
+    write_stage(tx, model, version, before, stage, actor, json!({ "reason": why }))
 }
 
+/// Points an alias at a version, or deletes it (audited, with the rollout's reason).
 fn set_alias(
     tx: &Transaction<'_>,
     model: &str,
@@ -124,44 +114,7 @@ fn set_alias(
     actor: &str,
     why: &str,
 ) -> Result<(), RegistryError> {
-    let old: Option<u64> = tx
-        .query_row(
-            "SELECT version FROM aliases WHERE name = ?1 AND alias = ?2",
-            params![model, alias],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if old == version {
-        return Ok(());
-    }
-    match version {
-        Some(v) => tx.execute(
-            "INSERT INTO aliases (name, alias, version) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
-            params![model, alias, v],
-        )?,
-        None => tx.execute(
-            "DELETE FROM aliases WHERE name = ?1 AND alias = ?2",
-            params![model, alias],
-        )?,
-    };
-    audit::append(
-        tx,
-        actor,
-        if version.is_some() {
-            "set_alias"
-        } else {
-            "delete_alias"
-        },
-        model,
-        version.or(old),
-        old.map_or(Value::Null, |v| json!({ "alias": alias, "version": v })),
-        match version {
-            Some(v) => json!({ "alias": alias, "version": v, "reason": why }),
-            None => json!({ "reason": why }),
-        },
-    )?;
-    Ok(())
+    write_alias(tx, model, alias, version, actor, json!({ "reason": why })).map(|_| ())
 }
 
 /// The stage a version had before its latest move to Production, from the audit log.
