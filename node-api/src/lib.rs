@@ -115,6 +115,22 @@ impl RoutingTable {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header value, if it is one.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    authorization.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// Whether a presented fleet token equals the expected one, in time that depends on
+/// neither the tokens' contents nor their lengths (both are hashed first).
+pub fn tokens_match(given: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(expected.as_bytes()),
+    );
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Whether `s` is a SHA-256 digest in lowercase hex.
 pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64
@@ -258,4 +274,19 @@ pub struct JoinRequest {
 pub struct JoinReply {
     /// How often the node should repeat its heartbeat, in milliseconds.
     pub heartbeat_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(tokens_match("s3cret", "s3cret"));
+        assert!(!tokens_match("s3cre", "s3cret"));
+        assert!(!tokens_match("", "s3cret"));
+        assert!(!tokens_match("s3creT", "s3cret"));
+        assert_eq!(bearer_token("Bearer abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+    }
 }

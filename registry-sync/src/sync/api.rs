@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use kiln_node_api::{JoinReply, JoinRequest, SYNC_PREFIX};
+use kiln_node_api::{JoinReply, JoinRequest, SYNC_PREFIX, bearer_token, tokens_match};
 use serde_json::json;
 
 use super::service::Shared;
@@ -27,16 +27,9 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>>
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
-    // Constant-time: do not leak the token's prefix through timing.
-    let same = given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
+    if tokens_match(given, token) {
         Ok(())
     } else {
         let mut r = error(

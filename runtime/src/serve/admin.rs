@@ -13,8 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use kiln_node_api::{AdminReply, RoutingTable, is_sha256_hex};
-use sha2::{Digest, Sha256};
+use kiln_node_api::{AdminReply, RoutingTable, bearer_token, is_sha256_hex, tokens_match};
 use std::sync::Arc;
 
 const NOT_MANAGED: &str =
@@ -30,14 +29,6 @@ pub(crate) async fn off() -> ApiError {
 
 /// Equality in time independent of where the inputs differ, and of their lengths: both
 /// sides are hashed first, so a caller timing 401s learns nothing about the token.
-fn same_secret(given: &str, expected: &str) -> bool {
-    let (a, b) = (
-        Sha256::digest(given.as_bytes()),
-        Sha256::digest(expected.as_bytes()),
-    );
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Lets a request through only with the right bearer token.
 pub(crate) async fn authorize(Shared(state): Shared<Arc<State>>, request: Request, next: Next) -> Response {
     let Some(expected) = state.config.admin_token.as_deref() else {
@@ -47,10 +38,9 @@ pub(crate) async fn authorize(Shared(state): Shared<Arc<State>>, request: Reques
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     let message = match given {
-        Some(token) if same_secret(token, expected) => return next.run(request).await,
+        Some(token) if tokens_match(token, expected) => return next.run(request).await,
         Some(_) => "the admin token is wrong",
         None => "the admin API needs an `Authorization: Bearer <token>` header",
     };
@@ -197,18 +187,5 @@ pub(crate) async fn put_routing(
             }
             Err(ApiError::new(e.status(), e.to_string()))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret("s3cret", "s3cret"));
-        assert!(!same_secret("s3cre", "s3cret"));
-        assert!(!same_secret("", "s3cret"));
-        assert!(!same_secret("s3creT", "s3cret"));
     }
 }
