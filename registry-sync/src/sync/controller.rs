@@ -11,27 +11,33 @@ use serde_json::json;
 use super::node_client::NodeClient;
 use super::service::{ControlState, Shared};
 use super::smoke;
-use crate::Registry;
 use crate::fleet::FleetModel;
 use crate::rollout::{
     FleetCounters, NodeCounters, Phase, Rollout, RolloutState, Strategy, Verdict, judge, step_figures,
 };
+use crate::{Registry, Stage};
 
 /// The alias that names the served version of a model without a Production version.
 pub const SERVED_ALIAS: &str = "champion";
 
-/// The version the registry says a model should serve: its Production version (the
-/// highest if several), else its `champion` alias.
-fn registry_target(registry: &Registry, model: &str) -> anyhow::Result<Option<u64>> {
-    let production = registry.production(model)?;
-    if let Some(v) = production.iter().map(|v| v.version).max() {
-        return Ok(Some(v));
+/// The version the registry says each model should serve: its Production version (the
+/// highest if several), else its `champion` alias. One read of the registry.
+fn registry_targets(registry: &Registry) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut production: BTreeMap<String, u64> = BTreeMap::new();
+    let mut champion: BTreeMap<String, u64> = BTreeMap::new();
+    for v in registry.list(None)? {
+        if v.stage == Stage::Production {
+            let p = production.entry(v.name.clone()).or_default();
+            *p = (*p).max(v.version);
+        }
+        if v.aliases.iter().any(|a| a == SERVED_ALIAS) {
+            champion.insert(v.name, v.version);
+        }
     }
-    Ok(registry
-        .list(Some(model))?
-        .into_iter()
-        .find(|v| v.aliases.iter().any(|a| a == SERVED_ALIAS))
-        .map(|v| v.version))
+    for (model, version) in champion {
+        production.entry(model).or_insert(version);
+    }
+    Ok(production)
 }
 
 /// Starts (or supersedes) rollouts for models whose registry target moved.
@@ -39,18 +45,18 @@ pub(crate) fn registry_triggers(shared: &Arc<Shared>) -> anyhow::Result<()> {
     let registry = &shared.registry;
     let actor = &shared.config.actor;
     let fleet = registry.fleet_models()?;
-    let mut models: Vec<String> = registry.list(None)?.into_iter().map(|v| v.name).collect();
-    models.dedup();
-    for model in models {
-        let Some(target) = registry_target(registry, &model)? else {
-            continue;
-        };
+    let mut active: BTreeMap<String, Rollout> = registry
+        .active_rollouts()?
+        .into_iter()
+        .map(|r| (r.model.clone(), r))
+        .collect();
+    for (model, target) in registry_targets(registry)? {
         let fm = fleet.get(&model).cloned().unwrap_or_default();
         if fm.weights.is_some() {
             // Static weights (GitOps) own this model's traffic.
             continue;
         }
-        if let Some(active) = registry.active_rollout(&model)? {
+        if let Some(active) = active.remove(&model) {
             if active.to_version == target
                 || (active.trigger != "registry" && Some(target) == active.from_version)
             {
@@ -88,59 +94,55 @@ pub(crate) fn registry_triggers(shared: &Arc<Shared>) -> anyhow::Result<()> {
 
 /// Nodes that serve `model` and are not failing.
 fn eligible_nodes(shared: &Shared, model: &str) -> Vec<String> {
-    let desired = shared.desired();
-    let runtimes = shared.node_runtimes();
-    desired
-        .model_nodes
-        .get(model)
-        .into_iter()
-        .flatten()
-        .filter(|n| runtimes.get(*n).is_none_or(|rt| rt.status != "failing"))
-        .cloned()
-        .collect()
+    let serving = shared.serving_nodes(model);
+    shared.with_runtimes(|runtimes| {
+        serving
+            .into_iter()
+            .filter(|n| runtimes.get(n).is_none_or(|rt| rt.status != "failing"))
+            .collect()
+    })
 }
 
 /// Whether every eligible node serves the current desired generation (and at least one
 /// does).
 fn converged(shared: &Shared, nodes: &[String]) -> bool {
-    let generation = shared.desired().generation;
-    let runtimes = shared.node_runtimes();
+    let generation = shared.desired_generation();
     !nodes.is_empty()
-        && nodes.iter().all(|n| {
-            runtimes
-                .get(n)
-                .is_some_and(|rt| rt.status == "converged" && rt.applied_generation == generation)
+        && shared.with_runtimes(|runtimes| {
+            nodes.iter().all(|n| {
+                runtimes
+                    .get(n)
+                    .is_some_and(|rt| rt.status == "converged" && rt.applied_generation == generation)
+            })
         })
 }
 
 /// The model's counters on each node, from the nodes' latest states.
 fn counters(shared: &Shared, model: &str, nodes: &[String]) -> FleetCounters {
-    let runtimes = shared.node_runtimes();
-    let mut out = BTreeMap::new();
-    for n in nodes {
-        let Some(state) = runtimes.get(n).and_then(|rt| rt.last_state.as_ref()) else {
-            continue;
-        };
-        out.insert(
-            n.clone(),
-            NodeCounters {
-                instance_id: state.instance_id.clone(),
-                versions: state
-                    .versions
-                    .iter()
-                    .filter(|v| v.model == model)
-                    .map(|v| (v.version, v.clone()))
-                    .collect(),
-                shadows: state
-                    .shadows
-                    .iter()
-                    .filter(|s| s.model == model)
-                    .map(|s| (s.version, s.clone()))
-                    .collect(),
-            },
-        );
-    }
-    out
+    shared.with_runtimes(|runtimes| {
+        nodes
+            .iter()
+            .filter_map(|n| {
+                let state = runtimes.get(n)?.last_state.as_ref()?;
+                let counters = NodeCounters {
+                    instance_id: state.instance_id.clone(),
+                    versions: state
+                        .versions
+                        .iter()
+                        .filter(|v| v.model == model)
+                        .map(|v| (v.version, v.clone()))
+                        .collect(),
+                    shadows: state
+                        .shadows
+                        .iter()
+                        .filter(|s| s.model == model)
+                        .map(|s| (s.version, s.clone()))
+                        .collect(),
+                };
+                Some((n.clone(), counters))
+            })
+            .collect()
+    })
 }
 
 /// Replays the version's golden pairs on every node. Err says which node and pair failed.

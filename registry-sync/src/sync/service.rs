@@ -142,6 +142,27 @@ impl Shared {
             })
     }
 
+    /// The desired routing generation.
+    pub fn desired_generation(&self) -> u64 {
+        self.desired.lock().unwrap_or_else(|p| p.into_inner()).generation
+    }
+
+    /// The nodes that should serve `model`.
+    pub fn serving_nodes(&self, model: &str) -> Vec<String> {
+        self.desired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .model_nodes
+            .get(model)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Runs `f` on every node's runtime state without copying it.
+    pub fn with_runtimes<R>(&self, f: impl FnOnce(&HashMap<String, NodeRuntime>) -> R) -> R {
+        f(&self.runtimes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Every node's runtime state.
     pub fn node_runtimes(&self) -> HashMap<String, NodeRuntime> {
         self.runtimes.lock().unwrap_or_else(|p| p.into_inner()).clone()
