@@ -33,71 +33,61 @@ impl NodeClient {
         }
     }
 
-    fn failure(what: &str, status: u16, body: &str) -> anyhow::Error {
-        let message = serde_json::from_str::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-            .unwrap_or_else(|| body.chars().take(300).collect());
-        anyhow::anyhow!("{what}: HTTP {status}: {message}")
+    /// Adds the fleet token when there is one.
+    fn authed<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.auth {
+            Some(a) => req.header("authorization", a),
+            None => req,
+        }
+    }
+
+    /// The JSON answer of a call, or an error naming `what`, the status and the node's
+    /// `{"error": ...}` message.
+    fn answer<T: serde::de::DeserializeOwned>(
+        what: &str,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        ok: impl Fn(u16) -> bool,
+    ) -> anyhow::Result<T> {
+        let mut resp = sent.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        if !ok(status) {
+            let message = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| body.chars().take(300).collect());
+            anyhow::bail!("{what}: HTTP {status}: {message}");
+        }
+        serde_json::from_str(&body).map_err(|e| anyhow::anyhow!("{what}: bad reply: {e}"))
     }
 
     /// `GET /admin/v1/state`.
     pub fn state(&self) -> anyhow::Result<NodeState> {
-        let mut req = self.agent.get(format!("{}{ADMIN_PREFIX}/state", self.base));
-        if let Some(a) = &self.auth {
-            req = req.header("authorization", a);
-        }
-        let mut resp = req
-            .call()
-            .map_err(|e| anyhow::anyhow!("reading the node state: {e}"))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| anyhow::anyhow!("reading the node state: {e}"))?;
-        if status != 200 {
-            return Err(Self::failure("reading the node state", status, &body));
-        }
-        serde_json::from_str(&body).map_err(|e| anyhow::anyhow!("the node state is not valid JSON: {e}"))
+        let req = self.authed(self.agent.get(format!("{}{ADMIN_PREFIX}/state", self.base)));
+        Self::answer("reading the node state", req.call(), |s| s == 200)
     }
 
     /// `PUT /admin/v1/components/{digest}`.
     pub fn put_component(&self, digest: &str, bytes: &[u8]) -> anyhow::Result<AdminReply> {
         let what = format!("uploading component {}", &digest[..12.min(digest.len())]);
-        let mut req = self
-            .upload_agent
-            .put(format!("{}{ADMIN_PREFIX}/components/{digest}", self.base))
-            .header("content-type", "application/wasm");
-        if let Some(a) = &self.auth {
-            req = req.header("authorization", a);
-        }
-        let mut resp = req.send(bytes).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-        let status = resp.status().as_u16();
-        let body = resp.body_mut().read_to_string().unwrap_or_default();
-        if !(200..300).contains(&status) {
-            return Err(Self::failure(&what, status, &body));
-        }
-        serde_json::from_str(&body).map_err(|e| anyhow::anyhow!("{what}: bad reply: {e}"))
+        let req = self.authed(
+            self.upload_agent
+                .put(format!("{}{ADMIN_PREFIX}/components/{digest}", self.base))
+                .header("content-type", "application/wasm"),
+        );
+        Self::answer(&what, req.send(bytes), |s| (200..300).contains(&s))
     }
 
     /// `PUT /admin/v1/routing`.
     pub fn put_routing(&self, table: &RoutingTable) -> anyhow::Result<AdminReply> {
         let what = format!("pushing routing generation {}", table.generation);
         let body = serde_json::to_vec(table)?;
-        let mut req = self
-            .upload_agent
-            .put(format!("{}{ADMIN_PREFIX}/routing", self.base))
-            .header("content-type", "application/json");
-        if let Some(a) = &self.auth {
-            req = req.header("authorization", a);
-        }
-        let mut resp = req.send(&body[..]).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        if status != 200 {
-            return Err(Self::failure(&what, status, &text));
-        }
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{what}: bad reply: {e}"))
+        let req = self.authed(
+            self.upload_agent
+                .put(format!("{}{ADMIN_PREFIX}/routing", self.base))
+                .header("content-type", "application/json"),
+        );
+        Self::answer(&what, req.send(&body[..]), |s| s == 200)
     }
 
     /// `POST /v2/models/{model}/versions/{version}/infer` with an OIP request; the answer.
@@ -109,20 +99,13 @@ impl NodeClient {
     ) -> anyhow::Result<serde_json::Value> {
         let what = format!("smoke request to {model}/{version}");
         let body = serde_json::to_vec(request)?;
-        let mut resp = self
+        let req = self
             .agent
             .post(format!(
                 "{}/v2/models/{model}/versions/{version}/infer",
                 self.base
             ))
-            .header("content-type", "application/json")
-            .send(&body[..])
-            .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        if status != 200 {
-            return Err(Self::failure(&what, status, &text));
-        }
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{what}: bad reply: {e}"))
+            .header("content-type", "application/json");
+        Self::answer(&what, req.send(&body[..]), |s| s == 200)
     }
 }
