@@ -89,8 +89,6 @@ pub struct Shared {
     retry_hints: Mutex<HashSet<String>>,
     pub permits: Permits,
     pub metrics: SyncMetrics,
-    /// Bumped whenever a node's runtime status changes (the controller re-evaluates).
-    pub changes: AtomicU64,
     /// Wakes the control loop early (a node converged or failed): rollouts move on as soon
     /// as the fleet is ready instead of at the next tick.
     control_wake: worker::Wake,
@@ -190,8 +188,8 @@ impl Shared {
         Ok(bytes)
     }
 
+    /// A node's status changed: the controller re-evaluates at once.
     pub(crate) fn changed(&self) {
-        self.changes.fetch_add(1, Ordering::AcqRel);
         self.control_wake.notify();
     }
 
@@ -353,7 +351,6 @@ impl SyncService {
             restart_hints: Mutex::new(HashSet::new()),
             retry_hints: Mutex::new(HashSet::new()),
             metrics: SyncMetrics::default(),
-            changes: AtomicU64::new(0),
             control_wake: worker::Wake::default(),
             blobs: Mutex::new(HashMap::new()),
             workers: Mutex::new(BTreeMap::new()),
