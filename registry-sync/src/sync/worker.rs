@@ -95,6 +95,16 @@ pub fn spawn(shared: Arc<Shared>, node: String, url: String) -> WorkerHandle {
     WorkerHandle { wake, stop, url }
 }
 
+/// Uploads one component from the registry (one shared copy of its bytes) to the node.
+fn upload(shared: &Shared, client: &NodeClient, digest: &str) -> anyhow::Result<()> {
+    let bytes = shared
+        .blob(digest)
+        .map_err(|e| anyhow::anyhow!("reading component {digest} from the registry: {e}"))?;
+    client.put_component(digest, &bytes)?;
+    shared.metrics.uploads.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
 fn converge(
     shared: &Shared,
     client: &NodeClient,
@@ -109,11 +119,7 @@ fn converge(
         if held.contains(&digest) {
             continue;
         }
-        let bytes = shared
-            .blob(&digest)
-            .map_err(|e| anyhow::anyhow!("reading component {digest} from the registry: {e}"))?;
-        client.put_component(&digest, &bytes)?;
-        shared.metrics.uploads.fetch_add(1, Ordering::Relaxed);
+        upload(shared, client, &digest)?;
     }
     client.put_routing(desired)?;
     // Read back: the counters and the generation the node now serves.
@@ -136,14 +142,10 @@ fn prefetch(shared: &Shared, client: &NodeClient, node: &str, state: &NodeState)
             continue;
         }
         let permit = shared.permits.acquire();
-        let result = shared
-            .blob(&digest)
-            .map_err(anyhow::Error::from)
-            .and_then(|bytes| client.put_component(&digest, &bytes));
+        let result = upload(shared, client, &digest);
         drop(permit);
         match result {
-            Ok(_) => {
-                shared.metrics.uploads.fetch_add(1, Ordering::Relaxed);
+            Ok(()) => {
                 tracing::debug!(node, digest = %digest, "release candidate uploaded ahead of use");
             }
             Err(e) => {
