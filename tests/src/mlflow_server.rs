@@ -157,7 +157,10 @@ impl Drop for MlflowServer {
 /// not skip silently.
 pub fn require_mlflow() {
     let found = Command::new("python3")
-        .args(["-c", "import mlflow, onnx; print(mlflow.__version__)"])
+        .args([
+            "-c",
+            "import mlflow, onnx, onnxruntime; print(mlflow.__version__)",
+        ])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -168,9 +171,9 @@ pub fn require_mlflow() {
         }
         Some(_) => {}
         None => panic!(
-            "python3 cannot import mlflow (and onnx): the MLflow source tests need a real tracking \
-             server. `.ci/run` installs it; by hand: python3 -m pip install 'mlflow=={MLFLOW_VERSION}' \
-             'onnx==1.23.2'"
+            "python3 cannot import mlflow, onnx and onnxruntime (mlflow.onnx.log_model needs it): the \
+             MLflow source tests need a real tracking server. `.ci/run` installs them; by hand: \
+             python3 -m pip install 'mlflow=={MLFLOW_VERSION}' 'onnx==1.23.2' 'onnxruntime==1.32.0'"
         ),
     }
 }
