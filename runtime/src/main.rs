@@ -318,18 +318,30 @@ async fn shutdown_signal() {
     eprintln!("shutting down: finishing in-flight requests");
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let home = cli.host.home.clone();
-    // Registry commands other than `register` need no wasmtime engine: build it lazily.
-    let config = host_config(&cli.host);
-    let host_cell = std::cell::OnceCell::new();
-    let host = || -> anyhow::Result<Arc<Host>> {
-        if let Some(h) = host_cell.get() {
+/// The wasmtime host, created on first use: registry commands other than `register` (and
+/// a sync service that never imports from MLflow) need no engine.
+struct LazyHost {
+    config: HostConfig,
+    cell: std::sync::OnceLock<Arc<Host>>,
+}
+
+impl LazyHost {
+    fn get(&self) -> anyhow::Result<Arc<Host>> {
+        if let Some(h) = self.cell.get() {
             return Ok(Arc::clone(h));
         }
-        let h = Arc::new(Host::new(config.clone())?);
-        Ok(Arc::clone(host_cell.get_or_init(|| h)))
-    };
+        let h = Arc::new(Host::new(self.config.clone())?);
+        Ok(Arc::clone(self.cell.get_or_init(|| h)))
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let home = cli.host.home.clone();
+    let lazy = Arc::new(LazyHost {
+        config: host_config(&cli.host),
+        cell: std::sync::OnceLock::new(),
+    });
+    let host = || lazy.get();
     match cli.command {
         Command::Compile {
             model,
@@ -404,7 +416,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sync { command } => {
             let registry = open_registry(&home)?;
             match command {
-                SyncCommand::Run(args) => sync_run(&config, registry, &args)?,
+                SyncCommand::Run(args) => sync_run(lazy.clone(), registry, &args)?,
                 other => print_block(&kiln_registry::cli::sync::run_sync(&registry, other)?),
             }
         }
@@ -423,7 +435,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `kiln sync run`: the registry-sync service until Ctrl-C or SIGTERM.
 fn sync_run(
-    host_config: &HostConfig,
+    host: Arc<LazyHost>,
     registry: Arc<Registry>,
     args: &kiln_registry::cli::sync::SyncRunArgs,
 ) -> anyhow::Result<()> {
@@ -466,17 +478,8 @@ fn sync_run(
             watch,
             models: args.mlflow_models.clone(),
         })?;
-        let host_config = host_config.clone();
-        let host = std::sync::OnceLock::<Arc<Host>>::new();
         let prepare = move |file: &std::path::Path, name: &str, golden: &[serde_json::Value]| {
-            let h = match host.get() {
-                Some(h) => h.clone(),
-                None => {
-                    let created = Arc::new(Host::new(host_config.clone())?);
-                    host.get_or_init(|| created).clone()
-                }
-            };
-            kiln_runtime::register::prepare(&h, file, name, golden)
+            kiln_runtime::register::prepare(&host.get()?, file, name, golden)
         };
         let interval =
             Duration::from_millis(kiln_registry::rollout::parse_duration_ms(&args.mlflow_poll)?.max(100));
