@@ -39,9 +39,9 @@ impl Inference for Component {
             .filter(|t| t.name == "x" && t.data.len() >= 4)
             .map(|t| f32::from_le_bytes([t.data[0], t.data[1], t.data[2], t.data[3]]));
         let first = match value {
-            Some(v) if v == -1.0 => "spin",
-            Some(v) if v == -2.0 => "hog",
-            Some(v) if v == -3.0 => "trap",
+            Some(-1.0) => "spin",
+            Some(-2.0) => "hog",
+            Some(-3.0) => "trap",
             _ => first,
         };
         match first {
