@@ -84,7 +84,10 @@ pub fn compile(
         },
         onnx: onnx.to_vec(),
     };
-    let wasm = pre_initialize(host, GUEST_WASM, bundle.encode())?;
+    let mut wasm = pre_initialize(host, GUEST_WASM, bundle.encode())?;
+    // The bundle rides along as a custom section (wasmtime ignores it), so the Worker
+    // and browser engines can load exactly this model from the registry's component.
+    kiln_engine::bundle::append_to_component(&mut wasm, &bundle);
     timings.push((Step::PreInitialize, t.elapsed()));
 
     progress(Step::Compile);
@@ -122,7 +125,9 @@ pub fn compile_cached(
     dir: &std::path::Path,
 ) -> Result<Vec<u8>, HostError> {
     let options_json = serde_json::to_vec(options).unwrap_or_default();
-    let key = kiln_engine::model::sha256_hex(&[onnx, &options_json, GUEST_WASM].concat());
+    // The tag changes when `compile`'s output changes for the same inputs (v2: the bundle
+    // custom section).
+    let key = kiln_engine::model::sha256_hex(&[b"v2".as_slice(), onnx, &options_json, GUEST_WASM].concat());
     let path = dir.join(format!("{key}.wasm"));
     static IN_PROGRESS: std::sync::OnceLock<
         std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::Mutex<()>>>>,

@@ -15,7 +15,8 @@ pub mod guest;
 pub mod host;
 pub mod instance;
 pub mod node_store;
-pub mod oip;
+/// The Open Inference Protocol v2 bodies (moved to `kiln_edge`, shared with the edges).
+pub use kiln_edge::oip;
 pub mod prediction_cache;
 pub mod register;
 pub mod registry_catalog;

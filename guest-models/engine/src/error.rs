@@ -26,6 +26,7 @@ impl EngineError {
     }
 }
 
+#[cfg(feature = "tract")]
 /// Renders a tract error with its whole context chain on one line.
 pub(crate) fn chain(e: &tract_onnx::prelude::TractError) -> String {
     let mut parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();

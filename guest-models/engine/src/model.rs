@@ -1,48 +1,12 @@
 //! Loading, optimising and running an ONNX model with tract.
 
 use crate::error::{EngineError, chain};
+pub use crate::info::{LoadOptions, ModelInfo, TensorSpec, format_shape, sha256_hex};
 use crate::tensor::{ElementType, Tensor};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::GenericFactoid;
-
-/// How to load a model: identity and input facts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct LoadOptions {
-    /// Model name (defaults to the ONNX graph name, else `model`).
-    pub name: String,
-    /// Version label recorded in the component.
-    pub version: String,
-    /// Input shapes by input name; `-1` marks the dynamic batch dimension.
-    pub input_shapes: BTreeMap<String, Vec<i64>>,
-}
-
-/// Name, element type and shape (`-1` for dynamic dimensions) of an input or output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TensorSpec {
-    pub name: String,
-    pub element_type: ElementType,
-    pub shape: Vec<i64>,
-}
-
-/// What a model is: the `kiln:model` `model-info` record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelInfo {
-    pub name: String,
-    pub version: String,
-    /// SHA-256 of the source ONNX bytes, hex.
-    pub source_digest: String,
-    pub inputs: Vec<TensorSpec>,
-    pub outputs: Vec<TensorSpec>,
-    /// Class labels of a classifier, in score order.
-    pub labels: Vec<String>,
-    pub metadata: Vec<(String, String)>,
-}
 
 /// A loaded, optimised model ready to run. `Send + Sync`: share it across threads.
 pub struct Model {
@@ -63,11 +27,6 @@ pub fn onnx_framework() -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
     crate::ml::register_ops(&mut onnx.op_register);
     onnx
-}
-
-/// SHA-256 of bytes as lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 impl Model {
@@ -318,14 +277,6 @@ impl Model {
 
 fn internal(e: TractError) -> EngineError {
     EngineError::Internal(chain(&e))
-}
-
-/// `[-1, 10]` style.
-pub fn format_shape(shape: &[i64]) -> String {
-    format!(
-        "[{}]",
-        shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
-    )
 }
 
 /// Refuses models with operators the engine does not know, naming the op and node.

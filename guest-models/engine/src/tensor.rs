@@ -3,6 +3,7 @@
 
 use crate::error::EngineError;
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "tract")]
 use tract_onnx::prelude::{DatumType, Tensor as TractTensor};
 
 /// Element types Kiln carries across the model contract.
@@ -74,6 +75,7 @@ impl ElementType {
     }
 
     /// The tract datum type for this element type.
+    #[cfg(feature = "tract")]
     pub fn datum_type(self) -> DatumType {
         match self {
             ElementType::F16 => DatumType::F16,
@@ -92,6 +94,7 @@ impl ElementType {
     }
 
     /// The element type for a tract datum type, if Kiln can carry it.
+    #[cfg(feature = "tract")]
     pub fn from_datum_type(dt: DatumType) -> Option<ElementType> {
         ElementType::ALL
             .into_iter()
@@ -160,6 +163,7 @@ impl Tensor {
     }
 
     /// Converts to a tract tensor, checking the data length.
+    #[cfg(feature = "tract")]
     pub fn to_tract(&self) -> Result<TractTensor, EngineError> {
         self.check_len()?;
         let shape: Vec<usize> = self.shape.iter().map(|d| *d as usize).collect();
@@ -171,6 +175,7 @@ impl Tensor {
     }
 
     /// Converts a tract output to a Kiln tensor; types Kiln cannot carry are an error.
+    #[cfg(feature = "tract")]
     pub fn from_tract(name: &str, t: &TractTensor) -> Result<Tensor, EngineError> {
         let element_type = ElementType::from_datum_type(t.datum_type()).ok_or_else(|| {
             EngineError::Unsupported(format!(
@@ -200,7 +205,7 @@ impl Tensor {
         let v: Vec<f64> = match self.element_type {
             ElementType::F16 => d
                 .chunks_exact(2)
-                .map(|c| tract_onnx::prelude::f16::from_le_bytes([c[0], c[1]]).to_f64())
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
                 .collect(),
             ElementType::F32 => d
                 .chunks_exact(4)
@@ -242,6 +247,6 @@ impl Tensor {
 }
 
 /// Rounds an f64 to IEEE half precision.
-pub fn f16_from_f64(v: f64) -> tract_onnx::prelude::f16 {
-    tract_onnx::prelude::f16::from_f64(v)
+pub fn f16_from_f64(v: f64) -> half::f16 {
+    half::f16::from_f64(v)
 }

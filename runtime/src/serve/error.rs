@@ -1,5 +1,7 @@
 //! Error responses: always a JSON body `{"error": "...", "kind"?: "..."}` with a status
 //! that says whose fault it was (4xx: the client's; 5xx: the model's or the host's).
+//! The protocol's own errors come from `kiln_edge`, shared with the edge workers; this
+//! adds the host's (traps, deadlines, memory limits, body limits).
 
 use super::table::RouteError;
 use crate::error::HostError;
@@ -7,24 +9,10 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-/// Which protocol's convention to follow for requests that do not fit the model: the
-/// seed API answers 422 (as the FastAPI seed server did), OIP answers 400 (as Triton does).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// `POST /v1/models/{name}/predict`.
-    Seed,
-    /// `/v2/...`.
-    Oip,
-}
+pub use kiln_edge::Protocol;
 
-impl Protocol {
-    /// The status of a request that is well-formed but does not fit the model.
-    pub fn invalid_status(self) -> StatusCode {
-        match self {
-            Protocol::Seed => StatusCode::UNPROCESSABLE_ENTITY,
-            Protocol::Oip => StatusCode::BAD_REQUEST,
-        }
-    }
+fn invalid_status(protocol: Protocol) -> StatusCode {
+    StatusCode::from_u16(protocol.invalid_status()).unwrap_or(StatusCode::BAD_REQUEST)
 }
 
 /// An error answered to the client.
@@ -55,7 +43,7 @@ impl ApiError {
 
     /// The request does not fit the model (422 seed / 400 OIP).
     pub fn invalid(protocol: Protocol, message: impl Into<String>) -> ApiError {
-        ApiError::new(protocol.invalid_status(), message)
+        ApiError::new(invalid_status(protocol), message)
     }
 
     /// 500 for a failure of the server itself.
@@ -69,7 +57,7 @@ impl ApiError {
     /// Maps a host error: client errors to 4xx, a deadline to 504, the rest to 500.
     pub fn from_host(protocol: Protocol, e: &HostError) -> ApiError {
         let status = match e {
-            HostError::InvalidInput(_) | HostError::Unsupported(_) => protocol.invalid_status(),
+            HostError::InvalidInput(_) | HostError::Unsupported(_) => invalid_status(protocol),
             HostError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HostError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             HostError::MemoryLimit(_) | HostError::Trap(_) | HostError::Model(_) | HostError::Host(_) => {
@@ -87,6 +75,17 @@ impl ApiError {
 impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, e.to_string())
+    }
+}
+
+/// The protocol code's errors (the same texts and statuses as every edge's).
+impl From<kiln_edge::ApiError> for ApiError {
+    fn from(e: kiln_edge::ApiError) -> ApiError {
+        ApiError {
+            status: StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message: e.message,
+            kind: e.kind,
+        }
     }
 }
 

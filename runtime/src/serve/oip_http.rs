@@ -5,18 +5,16 @@
 //! the version with the highest weight.
 
 use super::State;
-use super::binary;
 use super::error::{ApiError, Protocol, body_error};
 use super::inference::{self, RequestLabels};
 use super::table::ServedModel;
-use crate::oip::{InferRequest, ResponseOutput};
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State as Shared};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use kiln_engine::TensorSpec;
+use kiln_edge::infer;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,11 +22,7 @@ use std::time::Instant;
 
 /// `GET /v2`.
 pub(crate) async fn server_metadata() -> Json<Value> {
-    Json(json!({
-        "name": "kiln",
-        "version": kiln_engine::KILN_VERSION,
-        "extensions": ["binary_tensor_data"],
-    }))
+    Json(infer::server_metadata())
 }
 
 /// `GET /v2/health/live`: the process answers.
@@ -57,8 +51,14 @@ fn resolve(state: &State, name: &str, version: Option<&str>) -> Result<Arc<Serve
     })
 }
 
-fn spec_json(s: &TensorSpec) -> Value {
-    json!({ "name": s.name, "datatype": s.element_type.oip_name(), "shape": s.shape })
+fn described(served: &ServedModel) -> infer::Described<'_> {
+    infer::Described {
+        name: &served.name,
+        info: &served.model.info,
+        digest: &served.digest,
+        stage: &served.stage,
+        aliases: &served.aliases,
+    }
 }
 
 fn metadata(state: &State, name: &str, version: Option<&str>) -> Result<Json<Value>, ApiError> {
@@ -72,50 +72,17 @@ fn metadata(state: &State, name: &str, version: Option<&str>) -> Result<Json<Val
             .map(|r| r.versions.keys().map(u64::to_string).collect())
             .unwrap_or_default(),
     };
-    let info = &served.model.info;
-    Ok(Json(json!({
-        "name": served.name,
-        "versions": versions,
-        "platform": "kiln_wasm",
-        "inputs": info.inputs.iter().map(spec_json).collect::<Vec<_>>(),
-        "outputs": info.outputs.iter().map(spec_json).collect::<Vec<_>>(),
-        "parameters": {
-            "digest": served.digest,
-            "stage": served.stage,
-            "aliases": served.aliases,
-        },
-    })))
+    Ok(Json(infer::model_metadata(&described(&served), versions)))
 }
 
 fn config(state: &State, name: &str, version: Option<&str>) -> Result<Json<Value>, ApiError> {
     let served = resolve(state, name, version)?;
-    let info = &served.model.info;
-    // Triton's type names are its OIP names with a `TYPE_` prefix (TYPE_FP32, TYPE_BOOL).
-    let tensor = |s: &TensorSpec| {
-        json!({
-            "name": s.name,
-            "data_type": format!("TYPE_{}", s.element_type.oip_name()),
-            "dims": s.shape,
-        })
-    };
-    Ok(Json(json!({
-        "name": served.name,
-        "platform": "kiln_wasm",
-        "backend": "kiln",
-        "max_batch_size": 0,
-        "input": info.inputs.iter().map(tensor).collect::<Vec<_>>(),
-        "output": info.outputs.iter().map(tensor).collect::<Vec<_>>(),
-        "parameters": { "digest": { "string_value": served.digest } },
-    })))
+    Ok(Json(infer::model_config(&described(&served))))
 }
 
 fn model_is_ready(state: &State, name: &str, version: Option<&str>) -> Result<Json<Value>, ApiError> {
     let served = resolve(state, name, version)?;
-    Ok(Json(json!({
-        "name": served.name,
-        "version": served.version_label,
-        "ready": true,
-    })))
+    Ok(Json(infer::model_ready(&served.name, &served.version_label)))
 }
 
 /// `GET /v2/models/{name}`.
@@ -219,65 +186,45 @@ async fn run_infer(
     let served = route.served.clone();
     labels.routed(&served);
     let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
-        && encoding.as_bytes() != b"identity"
-    {
-        return Err(ApiError::bad_request(format!(
-            "Content-Encoding {} is not supported; send the body uncompressed",
-            String::from_utf8_lossy(encoding.as_bytes())
-        )));
-    }
-    let (json_part, binary_part) = binary::split(headers, body).map_err(ApiError::bad_request)?;
-    let request = InferRequest::from_json(&json_part).map_err(|e| ApiError::bad_request(e.0))?;
-    let tensors =
-        binary::input_tensors(&request, &binary_part).map_err(|m| ApiError::invalid(Protocol::Oip, m))?;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| std::str::from_utf8(v.as_bytes()).unwrap_or(""))
+    };
     let info = &served.model.info;
-    let inputs = inference::check_inputs(info, tensors).map_err(|m| ApiError::invalid(Protocol::Oip, m))?;
-    let requested: Vec<String> = request.outputs.iter().flatten().map(|o| o.name.clone()).collect();
-    if let Some(unknown) = requested
-        .iter()
-        .find(|r| !info.outputs.iter().any(|o| &o.name == *r))
-    {
-        return Err(ApiError::invalid(
-            Protocol::Oip,
-            format!(
-                "unknown output `{unknown}`; the model's outputs are: {}",
-                info.outputs
-                    .iter()
-                    .map(|o| o.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ));
-    }
+    let infer::Prepared {
+        request,
+        inputs,
+        requested,
+    } = infer::prepare(
+        info,
+        header(header::CONTENT_ENCODING.as_str()),
+        header(kiln_edge::binary::HEADER_LENGTH),
+        &body,
+    )?;
     let (outputs, cache) =
         inference::predict(state, &route, inputs, &requested, "infer", Protocol::Oip).await?;
     labels.cache = cache;
-    let mut json_outputs = Vec::new();
-    let mut binary_outputs: Vec<&[u8]> = Vec::new();
-    for t in outputs
-        .iter()
-        .filter(|t| requested.is_empty() || requested.contains(&t.name))
-    {
-        if binary::wants_binary(&request, &t.name) {
-            json_outputs.push(binary::binary_output_json(t));
-            binary_outputs.push(&t.data);
-        } else {
-            let out = ResponseOutput::from_tensor(t)
-                .map_err(|e| ApiError::internal(format!("encoding output `{}`: {e}", t.name)))?;
-            json_outputs.push(
-                serde_json::to_value(out)
-                    .map_err(|e| ApiError::internal(format!("encoding output `{}`: {e}", t.name)))?,
-            );
-        }
+    let encoded = infer::response(
+        &served.name,
+        &served.version_label,
+        &request,
+        &requested,
+        &outputs,
+    )?;
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(encoded.content_type),
+        )],
+        encoded.body,
+    )
+        .into_response();
+    if let Some(len) = encoded.header_length {
+        response.headers_mut().insert(
+            header::HeaderName::from_static(kiln_edge::binary::HEADER_LENGTH),
+            HeaderValue::from(len),
+        );
     }
-    let mut body = json!({
-        "model_name": served.name,
-        "model_version": served.version_label,
-        "outputs": json_outputs,
-    });
-    if let Some(id) = &request.id {
-        body["id"] = Value::String(id.clone());
-    }
-    Ok(binary::response(&body, binary_outputs))
+    Ok(response)
 }

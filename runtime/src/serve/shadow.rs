@@ -3,9 +3,9 @@
 //! (`kiln_shadow_requests_total`). The client never waits for, or sees, the shadow.
 
 use super::State;
-use super::inference::check_inputs;
 use super::metrics::ShadowResult;
 use super::table::ServedModel;
+use kiln_edge::infer::check_inputs;
 use kiln_engine::{ElementType, Tensor};
 use std::sync::Arc;
 

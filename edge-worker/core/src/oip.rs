@@ -1,5 +1,5 @@
 //! The Open Inference Protocol v2 (KServe / Triton) JSON bodies and their conversion to
-//! and from tensors. Shared by `kiln predict` and the HTTP server.
+//! and from tensors. Shared by `kiln predict`, `kiln serve` and the edge workers.
 
 use kiln_engine::{ElementType, Tensor};
 use serde::{Deserialize, Serialize};
