@@ -47,7 +47,10 @@ pub fn engine_config(config: &HostConfig) -> anyhow::Result<Config> {
         .cranelift_opt_level(OptLevel::Speed)
         .epoch_interruption(true)
         .memory_init_cow(true)
-        .parallel_compilation(true);
+        .parallel_compilation(true)
+        // Models are synchronous components: no store needs the concurrency runtime that
+        // the component-model-async feature (for `kiln spin up`'s router) turns on by default.
+        .concurrency_support(false);
     let mut pool = PoolingAllocationConfig::default();
     let slots = config.instance_slots.max(4);
     pool.total_component_instances(slots)

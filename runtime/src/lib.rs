@@ -22,6 +22,7 @@ pub mod register;
 pub mod registry_catalog;
 pub mod sandbox;
 pub mod serve;
+pub mod spin;
 
 pub use config::{HostConfig, Isolation};
 pub use error::HostError;

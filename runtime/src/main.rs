@@ -129,6 +129,11 @@ enum Command {
         #[command(subcommand)]
         command: RolloutCommand,
     },
+    /// Spin: serve a Spin app's router and model components without the Spin CLI.
+    Spin {
+        #[command(subcommand)]
+        command: kiln_runtime::spin::cli::SpinCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -428,6 +433,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 command,
                 &default_policy,
             )?);
+        }
+        Command::Spin { command } => {
+            kiln_runtime::spin::cli::run(host()?, command, shutdown_signal)?;
         }
     }
     Ok(())
