@@ -163,6 +163,9 @@ impl EdgeApp {
                 ));
             }
             let mut versions = BTreeMap::new();
+            // `ModelRoutes` shares versions through `Arc` for the threaded runtime; an edge
+            // runs one request at a time and its backends need not be `Send` (JS handles).
+            #[allow(clippy::arc_with_non_send_sync)]
             for (number, model) in held {
                 let route = routing.versions.iter().find(|r| r.version == number);
                 versions.insert(

@@ -22,7 +22,7 @@ pub const SERVED_ALIAS: &str = "champion";
 
 /// The version the registry says each model should serve: its Production version (the
 /// highest if several), else its `champion` alias. One read of the registry.
-fn registry_targets(registry: &Registry) -> anyhow::Result<BTreeMap<String, u64>> {
+pub(crate) fn registry_targets(registry: &Registry) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut production: BTreeMap<String, u64> = BTreeMap::new();
     let mut champion: BTreeMap<String, u64> = BTreeMap::new();
     for v in registry.list(None)? {

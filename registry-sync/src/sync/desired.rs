@@ -91,19 +91,23 @@ pub fn model_routing(
     Some(routing)
 }
 
-/// Computes the desired state (storing a new generation when it changed).
-pub fn compute(
+/// Versions by model, and per served model its routing and the nodes that serve it.
+type Served = (
+    BTreeMap<String, BTreeMap<u64, ModelVersion>>,
+    BTreeMap<String, (ModelRouting, Vec<String>)>,
+);
+
+fn served_models(
     registry: &Registry,
-    nodes: &[NodeRecord],
+    all_nodes: &[String],
     rollouts: &[Rollout],
-) -> Result<Desired, RegistryError> {
+) -> Result<Served, RegistryError> {
     let fleet = registry.fleet_models()?;
     let mut by_model: BTreeMap<String, BTreeMap<u64, ModelVersion>> = BTreeMap::new();
     for v in registry.list(None)? {
         by_model.entry(v.name.clone()).or_default().insert(v.version, v);
     }
     let active: BTreeMap<&str, &Rollout> = rollouts.iter().map(|r| (r.model.as_str(), r)).collect();
-    let all_nodes: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     let mut models: BTreeMap<String, (ModelRouting, Vec<String>)> = BTreeMap::new();
     let names: std::collections::BTreeSet<&str> = fleet
         .keys()
@@ -118,11 +122,56 @@ pub fn compute(
         if let Some(routing) = model_routing(versions, fm, active.get(name).copied()) {
             let serving = match fm.and_then(|f| f.nodes.clone()) {
                 Some(list) => list.into_iter().filter(|n| all_nodes.contains(n)).collect(),
-                None => all_nodes.clone(),
+                None => all_nodes.to_vec(),
             };
             models.insert(name.to_string(), (routing, serving));
         }
     }
+    Ok((by_model, models))
+}
+
+/// What an edge outside the fleet (a Spin app, a Cloudflare Worker) should serve now:
+/// every model the fleet serves, with the nodes' weights (active rollouts included), so
+/// one registry rollout reaches nodes and edges alike; a model the sync service has not
+/// deployed yet serves the version the registry names (Production, else `champion`), as
+/// its first deployment would. Reads only: the fleet's routing generation is left alone;
+/// the table carries the registry's generation.
+pub fn edge_table(registry: &Registry) -> Result<RoutingTable, RegistryError> {
+    let rollouts = registry.active_rollouts()?;
+    let (by_model, models) = served_models(registry, &[], &rollouts)?;
+    let mut table = RoutingTable {
+        generation: registry.generation()?,
+        models: models
+            .into_iter()
+            .map(|(name, (routing, _))| (name, routing))
+            .collect(),
+    };
+    let targets = super::controller::registry_targets(registry).map_err(RegistryError::Storage)?;
+    for (name, target) in targets {
+        if table.models.contains_key(&name) {
+            continue;
+        }
+        if let Some(v) = by_model.get(&name).and_then(|vs| vs.get(&target)) {
+            table.models.insert(
+                name,
+                ModelRouting {
+                    versions: vec![route(v, 100)],
+                    shadow: None,
+                },
+            );
+        }
+    }
+    Ok(table)
+}
+
+/// Computes the desired state (storing a new generation when it changed).
+pub fn compute(
+    registry: &Registry,
+    nodes: &[NodeRecord],
+    rollouts: &[Rollout],
+) -> Result<Desired, RegistryError> {
+    let all_nodes: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let (by_model, models) = served_models(registry, &all_nodes, rollouts)?;
     let hash = {
         let text = serde_json::to_string(&models.iter().collect::<Vec<_>>()).unwrap_or_default();
         hex::encode(Sha256::digest(text.as_bytes()))
