@@ -2,10 +2,12 @@
 //! models compiled once per checkout (components cached under `target/`), and the
 //! onnxruntime reference outputs committed next to each example.
 
+pub mod chromium;
 pub mod fleet;
 pub mod kiln_process;
 pub mod mlflow_server;
 pub mod node_tests;
+pub mod web_package;
 
 use kiln_engine::Tensor;
 use kiln_runtime::oip::InferRequest;

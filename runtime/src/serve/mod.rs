@@ -21,6 +21,7 @@ mod reload;
 mod seed;
 mod shadow;
 pub mod table;
+mod ui;
 
 pub use catalog::{Catalog, ServedVersion, registry_routing};
 pub use reload::LoadReport;
@@ -335,6 +336,8 @@ fn router(state: Arc<State>) -> Router {
             post(oip_http::version_infer),
         )
         .route("/metrics", get(metrics_text))
+        // The browser playground and the bundles it loads.
+        .merge(ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(json_errors))

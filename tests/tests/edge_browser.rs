@@ -1,0 +1,320 @@
+//! The browser package (`guest-models/web`) in real headless Chromium, loaded by the
+//! playground page `kiln serve` serves at `/ui/playground`: a registry version's bundle is
+//! fetched from the server and checked against its SHA-256, predictions match
+//! onnxruntime's reference outputs, tampered bytes or a wrong digest are refused, and bad
+//! input gets the same status and error JSON in the browser as from the server.
+
+use kiln_tests::chromium::Browser;
+use kiln_tests::kiln_process::{KilnHome, Server};
+use kiln_tests::{expected, request_json, web_package};
+use serde_json::{Value, json};
+
+/// (example file, registry name).
+const MODELS: [(&str, &str); 2] = [("mlp", "mlp"), ("house_price_forest", "forest")];
+
+/// Within 1e-5, relative for values above 1 (the forest predicts prices near 5e5, where
+/// one f32 step is 0.03).
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-5 * b.abs().max(1.0)
+}
+
+/// Checks `[{name, datatype, shape, data}]` against onnxruntime's outputs.
+fn assert_reference(what: &str, outputs: &Value, example: &str) {
+    let outputs = outputs
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: outputs {outputs}"));
+    let want = expected(example);
+    assert_eq!(outputs.len(), want.len(), "{what}: number of outputs");
+    for e in want {
+        let o = outputs
+            .iter()
+            .find(|o| o["name"] == e.name.as_str())
+            .unwrap_or_else(|| panic!("{what}: no output {}", e.name));
+        assert_eq!(
+            o["datatype"],
+            e.datatype.as_str(),
+            "{what}: datatype of {}",
+            e.name
+        );
+        let shape: Vec<u64> = serde_json::from_value(o["shape"].clone()).unwrap_or_default();
+        assert_eq!(shape, e.shape, "{what}: shape of {}", e.name);
+        let data: Vec<f64> = serde_json::from_value(o["data"].clone())
+            .unwrap_or_else(|err| panic!("{what}: data of {}: {err}", e.name));
+        assert_eq!(data.len(), e.data.len(), "{what}: length of {}", e.name);
+        for (i, (a, b)) in data.iter().zip(&e.data).enumerate() {
+            let b = b.unwrap_or(f64::NAN);
+            assert!(
+                close(*a, b),
+                "{what}: {}[{i}] = {a}, onnxruntime says {b}",
+                e.name
+            );
+        }
+    }
+}
+
+/// A registry with the example MLP and forest in Production, served by `kiln serve`.
+fn serve_examples(home: &KilnHome) -> Server {
+    for (example, name) in MODELS {
+        let v = home.register_example(example, name);
+        home.run(&["models", "promote", name, &v.to_string(), "Production"]);
+    }
+    home.serve("serve", &["--cache", "off"])
+}
+
+/// Chromium on the playground page, with the served versions listed.
+fn open_playground(server: &Server) -> Browser {
+    let browser = Browser::start();
+    browser.open(&server.url("/ui/playground"));
+    let list = browser.eval("return await playground.listVersions();", Value::Null);
+    assert_eq!(
+        list["package"], true,
+        "the server finds the browser package: {list}"
+    );
+    browser
+}
+
+#[test]
+fn browser_package_loads_registry_versions_and_matches_onnxruntime() {
+    web_package::package_dir();
+    let home = KilnHome::new();
+    let server = serve_examples(&home);
+    let browser = open_playground(&server);
+    let list = browser.eval("return playground.state.list;", Value::Null);
+    let rows = browser.eval(
+        "return document.querySelectorAll('#versions tbody tr').length;",
+        Value::Null,
+    );
+    assert_eq!(rows, 2, "the page lists both served versions");
+
+    for (example, name) in MODELS {
+        let listed = list["models"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == name))
+            .unwrap_or_else(|| panic!("{name} not listed: {list}"));
+        let version = &listed["versions"][0];
+        let sha256 = version["bundle_sha256"].as_str().unwrap_or_default().to_string();
+        assert_eq!(sha256.len(), 64, "{name}: bundle digest listed: {version}");
+
+        // The bundle route serves bytes whose SHA-256 is the one in its header and listing.
+        let r = ureq::get(server.url(&format!("/v1/models/{name}/versions/1/bundle")))
+            .call()
+            .expect("GET bundle");
+        let header = r
+            .headers()
+            .get("x-kiln-bundle-sha256")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = r.into_body().read_to_vec().expect("bundle bytes");
+        assert_eq!(header, sha256, "{name}: header and listing agree");
+        assert_eq!(
+            kiln_engine::info::sha256_hex(&bytes),
+            sha256,
+            "{name}: bytes match the digest"
+        );
+        assert!(bytes.starts_with(b"KILNMDL1"), "{name}: a Kiln bundle");
+
+        // The page loads it into the browser package; info() describes the version.
+        let info = browser.eval(
+            "return await playground.load(args.name, 1);",
+            json!({"name": name}),
+        );
+        assert_eq!(info["name"], name, "{info}");
+        assert_eq!(info["version"], 1, "{info}");
+        assert_eq!(info["digest"], sha256.as_str(), "{info}");
+        assert_eq!(
+            info["inputs"], version["inputs"],
+            "{name}: the browser sees the server's inputs"
+        );
+        assert_eq!(info["outputs"], version["outputs"], "{name}: and outputs");
+
+        // predict() with typed arrays: the request's data as a Float32Array, shape inferred.
+        let request: Value = serde_json::from_slice(&request_json(example)).expect("request JSON");
+        let input = &request["inputs"][0];
+        let outputs = browser.eval(
+            "const out = playground.state.model.predict({ [args.name]: new Float32Array(args.data) });\n\
+             return out.map((o) => ({ ...o, data: Array.from(o.data, Number) }));",
+            json!({"name": input["name"], "data": input["data"]}),
+        );
+        assert_reference(&format!("{name} predict(typed arrays)"), &outputs, example);
+
+        // predict() with the Open Inference Protocol's input objects (plain arrays).
+        let outputs = browser.eval(
+            "const out = playground.state.model.predict(args.inputs);\n\
+             return out.map((o) => ({ ...o, data: Array.from(o.data, Number) }));",
+            json!({"inputs": request["inputs"]}),
+        );
+        assert_reference(&format!("{name} predict(OIP inputs)"), &outputs, example);
+    }
+}
+
+#[test]
+fn browser_package_refuses_a_tampered_bundle_or_a_wrong_digest() {
+    web_package::package_dir();
+    let home = KilnHome::new();
+    let server = serve_examples(&home);
+    let browser = open_playground(&server);
+
+    // A digest that is not the bundle's: the page's load is refused before anything runs.
+    let wrong = "0".repeat(64);
+    let err = browser
+        .run(
+            "return await playground.load('mlp', 1, { sha256: args.wrong });",
+            json!({"wrong": wrong}),
+        )
+        .expect_err("a wrong digest must be refused");
+    assert!(
+        err.contains("refusing the model") && err.contains(&wrong),
+        "{err}"
+    );
+    assert_eq!(
+        browser.eval("return playground.state.model === null;", Value::Null),
+        true
+    );
+
+    // The right digest over bytes changed in flight: refused too.
+    let err = browser
+        .run(
+            "const v = playground.state.list.models.find((m) => m.name === 'mlp').versions[0];\n\
+             const bytes = new Uint8Array(await (await fetch(v.bundle_url)).arrayBuffer());\n\
+             bytes[bytes.length - 10] ^= 0x01;\n\
+             const { KilnModel } = await playground.kiln();\n\
+             await KilnModel.load(bytes, { sha256: v.bundle_sha256 });",
+            Value::Null,
+        )
+        .expect_err("tampered bytes must be refused");
+    assert!(err.contains("refusing the model"), "{err}");
+
+    // No digest at all: refused with a message saying what to pass.
+    let err = browser
+        .run(
+            "const { KilnModel } = await playground.kiln();\n\
+             await KilnModel.load('/v1/models/mlp/versions/1/bundle', {});",
+            Value::Null,
+        )
+        .expect_err("a load without a digest must be refused");
+    assert!(err.contains("sha256"), "{err}");
+
+    // And the untouched bytes with the listed digest load.
+    let info = browser.eval("return await playground.load('mlp', 1);", Value::Null);
+    assert_eq!(info["name"], "mlp");
+}
+
+/// The browser's answer and the server's for one request body, through the page.
+fn both(browser: &Browser, protocol: &str, body: &str) -> (Value, Value) {
+    let r = browser.eval(
+        "return await playground.predictBoth(args.protocol, args.body);",
+        json!({"protocol": protocol, "body": body}),
+    );
+    (r["browser"].clone(), r["server"].clone())
+}
+
+#[test]
+fn browser_answers_and_errors_match_kiln_serve_for_the_same_requests() {
+    web_package::package_dir();
+    let home = KilnHome::new();
+    let server = serve_examples(&home);
+    let browser = open_playground(&server);
+
+    for (example, name) in MODELS {
+        browser.eval("await playground.load(args.name, 1);", json!({"name": name}));
+        let request = String::from_utf8(request_json(example)).expect("UTF-8 request");
+
+        // The example request through the Open Inference Protocol: both answer 200 with
+        // onnxruntime's outputs, and with the same JSON but for the request id.
+        let (b, s) = both(&browser, "infer", &request);
+        assert_eq!(
+            (b["status"].as_u64(), s["status"].as_u64()),
+            (Some(200), Some(200)),
+            "{name}: {b} / {s}"
+        );
+        assert_reference(
+            &format!("{name} infer in the browser"),
+            &b["body"]["outputs"],
+            example,
+        );
+        assert_reference(
+            &format!("{name} infer on the server"),
+            &s["body"]["outputs"],
+            example,
+        );
+        let strip = |v: &Value| {
+            let mut v = v.clone();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("id");
+            }
+            v
+        };
+        assert_eq!(
+            strip(&b["body"]),
+            strip(&s["body"]),
+            "{name}: the same infer answer"
+        );
+
+        // The seed API with one row: the same answer but for ids and timings.
+        let request: Value = serde_json::from_str(&request).expect("request JSON");
+        let row = request["inputs"][0]["shape"][1].as_u64().unwrap_or(0) as usize;
+        let features: Vec<Value> = request["inputs"][0]["data"]
+            .as_array()
+            .map(|d| d[..row].to_vec())
+            .unwrap_or_default();
+        let (b, s) = both(&browser, "predict", &json!({"features": features}).to_string());
+        assert_eq!(
+            (b["status"].as_u64(), s["status"].as_u64()),
+            (Some(200), Some(200)),
+            "{name}: {b} / {s}"
+        );
+        for key in ["prediction", "confidence", "model_version"] {
+            assert_eq!(b["body"][key], s["body"][key], "{name}: seed `{key}`: {b} / {s}");
+        }
+        assert!(b["body"]["request_id"].is_string(), "{name}: a request id: {b}");
+
+        // Bad input: the same status and the same error JSON, byte for byte.
+        let input = request["inputs"][0]["name"].as_str().unwrap_or_default();
+        let bad = [
+            ("predict", json!({"features": [1.0, 2.0, 3.0]}).to_string()),
+            ("predict", json!({"features": "abc"}).to_string()),
+            ("predict", json!({"rows": [[1.0]]}).to_string()),
+            ("predict", "{\"features\": [1, 2,".to_string()),
+            ("infer", "not json".to_string()),
+            (
+                "infer",
+                json!({"inputs": [{"name": input, "shape": [1, row], "datatype": "INT32",
+                "data": vec![1; row]}]})
+                .to_string(),
+            ),
+            (
+                "infer",
+                json!({"inputs": [{"name": input, "shape": [1, row + 1], "datatype": "FP32",
+                "data": vec![1.0; row + 1]}]})
+                .to_string(),
+            ),
+            (
+                "infer",
+                json!({"inputs": [{"name": input, "shape": [1, row], "datatype": "FP32",
+                "data": [1.0]}]})
+                .to_string(),
+            ),
+            (
+                "infer",
+                json!({"inputs": [{"name": "nope", "shape": [1, row], "datatype": "FP32",
+                "data": vec![1.0; row]}]})
+                .to_string(),
+            ),
+            ("infer", json!({"inputs": []}).to_string()),
+        ];
+        for (protocol, body) in bad {
+            let (b, s) = both(&browser, protocol, &body);
+            let status = s["status"].as_u64().unwrap_or(0);
+            assert!(
+                (400..500).contains(&status),
+                "{name} {protocol} {body}: the server says {s}"
+            );
+            assert!(
+                s["body"]["error"].is_string(),
+                "{name} {protocol} {body}: error JSON {s}"
+            );
+            assert_eq!(b, s, "{name} {protocol} {body}: browser and server differ");
+        }
+    }
+}
