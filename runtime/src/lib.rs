@@ -10,6 +10,7 @@ pub mod commands;
 pub mod compile;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod function_cache;
 pub mod guest;
 pub mod host;

@@ -134,6 +134,17 @@ enum Command {
         #[command(subcommand)]
         command: kiln_runtime::spin::cli::SpinCommand,
     },
+    /// Write an edge's desired state from the registry (the versions it serves, weights).
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// The Cloudflare Worker: model bundles, their SHA-256 and vars into wrangler.toml.
+    Cloudflare(kiln_runtime::export::cloudflare::CloudflareArgs),
 }
 
 #[derive(clap::Args)]
@@ -436,6 +447,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Spin { command } => {
             kiln_runtime::spin::cli::run(host()?, command, shutdown_signal)?;
+        }
+        Command::Export {
+            command: ExportCommand::Cloudflare(args),
+        } => {
+            let registry = open_registry(&home)?;
+            let exported = kiln_runtime::export::cloudflare::export(&registry, &args.out)?;
+            print!("{}", exported.summary());
         }
     }
     Ok(())

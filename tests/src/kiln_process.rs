@@ -161,15 +161,28 @@ impl KilnHome {
 
     /// Starts `kiln ARGS` as a long-running process answering on `addr`, without waiting.
     pub fn spawn(&self, args: &[&str], addr: &str) -> Server {
+        let mut command = self.command();
+        command.args(args).env("KILN_LOG", "info");
+        Server::spawn_command(command, addr)
+    }
+}
+
+impl Default for KilnHome {
+    fn default() -> Self {
+        KilnHome::new()
+    }
+}
+
+impl Server {
+    /// Starts any server process answering on `addr` (kiln, workerd), collecting its
+    /// output, without waiting.
+    pub fn spawn_command(mut command: Command, addr: &str) -> Server {
         let addr = addr.to_string();
-        let mut child = self
-            .command()
-            .args(args)
-            .env("KILN_LOG", "info")
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("starting kiln");
+            .unwrap_or_else(|e| panic!("starting {:?}: {e}", command.get_program()));
         let log = Arc::new(Mutex::new(String::new()));
         let stdout = Arc::new(Mutex::new(String::new()));
         for (stream, own) in [
@@ -207,12 +220,6 @@ impl KilnHome {
             log,
             stdout,
         }
-    }
-}
-
-impl Default for KilnHome {
-    fn default() -> Self {
-        KilnHome::new()
     }
 }
 

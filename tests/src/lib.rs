@@ -3,6 +3,7 @@
 //! onnxruntime reference outputs committed next to each example.
 
 pub mod chromium;
+pub mod cloudflare_worker;
 pub mod fleet;
 pub mod kiln_process;
 pub mod mlflow_server;
