@@ -143,6 +143,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ExportCommand {
+    /// A Spin app: the served versions' components, the router, and spin.toml's variables.
+    Spin(kiln_runtime::spin::export::SpinExportArgs),
     /// The Cloudflare Worker: model bundles, their SHA-256 and vars into wrangler.toml.
     Cloudflare(kiln_runtime::export::cloudflare::CloudflareArgs),
 }
@@ -447,6 +449,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Spin { command } => {
             kiln_runtime::spin::cli::run(host()?, command, shutdown_signal)?;
+        }
+        Command::Export {
+            command: ExportCommand::Spin(args),
+        } => {
+            let registry = open_registry(&home)?;
+            print!("{}", kiln_runtime::spin::export::export(&registry, &args)?.summary());
         }
         Command::Export {
             command: ExportCommand::Cloudflare(args),

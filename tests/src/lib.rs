@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod kiln_process;
 pub mod mlflow_server;
 pub mod node_tests;
+pub mod spin_app;
 pub mod web_package;
 
 use kiln_engine::Tensor;

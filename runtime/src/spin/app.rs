@@ -227,6 +227,11 @@ impl SpinApp {
             });
         }
 
+        check_digests(
+            variables.get("kiln_models").map(String::as_str).unwrap_or(""),
+            &models,
+        )?;
+
         let pre = linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
@@ -337,6 +342,35 @@ impl SpinApp {
             Ok(Err(e)) | Err(e) => Err(anyhow::Error::from(e).context("running the router")),
         }
     }
+}
+
+/// Refuses to start when `kiln_models` names a digest that differs from the component
+/// bound to that slot (the router itself cannot see the bytes; Kiln can).
+fn check_digests(kiln_models: &str, models: &[BoundModel]) -> anyhow::Result<()> {
+    for entry in kiln_models
+        .split([';', '\n'])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let Some((slot, rest)) = entry.split_once('=') else {
+            continue;
+        };
+        let Some((_, want)) = rest.split_once('#') else {
+            continue;
+        };
+        let want = want.trim().trim_start_matches("sha256:").to_ascii_lowercase();
+        if let Some(bound) = models.iter().find(|m| m.slot == slot.trim())
+            && bound.model.digest != want
+        {
+            bail!(
+                "kiln_models says {} holds sha256 {want}, but {} has sha256 {}: refusing to serve it",
+                bound.slot,
+                bound.path.display(),
+                bound.model.digest
+            );
+        }
+    }
+    Ok(())
 }
 
 fn link_variables(

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod export;
 pub mod manifest;
 pub mod serve;
 pub mod variables;
