@@ -454,7 +454,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             command: ExportCommand::Spin(args),
         } => {
             let registry = open_registry(&home)?;
-            print!("{}", kiln_runtime::spin::export::export(&registry, &args)?.summary());
+            print!(
+                "{}",
+                kiln_runtime::spin::export::export(&registry, &args)?.summary()
+            );
         }
         Command::Export {
             command: ExportCommand::Cloudflare(args),
