@@ -28,14 +28,9 @@ pub fn router() -> (PathBuf, PathBuf) {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
             cmd.current_dir(crate::root())
-                .args([
-                    "build",
-                    "--release",
-                    "--locked",
-                    "--target",
-                    "wasm32-wasip2",
-                    "--workspace",
-                ])
+                // Not --locked: the router's own Cargo.lock must follow kiln-edge's
+                // dependencies when they change; cargo adds entries, pins stay.
+                .args(["build", "--release", "--target", "wasm32-wasip2", "--workspace"])
                 .args(["--manifest-path", "edge-worker/spin/Cargo.toml", "--target-dir"])
                 .arg(&out);
             for var in [
