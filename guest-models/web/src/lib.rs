@@ -23,6 +23,21 @@ use kiln_engine::{Model, ModelInfo};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
+unsafe extern "C" {
+    /// The static constructors wasm-ld collects (tract registers its kernels and ops
+    /// through `inventory`, which uses them).
+    fn __wasm_call_ctors();
+}
+
+/// Runs the static constructors once, when the module is instantiated. Without an
+/// explicit call, wasm-ld wraps *every* export in a call to them (its "command" heuristic),
+/// which re-registered tract's inventory on each `predict` and cost ~200 µs per call.
+#[wasm_bindgen(start)]
+fn start() {
+    // SAFETY: called once, by wasm-bindgen's start hook, before any other export runs.
+    unsafe { __wasm_call_ctors() }
+}
+
 /// A loaded model version, ready to predict.
 #[wasm_bindgen]
 pub struct KilnModel {
