@@ -14,6 +14,11 @@ request (6 rows) and a one-row seed predict request; falls back to a Python clie
 wrk. Memory: workerd's RSS once started (no model loaded: the model loads on the first
 request, once per isolate), after the first request, and after the run; the growth is the
 isolate's cost of the model (an upper bound: RSS also counts workerd's own allocations).
+The Worker itself logs its wasm linear memory (at load and whenever it grows): that and the
+bundle's ArrayBuffer are what counts against an isolate's 128 MB.
+
+--dense-mib: also deploys synthetic dense models (a two-layer MLP, 256 inputs, float32
+weights of about N MiB, made with the onnx package) to see which model sizes fit.
 """
 
 from __future__ import annotations
@@ -42,6 +47,27 @@ def bundle(name: str, version: int, onnx: bytes) -> bytes:
     config = json.dumps({"options": {"name": name, "version": str(version), "input_shapes": {}}},
                         separators=(",", ":")).encode()
     return b"KILNMDL1" + len(config).to_bytes(4, "little") + config + onnx
+
+
+def dense_onnx(mib: int) -> bytes:
+    """A 256 -> H -> 8 MLP whose float32 weights take about `mib` MiB."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    hidden = max(1, (mib << 20) // 4 // (256 + 8))
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((256, hidden), dtype=np.float32) * 0.01, "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((hidden, 8), dtype=np.float32) * 0.01, "w2")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["y"])],
+        f"dense{mib}",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        initializer=[w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
 
 
 def free_port() -> int:
@@ -164,6 +190,7 @@ def gz(data: bytes) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--dense-mib", default="", help="comma-separated sizes of synthetic dense models")
     args = ap.parse_args()
     for f in ("shim.mjs", "index.wasm"):
         if not os.path.exists(os.path.join(BUILD, f)):
@@ -228,6 +255,31 @@ def main() -> None:
     for example, _, _, _, idle, loaded, after, wasm_mib in rows:
         print(f"| {example} | {wasm_mib:.1f} MiB | {idle / 1024:.1f} MiB | {loaded / 1024:.1f} MiB "
               f"| {after / 1024:.1f} MiB |")
+
+    dense = [int(x) for x in args.dense_mib.split(",") if x.strip()]
+    if dense:
+        print()
+        print("| synthetic dense model | ONNX | bundle gzip -9 | first request | wasm memory (peak) | workerd RSS after |")
+        print("|---|---:|---:|---:|---:|---:|")
+    for mib in dense:
+        onnx = dense_onnx(mib)
+        data = bundle("dense", 1, onnx)
+        body = json.dumps({"inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32",
+                                       "data": [0.5] * 256}]}).encode()
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, port = deploy(tmp, "dense", data)
+            try:
+                t = time.perf_counter()
+                status, answer = post(f"http://127.0.0.1:{port}/v2/models/dense/infer", body)
+                first_ms = (time.perf_counter() - t) * 1e3
+                after = rss_kib(proc.pid)
+            finally:
+                proc.kill()
+                proc.wait()
+            wasm_mib = wasm_memory_mib(tmp)
+        result = f"{first_ms:.0f} ms" if status == 200 else f"HTTP {status}: {answer[:80]!r}"
+        print(f"| {mib} MiB of weights | {len(onnx) / 2**20:.1f} MiB | {gz(data) / 2**20:.1f} MiB | {result} "
+              f"| {wasm_mib:.1f} MiB | {after / 1024:.0f} MiB |")
 
 
 if __name__ == "__main__":
