@@ -25,6 +25,10 @@ pub fn kiln_bin() -> PathBuf {
             "runtime",
             "registry-sync",
             "guest-models",
+            // kiln links kiln-edge, kiln-cloudflare (edge-worker/) and kiln-node-api too.
+            "edge-worker/core/src",
+            "edge-worker/cloudflare/src",
+            "node-api",
             "Cargo.lock",
             "Cargo.toml",
         ]
