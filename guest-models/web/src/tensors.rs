@@ -38,9 +38,7 @@ pub fn inputs_from_js(inputs: &JsValue, specs: &[TensorSpec]) -> Result<Vec<Tens
             let name = entry.get(0).as_string().unwrap_or_default();
             let value = entry.get(1);
             if is_typed_array(&value) || Array::is_array(&value) {
-                let item = Object::new();
-                let _ = Reflect::set(&item, &"data".into(), &value);
-                tensor_from_js(&name, &item, specs)
+                tensor_from_parts(&name, &value, None, &JsValue::UNDEFINED, specs)
             } else {
                 tensor_from_js(&name, &value, specs)
             }
@@ -48,8 +46,39 @@ pub fn inputs_from_js(inputs: &JsValue, specs: &[TensorSpec]) -> Result<Vec<Tens
         .collect()
 }
 
+thread_local! {
+    /// JS strings made once: property keys, output names, datatypes. Creating a JS string
+    /// from wasm decodes UTF-8 each time, a visible share of a small model's call.
+    static INTERNED: std::cell::RefCell<std::collections::HashMap<String, JsValue>> =
+        Default::default();
+}
+
+/// The JS string for `s`, made on first use.
+pub fn intern(s: &str) -> JsValue {
+    INTERNED.with(|m| {
+        if let Some(v) = m.borrow().get(s) {
+            return v.clone();
+        }
+        let v = JsValue::from_str(s);
+        m.borrow_mut().insert(s.to_string(), v.clone());
+        v
+    })
+}
+
 fn get(object: &JsValue, key: &str) -> JsValue {
-    Reflect::get(object, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+    Reflect::get(object, &intern(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// Any typed array (`ArrayBuffer.isView` and not a `DataView`).
+    type View;
+    #[wasm_bindgen(method, getter)]
+    fn buffer(this: &View) -> js_sys::ArrayBuffer;
+    #[wasm_bindgen(method, getter, js_name = byteOffset)]
+    fn byte_offset(this: &View) -> u32;
+    #[wasm_bindgen(method, getter, js_name = byteLength)]
+    fn byte_length(this: &View) -> u32;
 }
 
 fn is_typed_array(v: &JsValue) -> bool {
@@ -85,23 +114,32 @@ fn typed_array_type(v: &JsValue) -> Option<ElementType> {
 
 /// The bytes a typed array views (wasm and every browser are little-endian).
 fn typed_array_bytes(v: &JsValue) -> Vec<u8> {
-    let offset = get(v, "byteOffset").as_f64().unwrap_or(0.0) as u32;
-    let length = get(v, "byteLength").as_f64().unwrap_or(0.0) as u32;
-    let buffer: js_sys::ArrayBuffer = get(v, "buffer").unchecked_into();
-    Uint8Array::new_with_byte_offset_and_length(&buffer, offset, length).to_vec()
+    let view: &View = v.unchecked_ref();
+    Uint8Array::new_with_byte_offset_and_length(&view.buffer(), view.byte_offset(), view.byte_length())
+        .to_vec()
 }
 
 fn tensor_from_js(name: &str, item: &JsValue, specs: &[TensorSpec]) -> Result<Tensor, String> {
+    let datatype = get(item, "datatype").as_string();
+    tensor_from_parts(name, &get(item, "data"), datatype, &get(item, "shape"), specs)
+}
+
+fn tensor_from_parts(
+    name: &str,
+    data: &JsValue,
+    datatype: Option<String>,
+    shape_value: &JsValue,
+    specs: &[TensorSpec],
+) -> Result<Tensor, String> {
     let spec = specs.iter().find(|s| s.name == name);
-    let data = get(item, "data");
-    let declared = match get(item, "datatype").as_string() {
+    let declared = match datatype {
         Some(d) => Some(ElementType::from_oip_name(&d).ok_or_else(|| {
             format!("input `{name}`: unknown datatype {d:?} (FP32, FP64, INT32, INT64, UINT8, BOOL, ...)")
         })?),
         None => None,
     };
-    let (element_type, bytes) = if is_typed_array(&data) {
-        let Some(own) = typed_array_type(&data) else {
+    let (element_type, bytes) = if is_typed_array(data) {
+        let Some(own) = typed_array_type(data) else {
             return Err(format!("input `{name}`: unsupported typed array"));
         };
         let element_type = match declared {
@@ -114,8 +152,8 @@ fn tensor_from_js(name: &str, item: &JsValue, specs: &[TensorSpec]) -> Result<Te
             }
             _ => own,
         };
-        (element_type, typed_array_bytes(&data))
-    } else if Array::is_array(&data) {
+        (element_type, typed_array_bytes(data))
+    } else if Array::is_array(data) {
         let element_type = declared
             .or(spec.map(|s| s.element_type))
             .ok_or_else(|| format!("input `{name}`: give a datatype or a typed array"))?;
@@ -127,7 +165,6 @@ fn tensor_from_js(name: &str, item: &JsValue, specs: &[TensorSpec]) -> Result<Te
         ));
     };
     let count = bytes.len() / element_type.size();
-    let shape_value = get(item, "shape");
     let shape = if shape_value.is_undefined() || shape_value.is_null() {
         shape_from_spec(name, spec, count)?
     } else {
@@ -280,9 +317,9 @@ pub fn output_to_js(t: &Tensor) -> Result<JsValue, String> {
     for d in &t.shape {
         shape.push(&JsValue::from_f64(*d as f64));
     }
-    let set = |k: &str, v: &JsValue| Reflect::set(&out, &JsValue::from_str(k), v).map(|_| ());
-    set("name", &JsValue::from_str(&t.name))
-        .and_then(|_| set("datatype", &JsValue::from_str(t.element_type.oip_name())))
+    let set = |k: &str, v: &JsValue| Reflect::set(&out, &intern(k), v).map(|_| ());
+    set("name", &intern(&t.name))
+        .and_then(|_| set("datatype", &intern(t.element_type.oip_name())))
         .and_then(|_| set("shape", &shape))
         .and_then(|_| set("data", &data))
         .map_err(|_| "building the output object".to_string())?;
