@@ -55,6 +55,66 @@ fn assert_infer_matches(what: &str, body: &Value, example: &str) {
     }
 }
 
+/// Sends the example's request with its input as raw little-endian bytes
+/// (`Inference-Header-Content-Length`) and asks for `output` back as binary.
+fn assert_binary_infer_matches(worker: &Workerd, example: &str, output: &str) {
+    let req: Value = serde_json::from_slice(&request_json(example)).expect("request JSON");
+    let input = &req["inputs"][0];
+    let raw: Vec<u8> = input["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .flat_map(|v| (v.as_f64().unwrap_or(f64::NAN) as f32).to_le_bytes())
+        .collect();
+    let header = json!({
+        "inputs": [{ "name": input["name"], "shape": input["shape"], "datatype": "FP32",
+                     "parameters": { "binary_data_size": raw.len() } }],
+        "outputs": [{ "name": output, "parameters": { "binary_data_output": true } }],
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&raw);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .post(worker.url(&format!("/v2/models/{example}/infer")))
+        .header("inference-header-content-length", header.len().to_string())
+        .send(&body[..])
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 200);
+    let json_len: usize = r
+        .headers()
+        .get("inference-header-content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a binary answer names its JSON length");
+    let answer = r.body_mut().read_to_vec().expect("body");
+    let (head, tail) = answer.split_at(json_len);
+    let head: Value = serde_json::from_slice(head).expect("JSON header");
+    let out = &head["outputs"][0];
+    assert_eq!(out["name"], output, "{head}");
+    assert_eq!(
+        out["parameters"]["binary_data_size"].as_u64(),
+        Some(tail.len() as u64),
+        "{head}"
+    );
+    let got: Vec<f64> = tail
+        .chunks(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+        .collect();
+    let want = expected(example)
+        .into_iter()
+        .find(|o| o.name == output)
+        .expect("reference output");
+    assert_eq!(got.len(), want.data.len(), "{head}");
+    for (i, (g, w)) in got.iter().zip(&want.data).enumerate() {
+        let w = w.unwrap_or(f64::NAN);
+        assert!(close(*g, w), "binary `{output}`[{i}] = {g}, onnxruntime says {w}");
+    }
+}
+
 /// The rows of an example's request, as seed `instances`.
 fn rows(example: &str) -> Vec<Vec<f64>> {
     let req: Value = serde_json::from_slice(&request_json(example)).expect("request JSON");
@@ -113,6 +173,10 @@ fn worker_answers_seed_and_oip_routes_like_onnxruntime() {
             );
         }
     }
+
+    // The binary tensor extension (what Triton's client sends): raw bytes in and out
+    // through the Worker's request and response bodies.
+    assert_binary_infer_matches(&worker, "mlp", "probabilities");
 
     // Seed API: the forest regressor predicts onnxruntime's values, one row or a batch.
     let want: Vec<f64> = expected("house_price_forest")[0]
