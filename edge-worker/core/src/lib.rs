@@ -16,4 +16,5 @@ pub mod seed;
 pub use app::{Backend, EdgeApp, EdgeEnv, EdgeModel, EdgeRequest, EdgeResponse, EdgeVersion};
 pub use error::{ApiError, Protocol};
 pub use kiln_engine::{ElementType, EngineError, ModelInfo, Tensor, TensorSpec};
+pub use kiln_node_api::{ModelRouting, RoutingTable, VersionRoute};
 pub use routes::Routes;

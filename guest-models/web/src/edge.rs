@@ -59,7 +59,14 @@ impl EdgeEnv for BrowserEnv {
 }
 
 /// An app holding one version, answering as `kiln serve` would for it.
-pub fn app(runner: Rc<Runner>, name: &str, version: u64, digest: &str) -> Result<EdgeApp, String> {
+pub fn app(
+    runner: Rc<Runner>,
+    name: &str,
+    version: u64,
+    digest: &str,
+    stage: &str,
+    aliases: &[String],
+) -> Result<EdgeApp, String> {
     let model = EdgeModel {
         name: name.to_string(),
         version,
@@ -67,7 +74,21 @@ pub fn app(runner: Rc<Runner>, name: &str, version: u64, digest: &str) -> Result
         info: runner.model.info().clone(),
         backend: Box::new(RunnerBackend(runner)),
     };
-    EdgeApp::new(vec![model], Routes::default())
+    let mut routes = Routes::default();
+    routes.models.insert(
+        name.to_string(),
+        kiln_edge::ModelRouting {
+            versions: vec![kiln_edge::VersionRoute {
+                version,
+                digest: digest.to_string(),
+                weight: 100,
+                stage: stage.to_string(),
+                aliases: aliases.to_vec(),
+            }],
+            shadow: None,
+        },
+    );
+    EdgeApp::new(vec![model], routes)
 }
 
 /// A request body from JS: a string (JSON text), bytes (`Uint8Array`, `ArrayBuffer`, for

@@ -56,6 +56,10 @@ struct LoadArgs {
     sha256: String,
     name: Option<String>,
     version: Option<u64>,
+    /// The version's registry stage and aliases, so selectors and error texts are the
+    /// server's (`model_version: "Production"`).
+    stage: String,
+    aliases: Vec<String>,
 }
 
 impl LoadArgs {
@@ -77,10 +81,22 @@ impl LoadArgs {
                 .ok_or("version must be a registry version number")?;
             Some(v as u64)
         };
+        let stage = get("stage").as_string().unwrap_or_default();
+        let aliases_js = get("aliases");
+        let aliases = if js_sys::Array::is_array(&aliases_js) {
+            js_sys::Array::from(&aliases_js)
+                .iter()
+                .map(|a| a.as_string().ok_or("aliases must be strings"))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
         Ok(LoadArgs {
             sha256,
             name,
             version,
+            stage,
+            aliases,
         })
     }
 }
@@ -89,7 +105,8 @@ impl LoadArgs {
 impl KilnModel {
     /// Loads a Kiln bundle (or a plain `.onnx`) from a URL or from bytes, after checking
     /// that its SHA-256 is `options.sha256`. `options.name` / `options.version` name the
-    /// registry version (defaults: the bundle's).
+    /// registry version (defaults: the bundle's); `options.stage` / `options.aliases` give
+    /// its registry stage and aliases, for version selectors as on the server.
     pub async fn load(source: JsValue, options: JsValue) -> Result<KilnModel, JsError> {
         let args = LoadArgs::from_js(&options).map_err(|e| JsError::new(&e))?;
         let bytes = source::read(&source).await.map_err(|e| JsError::new(&e))?;
@@ -113,7 +130,14 @@ impl KilnModel {
             .or_else(|| bundle.config.options.version.parse().ok())
             .unwrap_or(1);
         let runner = Rc::new(Runner::new(model).map_err(|e| e.to_string())?);
-        let app = edge::app(runner.clone(), &name, version, &digest)?;
+        let app = edge::app(
+            runner.clone(),
+            &name,
+            version,
+            &digest,
+            &args.stage,
+            &args.aliases,
+        )?;
         Ok(KilnModel {
             runner,
             app,
