@@ -14,6 +14,14 @@ root=$(cd "$here/../.." && pwd)
 # Shared with the browser package (guest-models/web): same dir, same flags, so tract is
 # compiled once for both.
 target_dir="$root/target/wasm-js"
+# KILN_WORKER_SMALL=1: a build for the free plan's 3 MB (2.4 MB gzipped instead of 4.1):
+# fat LTO, opt-level s, no names, in its own target dir (a cold build, ~10 min on 2 cores;
+# the tests and the browser package keep the shared one).
+if [ -n "${KILN_WORKER_SMALL:-}" ]; then
+  target_dir="$root/target/wasm-js-small"
+  export CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_OPT_LEVEL=s \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_DEBUG=false KILN_WORKER_STRIP=1
+fi
 profile=release
 wasm_bindgen=${WASM_BINDGEN:-wasm-bindgen}
 esbuild=${ESBUILD_BIN:-$here/node_modules/.bin/esbuild}
