@@ -50,8 +50,17 @@ mkdir -p "$out/pkg"
 # Worker's logs then show no Rust function names).
 strip=()
 [ -n "${KILN_WORKER_STRIP:-}" ] && strip=(--remove-name-section)
-"$wasm_bindgen" --target bundler --no-typescript "${strip[@]}" --out-name index --out-dir "$out/pkg" \
+# As worker-build does: the `module` target with a reset function, so the entry module can
+# replace a trapped wasm instance (a panic, an allocation failure) with a fresh one.
+"$wasm_bindgen" --target module --no-typescript "${strip[@]}" --out-name index --out-dir "$out/pkg" \
+  --experimental-reset-state-function --force-enable-abort-handler \
   "$target_dir/wasm32-unknown-unknown/$profile/kiln_cloudflare.wasm"
+# Workers import a .wasm module as a WebAssembly.Module (no source-phase `import source`).
+sed -i 's|^import source wasmModule from "./index_bg.wasm";|import wasmModule from "./index.wasm";|' "$out/pkg/index.js"
+grep -q '^import wasmModule from "./index.wasm";' "$out/pkg/index.js" || {
+  echo "build.sh: wasm-bindgen's index.js no longer imports index_bg.wasm as expected" >&2
+  exit 1
+}
 cp "$here/shim.js" "$out/pkg/shim.js"
 "$esbuild" "$out/pkg/shim.js" --bundle --format=esm --minify --log-level=warning \
   --external:./index.wasm --external:../models/kiln-models.mjs \

@@ -77,6 +77,11 @@ pub fn workerd_bin() -> PathBuf {
 /// An example model as a Kiln bundle, loaded with default options (as `kiln serve` and
 /// `kiln compile` do) under `name`, version label `version`.
 pub fn example_bundle(example: &str, name: &str, version: u64) -> Vec<u8> {
+    bundle(crate::onnx(example), name, version)
+}
+
+/// ONNX bytes as a Kiln bundle (default load options) under `name`, version label `version`.
+pub fn bundle(onnx: Vec<u8>, name: &str, version: u64) -> Vec<u8> {
     Bundle {
         config: BundleConfig {
             options: LoadOptions {
@@ -85,7 +90,7 @@ pub fn example_bundle(example: &str, name: &str, version: u64) -> Vec<u8> {
                 ..LoadOptions::default()
             },
         },
-        onnx: crate::onnx(example),
+        onnx,
     }
     .encode()
 }

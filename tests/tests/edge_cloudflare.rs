@@ -637,3 +637,108 @@ fn export_cloudflare_deploys_the_registry_versions_and_weights() {
         "0/100 after the registry moved the weights"
     );
 }
+
+/// A model whose output size the request chooses: `y = Range(0, n, 1)`.
+fn range_model() -> Vec<u8> {
+    use prost::Message;
+    use tract_onnx::pb;
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value::{DimParam, DimValue};
+    let float = pb::tensor_proto::DataType::Float as i32;
+    let scalar = |name: &str, v: f32| pb::TensorProto {
+        name: name.into(),
+        data_type: float,
+        float_data: vec![v],
+        ..Default::default()
+    };
+    let info = |name: &str, dim| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: float,
+                shape: Some(pb::TensorShapeProto {
+                    dim: vec![pb::tensor_shape_proto::Dimension {
+                        value: Some(dim),
+                        ..Default::default()
+                    }],
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let node = |op: &str, inputs: &[&str], output: &str| pb::NodeProto {
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        ..Default::default()
+    };
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "range".into(),
+            node: vec![
+                node("Squeeze", &["n"], "limit"),
+                node("Range", &["start", "limit", "delta"], "y"),
+            ],
+            initializer: vec![scalar("start", 0.0), scalar("delta", 1.0)],
+            input: vec![info("n", DimValue(1))],
+            output: vec![info("y", DimParam("K".into()))],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn worker_answers_a_trap_with_the_trap_error_and_serves_on_from_a_fresh_instance() {
+    let range = Deployed::new(
+        "range",
+        1,
+        kiln_tests::cloudflare_worker::bundle(range_model(), "range", 1),
+    );
+    let worker = Workerd::start(&[range, Deployed::example("mlp", "mlp", 1)], &[]);
+    let ask = |n: f64| {
+        worker.post(
+            "/v2/models/range/infer",
+            &json!({ "inputs": [{ "name": "n", "shape": [1], "datatype": "FP32", "data": [n] }] })
+                .to_string(),
+        )
+    };
+    let r = ask(4.0);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["outputs"][0]["data"], json!([0.0, 1.0, 2.0, 3.0]));
+
+    // 530 M floats: tract's 2.1 GB tensor, then a second copy for the answer, cannot both
+    // fit in wasm32's 4 GiB: the allocation fails and the engine aborts (a trap).
+    let r = ask(5.3e8);
+    assert_eq!(r.status, 500, "{}", r.body);
+    let body = r.json();
+    assert_eq!(body["kind"], "trap", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("the model trapped:")),
+        "{body}"
+    );
+
+    // A fresh instance loads the models again and serves every model.
+    let r = worker.post(
+        "/v2/models/mlp/infer",
+        &String::from_utf8(request_json("mlp")).unwrap_or_default(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_infer_matches("after the trap", &r.json(), "mlp");
+    let r = ask(3.0);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["outputs"][0]["data"], json!([0.0, 1.0, 2.0]));
+    let log = worker.log();
+    assert!(
+        log.contains("the engine trapped") && log.matches("kiln: loaded").count() >= 2,
+        "{log}"
+    );
+}
