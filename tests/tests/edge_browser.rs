@@ -318,3 +318,59 @@ fn browser_answers_and_errors_match_kiln_serve_for_the_same_requests() {
         }
     }
 }
+
+#[test]
+fn playground_page_buttons_load_a_version_and_show_matching_answers() {
+    web_package::package_dir();
+    let home = KilnHome::new();
+    let server = serve_examples(&home);
+    let browser = open_playground(&server);
+    // What a user does: pick the first listed version, press "Load in browser", then
+    // "Predict" with the sample request the page fills in, for each of the two APIs.
+    let wait = "const until = async (f) => { for (let i = 0; i < 600; i++) { const v = f(); if (v) return v; \
+                await new Promise((r) => setTimeout(r, 50)); } throw new Error('timed out'); };";
+    let loaded = browser.eval(
+        &format!(
+            "{wait}\n\
+             document.querySelector('#versions tbody tr input').click();\n\
+             document.getElementById('load').click();\n\
+             return await until(() => /loaded|refus|error/i.test(document.getElementById('status').textContent) \
+               && document.getElementById('status').textContent);"
+        ),
+        Value::Null,
+    );
+    assert!(
+        loaded.as_str().is_some_and(|s| s.contains("digest verified")),
+        "{loaded}"
+    );
+    for protocol in ["infer", "predict"] {
+        let shown = browser.eval(
+            &format!(
+                "{wait}\n\
+                 const p = document.getElementById('protocol'); p.value = args.protocol; p.onchange();\n\
+                 document.getElementById('compare').textContent = '';\n\
+                 document.getElementById('predict').click();\n\
+                 const text = await until(() => document.getElementById('compare').textContent);\n\
+                 return {{ text, cls: document.getElementById('compare').className,\n\
+                   browser: JSON.parse(document.getElementById('browser').textContent),\n\
+                   server: JSON.parse(document.getElementById('server').textContent) }};"
+            ),
+            json!({"protocol": protocol}),
+        );
+        assert_eq!(
+            shown["cls"], "ok",
+            "{protocol}: the page shows agreement: {shown}"
+        );
+        assert!(
+            shown["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("same answer")),
+            "{shown}"
+        );
+        assert!(shown["browser"].get("error").is_none(), "{protocol}: {shown}");
+        assert_eq!(
+            shown["browser"]["model_version"], shown["server"]["model_version"],
+            "{protocol}: {shown}"
+        );
+    }
+}
