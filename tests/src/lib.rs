@@ -149,3 +149,53 @@ pub fn example_names() -> Vec<String> {
     names.sort();
     names
 }
+
+/// Whether a value matches onnxruntime's: within 1e-5, relative above 1 (the forest
+/// predicts prices near 5e5, where one f32 step is 0.03); NaN matches NaN.
+pub fn close_to_reference(got: f64, want: f64) -> bool {
+    (got.is_nan() && want.is_nan()) || (got - want).abs() <= 1e-5 * want.abs().max(1.0)
+}
+
+/// Checks OIP outputs (`[{name, datatype, shape, data}]`, as an infer answer's `outputs`)
+/// against onnxruntime's for `example`: every reference output is there, with its
+/// datatype, shape and values (see [`close_to_reference`]).
+pub fn assert_outputs_match_onnxruntime(what: &str, outputs: &serde_json::Value, example: &str) {
+    let outputs = outputs
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: outputs are not a list: {outputs}"));
+    let wanted = expected(example);
+    assert_eq!(outputs.len(), wanted.len(), "{what}: number of outputs");
+    for want in wanted {
+        let got = outputs
+            .iter()
+            .find(|o| o["name"] == want.name.as_str())
+            .unwrap_or_else(|| panic!("{what}: no output `{}` in {outputs:?}", want.name));
+        assert_eq!(
+            got["datatype"],
+            want.datatype.as_str(),
+            "{what}: datatype of {}",
+            want.name
+        );
+        assert_eq!(
+            got["shape"],
+            serde_json::json!(want.shape),
+            "{what}: shape of {}",
+            want.name
+        );
+        let values: Vec<f64> = got["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: data of {}", want.name))
+            .iter()
+            .map(|v| v.as_f64().unwrap_or(f64::NAN))
+            .collect();
+        assert_eq!(values.len(), want.data.len(), "{what}: {} values", want.name);
+        for (i, (g, w)) in values.iter().zip(&want.data).enumerate() {
+            let w = w.unwrap_or(f64::NAN);
+            assert!(
+                close_to_reference(*g, w),
+                "{what}: `{}`[{i}] = {g}, onnxruntime says {w}",
+                want.name
+            );
+        }
+    }
+}

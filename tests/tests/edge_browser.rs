@@ -6,51 +6,11 @@
 
 use kiln_tests::chromium::Browser;
 use kiln_tests::kiln_process::{KilnHome, Server};
-use kiln_tests::{expected, request_json, web_package};
+use kiln_tests::{assert_outputs_match_onnxruntime, request_json, web_package};
 use serde_json::{Value, json};
 
 /// (example file, registry name).
 const MODELS: [(&str, &str); 2] = [("mlp", "mlp"), ("house_price_forest", "forest")];
-
-/// Within 1e-5, relative for values above 1 (the forest predicts prices near 5e5, where
-/// one f32 step is 0.03).
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-5 * b.abs().max(1.0)
-}
-
-/// Checks `[{name, datatype, shape, data}]` against onnxruntime's outputs.
-fn assert_reference(what: &str, outputs: &Value, example: &str) {
-    let outputs = outputs
-        .as_array()
-        .unwrap_or_else(|| panic!("{what}: outputs {outputs}"));
-    let want = expected(example);
-    assert_eq!(outputs.len(), want.len(), "{what}: number of outputs");
-    for e in want {
-        let o = outputs
-            .iter()
-            .find(|o| o["name"] == e.name.as_str())
-            .unwrap_or_else(|| panic!("{what}: no output {}", e.name));
-        assert_eq!(
-            o["datatype"],
-            e.datatype.as_str(),
-            "{what}: datatype of {}",
-            e.name
-        );
-        let shape: Vec<u64> = serde_json::from_value(o["shape"].clone()).unwrap_or_default();
-        assert_eq!(shape, e.shape, "{what}: shape of {}", e.name);
-        let data: Vec<f64> = serde_json::from_value(o["data"].clone())
-            .unwrap_or_else(|err| panic!("{what}: data of {}: {err}", e.name));
-        assert_eq!(data.len(), e.data.len(), "{what}: length of {}", e.name);
-        for (i, (a, b)) in data.iter().zip(&e.data).enumerate() {
-            let b = b.unwrap_or(f64::NAN);
-            assert!(
-                close(*a, b),
-                "{what}: {}[{i}] = {a}, onnxruntime says {b}",
-                e.name
-            );
-        }
-    }
-}
 
 /// A registry with the example MLP and forest in Production, served by `kiln serve`.
 fn serve_examples(home: &KilnHome) -> Server {
@@ -136,7 +96,7 @@ fn browser_package_loads_registry_versions_and_matches_onnxruntime() {
              return out.map((o) => ({ ...o, data: Array.from(o.data, Number) }));",
             json!({"name": input["name"], "data": input["data"]}),
         );
-        assert_reference(&format!("{name} predict(typed arrays)"), &outputs, example);
+        assert_outputs_match_onnxruntime(&format!("{name} predict(typed arrays)"), &outputs, example);
 
         // predict() with the Open Inference Protocol's input objects (plain arrays).
         let outputs = browser.eval(
@@ -144,7 +104,7 @@ fn browser_package_loads_registry_versions_and_matches_onnxruntime() {
              return out.map((o) => ({ ...o, data: Array.from(o.data, Number) }));",
             json!({"inputs": request["inputs"]}),
         );
-        assert_reference(&format!("{name} predict(OIP inputs)"), &outputs, example);
+        assert_outputs_match_onnxruntime(&format!("{name} predict(OIP inputs)"), &outputs, example);
     }
 }
 
@@ -228,12 +188,12 @@ fn browser_answers_and_errors_match_kiln_serve_for_the_same_requests() {
             (Some(200), Some(200)),
             "{name}: {b} / {s}"
         );
-        assert_reference(
+        assert_outputs_match_onnxruntime(
             &format!("{name} infer in the browser"),
             &b["body"]["outputs"],
             example,
         );
-        assert_reference(
+        assert_outputs_match_onnxruntime(
             &format!("{name} infer on the server"),
             &s["body"]["outputs"],
             example,

@@ -6,7 +6,7 @@
 
 use kiln_tests::cloudflare_worker::{Deployed, Workerd};
 use kiln_tests::kiln_process::{KilnHome, Reply, Server};
-use kiln_tests::{expected, request_json};
+use kiln_tests::{assert_outputs_match_onnxruntime, close_to_reference, expected, request_json};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
@@ -17,42 +17,9 @@ fn examples() -> Vec<Deployed> {
     ]
 }
 
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-5 || (a - b).abs() <= 1e-5 * b.abs()
-}
-
 /// An OIP infer answer against onnxruntime's outputs: names, types, shapes, values.
 fn assert_infer_matches(what: &str, body: &Value, example: &str) {
-    let outputs = body["outputs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{what}: no outputs in {body}"));
-    for want in expected(example) {
-        let got = outputs
-            .iter()
-            .find(|o| o["name"] == want.name)
-            .unwrap_or_else(|| panic!("{what}: no output `{}` in {body}", want.name));
-        assert_eq!(
-            got["datatype"], want.datatype,
-            "{what}: datatype of {}",
-            want.name
-        );
-        assert_eq!(got["shape"], json!(want.shape), "{what}: shape of {}", want.name);
-        let values: Vec<f64> = got["data"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{what}: data of {}", want.name))
-            .iter()
-            .map(|v| v.as_f64().unwrap_or(f64::NAN))
-            .collect();
-        assert_eq!(values.len(), want.data.len(), "{what}: {} values", want.name);
-        for (i, (g, w)) in values.iter().zip(&want.data).enumerate() {
-            let w = w.unwrap_or(f64::NAN);
-            assert!(
-                close(*g, w),
-                "{what}: `{}`[{i}] = {g}, onnxruntime says {w}",
-                want.name
-            );
-        }
-    }
+    assert_outputs_match_onnxruntime(what, &body["outputs"], example);
 }
 
 /// Sends the example's request with its input as raw little-endian bytes
@@ -111,7 +78,10 @@ fn assert_binary_infer_matches(worker: &Workerd, example: &str, output: &str) {
     assert_eq!(got.len(), want.data.len(), "{head}");
     for (i, (g, w)) in got.iter().zip(&want.data).enumerate() {
         let w = w.unwrap_or(f64::NAN);
-        assert!(close(*g, w), "binary `{output}`[{i}] = {g}, onnxruntime says {w}");
+        assert!(
+            close_to_reference(*g, w),
+            "binary `{output}`[{i}] = {g}, onnxruntime says {w}"
+        );
     }
 }
 
@@ -199,7 +169,7 @@ fn worker_answers_seed_and_oip_routes_like_onnxruntime() {
         .collect();
     assert_eq!(got.len(), want.len(), "{body}");
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!(close(*g, *w), "row {i}: {g} vs onnxruntime {w}");
+        assert!(close_to_reference(*g, *w), "row {i}: {g} vs onnxruntime {w}");
     }
     assert_eq!(body["request_id"], "cf-1");
     assert_eq!(body["model_version"], "1");
@@ -211,7 +181,11 @@ fn worker_answers_seed_and_oip_routes_like_onnxruntime() {
         assert_eq!(r.status, 200, "{}", r.body);
         let body = r.json();
         let got = body["prediction"].as_f64().unwrap_or(f64::NAN);
-        assert!(close(got, want[i]), "row {i}: {got} vs onnxruntime {}", want[i]);
+        assert!(
+            close_to_reference(got, want[i]),
+            "row {i}: {got} vs onnxruntime {}",
+            want[i]
+        );
         assert!(body["confidence"].is_null(), "{body}");
         assert!(
             body["request_id"].as_str().is_some_and(|s| !s.is_empty()),
@@ -247,7 +221,7 @@ fn worker_answers_seed_and_oip_routes_like_onnxruntime() {
         assert_eq!(got.len(), width, "row {i}: {body}");
         for (g, w) in got.iter().zip(want) {
             let w = w.unwrap_or(f64::NAN);
-            assert!(close(*g, w), "mlp row {i}: {g} vs onnxruntime {w}");
+            assert!(close_to_reference(*g, w), "mlp row {i}: {g} vs onnxruntime {w}");
         }
     }
     assert!(

@@ -10,7 +10,7 @@ use kiln_tests::chromium::Browser;
 use kiln_tests::cloudflare_worker::{self, Workerd};
 use kiln_tests::kiln_process::KilnHome;
 use kiln_tests::spin_app::{self, Answer};
-use kiln_tests::{expected, request_json, web_package};
+use kiln_tests::{assert_outputs_match_onnxruntime, close_to_reference, request_json, web_package};
 use serde_json::{Value, json};
 
 /// (example, registry name) of the models every host serves.
@@ -19,18 +19,12 @@ const MODELS: [(&str, &str); 2] = [("mlp", "mlp"), ("house_price_forest", "fores
 /// Fields that differ by design from one answer to the next.
 const VOLATILE: [&str; 4] = ["id", "request_id", "timestamp", "processing_time"];
 
-/// Within 1e-5, relative above 1 (the forest predicts prices near 5e5, where one f32 step
-/// is 0.03).
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1.0)
-}
-
 /// Where two JSON answers differ (numbers within 1e-5, volatile fields skipped), if they do.
 fn differs(a: &Value, b: &Value, path: &str) -> Option<String> {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
             let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
-            (!close(x, y)).then(|| format!("{path}: {x} vs {y}"))
+            (!close_to_reference(x, y)).then(|| format!("{path}: {x} vs {y}"))
         }
         (Value::Array(x), Value::Array(y)) => {
             if x.len() != y.len() {
@@ -268,23 +262,7 @@ fn runtime_spin_worker_and_browser_answer_and_fail_alike() {
             });
             if case.what.ends_with("OIP infer") {
                 assert_eq!(reference.status, 200, "{}: {}", case.what, reference.body);
-                let want = expected(example);
-                let outputs = reference_json["outputs"].as_array().cloned().unwrap_or_default();
-                for w in &want {
-                    let got = outputs
-                        .iter()
-                        .find(|o| o["name"] == w.name.as_str())
-                        .unwrap_or_else(|| panic!("{}: no output {}", case.what, w.name));
-                    let got: Vec<f64> = got["data"]
-                        .as_array()
-                        .map(|d| d.iter().filter_map(Value::as_f64).collect())
-                        .unwrap_or_default();
-                    assert_eq!(got.len(), w.data.len(), "{}: {}", case.what, w.name);
-                    for (g, e) in got.iter().zip(&w.data) {
-                        let e = e.unwrap_or(f64::NAN);
-                        assert!(close(*g, e), "{}: {} {g} vs onnxruntime {e}", case.what, w.name);
-                    }
-                }
+                assert_outputs_match_onnxruntime(&case.what, &reference_json["outputs"], example);
             }
             let mut answers: Vec<(&str, u16, Value)> = hosts
                 .iter()
