@@ -213,7 +213,7 @@ fn spin_variables_split_traffic_and_kiln_export_spin_serves_the_registry() {
         vacant.to_str().unwrap_or_default(),
     ]);
     assert!(
-        report.contains("model-0 echo") && report.contains("model-1 echo"),
+        report.contains("model-a echo") && report.contains("model-b echo"),
         "{report}"
     );
     let manifest = out.join("spin.toml");

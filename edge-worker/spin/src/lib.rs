@@ -3,7 +3,7 @@
 //! components bound to its eight slots as Spin component dependencies.
 //!
 //! Targets Spin 4.x through spin-sdk 7.0.0 (WASI P3): exports `wasi:http/handler@0.3.0`,
-//! imports `spin:variables/variables@3.0.0` and the slots `model-0` … `model-7` of
+//! imports `spin:variables/variables@3.0.0` and the slots `model-a` … `model-h` of
 //! `wit/router.wit`. Variables (see README.md):
 //! - `kiln_models`: slot → registry model name, version and digest;
 //! - `kiln_routes`: canary weights (`house-price=1:90,2:10;mlp=1`) or a routing table's
@@ -69,11 +69,12 @@ mod component {
     fn build(models_text: &str, routes_text: &str) -> Result<EdgeApp, String> {
         let mut held = Vec::new();
         for m in models::parse(models_text, slots::SLOTS)? {
-            let info = slots::info(m.slot).ok_or_else(|| format!("no slot model-{}", m.slot))?;
+            let slot = models::slot_name(m.slot);
+            let info = slots::info(m.slot).ok_or_else(|| format!("no slot model-{slot}"))?;
             if info.name.is_empty() && info.inputs.is_empty() {
                 return Err(format!(
-                    "kiln_models binds {}@{} to slot model-{}, but that slot holds no model (vacant.wasm): bind the model's component in [component.kiln.dependencies]",
-                    m.name, m.version, m.slot
+                    "kiln_models binds {}@{} to slot model-{slot}, but that slot holds no model (vacant.wasm): bind the model's component in [component.kiln.dependencies]",
+                    m.name, m.version
                 ));
             }
             held.push(EdgeModel {

@@ -1,12 +1,12 @@
 //! The `kiln_models` variable: which model version each slot holds, e.g.
-//! `model-0=house-price@1#<sha256>; model-1=mlp@1` (entries separated by `;` or new
+//! `model-a=house-price@1#<sha256>; model-b=mlp@1` (entries separated by `;` or new
 //! lines; the `#digest` is optional: `kiln export spin` writes it, a hand-written
 //! manifest may leave it out, and it is then reported as empty).
 
 /// One bound slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotModel {
-    /// Slot index (`model-3` → 3).
+    /// Slot index (`model-d` → 3).
     pub slot: usize,
     /// Registry model name.
     pub name: String,
@@ -16,29 +16,40 @@ pub struct SlotModel {
     pub digest: String,
 }
 
+/// The letter of slot `index` (`model-a` is 0): Spin's dependency names are kebab
+/// words that must start with a letter, so slots cannot be numbered.
+pub fn slot_name(index: usize) -> char {
+    (b'a' + index.min(25) as u8) as char
+}
+
+/// The index of a slot name (`model-c` → 2).
+pub fn slot_index(name: &str) -> Option<usize> {
+    match name.strip_prefix("model-")?.as_bytes() {
+        [c @ b'a'..=b'z'] => Some((c - b'a') as usize),
+        _ => None,
+    }
+}
+
 /// Parses `kiln_models` for a router with `slots` slots.
 pub fn parse(text: &str, slots: usize) -> Result<Vec<SlotModel>, String> {
     let mut out: Vec<SlotModel> = Vec::new();
     for entry in text.split([';', '\n']).map(str::trim).filter(|e| !e.is_empty()) {
-        let shape = || format!("kiln_models: `{entry}` should look like `model-0=name@1#sha256`");
+        let shape = || format!("kiln_models: `{entry}` should look like `model-a=name@1#sha256`");
         let (slot, rest) = entry.split_once('=').ok_or_else(shape)?;
-        let slot: usize = slot
-            .trim()
-            .strip_prefix("model-")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| {
-                format!(
-                    "kiln_models: `{}` is not a slot name (model-0 … model-{})",
-                    slot.trim(),
-                    slots - 1
-                )
-            })?;
-        if slot >= slots {
+        let slot = slot.trim();
+        let index = slot_index(slot).ok_or_else(|| {
+            format!(
+                "kiln_models: `{slot}` is not a slot name (model-a … model-{})",
+                slot_name(slots - 1)
+            )
+        })?;
+        if index >= slots {
             return Err(format!(
-                "kiln_models: slot model-{slot} does not exist (the router has model-0 … model-{})",
-                slots - 1
+                "kiln_models: slot {slot} does not exist (the router has model-a … model-{})",
+                slot_name(slots - 1)
             ));
         }
+        let slot = index;
         let (model, digest) = match rest.split_once('#') {
             Some((m, d)) => (m.trim(), d.trim().trim_start_matches("sha256:")),
             None => (rest.trim(), ""),
@@ -59,8 +70,10 @@ pub fn parse(text: &str, slots: usize) -> Result<Vec<SlotModel>, String> {
         }
         if let Some(other) = out.iter().find(|m| m.slot == slot) {
             return Err(format!(
-                "kiln_models: slot model-{slot} is given twice ({}@{} and {name}@{version})",
-                other.name, other.version
+                "kiln_models: slot model-{} is given twice ({}@{} and {name}@{version})",
+                slot_name(slot),
+                other.name,
+                other.version
             ));
         }
         out.push(SlotModel {
@@ -81,7 +94,7 @@ mod tests {
     fn parses_slots_names_versions_and_digests() {
         let d = "ab".repeat(32);
         let got = parse(
-            &format!("model-0=house-price@1#sha256:{d};\n model-7 = mlp@12 "),
+            &format!("model-a=house-price@1#sha256:{d};\n model-h = mlp@12 "),
             8,
         )
         .unwrap();
@@ -107,12 +120,13 @@ mod tests {
     #[test]
     fn refuses_bad_entries() {
         for bad in [
-            "model-8=a@1",
+            "model-i=a@1",
+            "model-0=a@1",
             "slot-0=a@1",
-            "model-0=a",
-            "model-0=a@x",
-            "model-0=a@1#xyz",
-            "model-0=a@1;model-0=b@2",
+            "model-a=a",
+            "model-a=a@x",
+            "model-a=a@1#xyz",
+            "model-a=a@1;model-a=b@2",
         ] {
             assert!(parse(bad, 8).is_err(), "{bad}");
         }

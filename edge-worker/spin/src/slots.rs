@@ -1,4 +1,5 @@
-//! The router's eight model slots (`model-0` … `model-7`, see `wit/router.wit`): each is
+//! The router's eight model slots (`model-a` … `model-h`, see `wit/router.wit`; Spin's
+//! dependency names are kebab words that start with a letter): each is
 //! a `kiln:model/inference` export of a model component, bound by Spin's component
 //! dependencies (or by `kiln spin up`). Converts between the slots' WIT types and
 //! `kiln-engine`'s.
@@ -9,7 +10,10 @@ spin_sdk::wit_bindgen::generate!({
     runtime_path: "spin_sdk::wit_bindgen::rt",
     path: "wit",
     world: "router",
+    generate_all,
 });
+
+use kiln::model::types;
 
 /// Number of slots the router imports.
 pub const SLOTS: usize = 8;
@@ -22,9 +26,9 @@ macro_rules! slot_calls {
                 $($index => {
                     use $module as m;
                     let i = m::info();
-                    let spec = |s: m::TensorSpec| TensorSpec {
+                    let spec = |s: types::TensorSpec| TensorSpec {
                         name: s.name,
-                        element_type: elem!(m, s.element_type),
+                        element_type: elem!(types, s.element_type),
                         shape: s.shape,
                     };
                     Some(ModelInfo {
@@ -46,11 +50,11 @@ macro_rules! slot_calls {
             match index {
                 $($index => {
                     use $module as m;
-                    let inputs: Vec<m::Tensor> = inputs
+                    let inputs: Vec<types::Tensor> = inputs
                         .into_iter()
-                        .map(|t| m::Tensor {
+                        .map(|t| types::Tensor {
                             name: t.name,
-                            element_type: to_slot!(m, t.element_type),
+                            element_type: to_slot!(types, t.element_type),
                             shape: t.shape,
                             data: t.data,
                         })
@@ -60,14 +64,14 @@ macro_rules! slot_calls {
                             .into_iter()
                             .map(|t| Tensor {
                                 name: t.name,
-                                element_type: elem!(m, t.element_type),
+                                element_type: elem!(types, t.element_type),
                                 shape: t.shape,
                                 data: t.data,
                             })
                             .collect()),
-                        Err(m::Error::InvalidInput(e)) => Err(EngineError::InvalidInput(e)),
-                        Err(m::Error::Unsupported(e)) => Err(EngineError::Unsupported(e)),
-                        Err(m::Error::Internal(e)) => Err(EngineError::Internal(e)),
+                        Err(types::Error::InvalidInput(e)) => Err(EngineError::InvalidInput(e)),
+                        Err(types::Error::Unsupported(e)) => Err(EngineError::Unsupported(e)),
+                        Err(types::Error::Internal(e)) => Err(EngineError::Internal(e)),
                     }
                 })*
                 _ => Err(EngineError::Internal(format!("no model slot {index}"))),
@@ -115,12 +119,12 @@ macro_rules! to_slot {
 }
 
 slot_calls! {
-    0 => model_0,
-    1 => model_1,
-    2 => model_2,
-    3 => model_3,
-    4 => model_4,
-    5 => model_5,
-    6 => model_6,
-    7 => model_7,
+    0 => model_a,
+    1 => model_b,
+    2 => model_c,
+    3 => model_d,
+    4 => model_e,
+    5 => model_f,
+    6 => model_g,
+    7 => model_h,
 }

@@ -36,6 +36,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 /// The export a model dependency must name (or leave implied).
 pub const MODEL_EXPORT: &str = "kiln:model/inference@0.1.0";
+/// The types interface the router's slots use (bound to vacant.wasm's export under Spin).
+pub const TYPES_INTERFACE: &str = "kiln:model/types@0.1.0";
 /// The variables interface the router imports.
 const VARIABLES_INTERFACE: &str = "spin:variables/variables@3.0.0";
 /// How often the router engine's epoch ticks.
@@ -45,7 +47,7 @@ const ROUTER_MEMORY: usize = 256 << 20;
 
 /// A bound model slot.
 pub struct BoundModel {
-    /// The router's import it fills (`model-0`).
+    /// The router's import it fills (`model-a`).
     pub slot: String,
     /// The dependency's file.
     pub path: std::path::PathBuf,
@@ -207,6 +209,16 @@ impl SpinApp {
 
         let mut models = Vec::new();
         for (slot, path, export) in &app.dependencies {
+            if slot == TYPES_INTERFACE {
+                // Types only (the slots' records and enums): nothing to call, and wasmtime
+                // checks no value types across an instance import, so an empty instance
+                // stands for vacant.wasm's export of it.
+                linker
+                    .instance(TYPES_INTERFACE)
+                    .map_err(anyhow::Error::from)
+                    .context("defining kiln:model/types")?;
+                continue;
+            }
             if let Some(export) = export
                 && export != MODEL_EXPORT
             {

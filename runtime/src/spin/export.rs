@@ -15,7 +15,7 @@ use kiln_registry::Registry;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-/// Slots the router imports (`model-0` … `model-7`, edge-worker/spin/wit/router.wit).
+/// Slots the router imports (`model-a` … `model-h`, edge-worker/spin/wit/router.wit).
 pub const SLOTS: usize = 8;
 
 /// Flags of `kiln export spin`.
@@ -64,7 +64,11 @@ impl Exported {
             let _ = writeln!(
                 s,
                 "model-{} {:<24} v{:<4} weight {:<4} sha256 {}",
-                v.slot, v.name, v.version, v.weight, v.digest
+                slot_name(v.slot),
+                v.name,
+                v.version,
+                v.weight,
+                v.digest
             );
         }
         let _ = writeln!(
@@ -133,7 +137,15 @@ pub fn export(registry: &Registry, args: &SpinExportArgs) -> anyhow::Result<Expo
     }
     let models_var = versions
         .iter()
-        .map(|v| format!("model-{}={}@{}#{}", v.slot, v.name, v.version, v.digest))
+        .map(|v| {
+            format!(
+                "model-{}={}@{}#{}",
+                slot_name(v.slot),
+                v.name,
+                v.version,
+                v.digest
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ");
     let routes_var = serde_json::to_string(&table).context("encoding the routing table")?;
@@ -148,6 +160,12 @@ pub fn export(registry: &Registry, args: &SpinExportArgs) -> anyhow::Result<Expo
         models_var,
         routes_var,
     })
+}
+
+/// The letter of slot `index` (`model-a` is 0): Spin's dependency names are kebab words
+/// that must start with a letter.
+pub fn slot_name(index: usize) -> char {
+    (b'a' + index.min(25) as u8) as char
 }
 
 fn component_path(name: &str, version: u64) -> String {
@@ -183,6 +201,11 @@ fn manifest_text(versions: &[ExportedVersion], models_var: &str, routes_var: &st
     s.push_str("[component.kiln]\nsource = \"kiln_spin.wasm\"\n\n");
     s.push_str("[component.kiln.variables]\nkiln_models = \"{{ kiln_models }}\"\nkiln_routes = \"{{ kiln_routes }}\"\n\n");
     s.push_str("[component.kiln.dependencies]\n");
+    let _ = writeln!(
+        s,
+        "{} = {{ path = \"vacant.wasm\" }}",
+        toml_string(super::app::TYPES_INTERFACE)
+    );
     for slot in 0..SLOTS {
         let path = versions
             .iter()
@@ -191,7 +214,8 @@ fn manifest_text(versions: &[ExportedVersion], models_var: &str, routes_var: &st
             .unwrap_or_else(|| "vacant.wasm".to_string());
         let _ = writeln!(
             s,
-            "\"model-{slot}\" = {{ path = {}, export = {} }}",
+            "\"model-{}\" = {{ path = {}, export = {} }}",
+            slot_name(slot),
             toml_string(&path),
             toml_string(MODEL_EXPORT)
         );
@@ -222,12 +246,24 @@ mod tests {
                 weight: 0,
             },
         ];
-        let text = manifest_text(&versions, "model-0=echo@1#x", r#"{"generation":3,"models":{}}"#);
+        let text = manifest_text(&versions, "model-a=echo@1#x", r#"{"generation":3,"models":{}}"#);
         let m: super::super::manifest::Manifest = toml::from_str(&text).unwrap();
         let app = m.http_app(Path::new("/srv")).unwrap();
-        assert_eq!(app.dependencies.len(), SLOTS);
-        assert_eq!(app.dependencies[1].1, Path::new("/srv/models/echo-2.wasm"));
-        assert_eq!(app.dependencies[7].1, Path::new("/srv/vacant.wasm"));
+        assert_eq!(
+            app.dependencies.len(),
+            SLOTS + 1,
+            "eight slots and kiln:model/types"
+        );
+        let path = |name: &str| app.dependencies.iter().find(|d| d.0 == name).map(|d| d.1.clone());
+        assert_eq!(
+            path("model-b").as_deref(),
+            Some(Path::new("/srv/models/echo-2.wasm"))
+        );
+        assert_eq!(path("model-h").as_deref(), Some(Path::new("/srv/vacant.wasm")));
+        assert_eq!(
+            path("kiln:model/types@0.1.0").as_deref(),
+            Some(Path::new("/srv/vacant.wasm"))
+        );
         assert_eq!(
             m.variables["kiln_routes"].default.as_deref(),
             Some(r#"{"generation":3,"models":{}}"#)

@@ -75,7 +75,7 @@ mod tests {
     fn environment_overrides_the_default_and_templates_expand() {
         let app = BTreeMap::from([
             ("kiln_routes".to_string(), var(Some("echo=1"))),
-            ("kiln_models".to_string(), var(Some("model-0=echo@1"))),
+            ("kiln_models".to_string(), var(Some("model-a=echo@1"))),
         ]);
         let comp = BTreeMap::from([
             ("kiln_routes".to_string(), "{{ kiln_routes }}".to_string()),
@@ -87,7 +87,7 @@ mod tests {
         let env = |k: &str| (k == "SPIN_VARIABLE_KILN_ROUTES").then(|| "echo=1:0,2:100".to_string());
         let got = resolve(&comp, &app, env).unwrap();
         assert_eq!(got["kiln_routes"], "echo=1:0,2:100");
-        assert_eq!(got["both"], "model-0=echo@1|echo=1:0,2:100");
+        assert_eq!(got["both"], "model-a=echo@1|echo=1:0,2:100");
     }
 
     #[test]

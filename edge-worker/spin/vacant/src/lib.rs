@@ -3,12 +3,12 @@
 //! its `info()` has an empty name (the router skips it) and `predict` always fails.
 
 wit_bindgen::generate!({
-    path: "../../../guest-models/wit",
-    world: "model",
+    path: "wit",
+    world: "vacant",
 });
 
 use exports::kiln::model::inference::Guest as Inference;
-use kiln::model::types as wit;
+use exports::kiln::model::types as wit;
 
 struct Vacant;
 
