@@ -3,43 +3,10 @@
 //! split traffic between versions without a rebuild; `kiln export spin` turns a registry
 //! into a Spin app that serves its versions.
 
+use kiln_tests::assert_outputs_match_onnxruntime;
 use kiln_tests::kiln_process::KilnHome;
 use kiln_tests::spin_app::{self, Answer, SpinServer};
 use serde_json::{Value, json};
-
-/// Checks an OIP answer against `examples/models/<example>.expected.json` (onnxruntime):
-/// names, datatypes and shapes exactly, floats within 1e-5 absolute or 1e-4 relative.
-fn assert_like_onnxruntime(what: &str, answer: &Value, example: &str) {
-    let path = kiln_tests::models_dir().join(format!("{example}.expected.json"));
-    let expected: Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("reading expected")).expect("JSON");
-    let expected = expected["outputs"].as_array().expect("outputs");
-    let got = answer["outputs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{what}: no outputs in {answer}"));
-    assert_eq!(got.len(), expected.len(), "{what}: number of outputs");
-    for e in expected {
-        let name = e["name"].as_str().unwrap_or_default();
-        let g = got
-            .iter()
-            .find(|g| g["name"] == e["name"])
-            .unwrap_or_else(|| panic!("{what}: no output `{name}` in {answer}"));
-        assert_eq!(g["datatype"], e["datatype"], "{what}: datatype of {name}");
-        assert_eq!(g["shape"], e["shape"], "{what}: shape of {name}");
-        let (gd, ed) = (
-            g["data"].as_array().expect("data"),
-            e["data"].as_array().expect("data"),
-        );
-        assert_eq!(gd.len(), ed.len(), "{what}: length of {name}");
-        for (i, (a, b)) in gd.iter().zip(ed).enumerate() {
-            let (a, b) = (a.as_f64().unwrap_or(f64::NAN), b.as_f64().unwrap_or(f64::NAN));
-            assert!(
-                (a - b).abs() <= 1e-5 || (a - b).abs() <= 1e-4 * b.abs(),
-                "{what}: {name}[{i}] = {a}, onnxruntime says {b}"
-            );
-        }
-    }
-}
 
 fn post(server: &SpinServer, path: &str, body: &str, headers: &[(&str, &str)]) -> Answer {
     server.send("POST", path, Some(body), headers)
@@ -69,7 +36,7 @@ fn spin_router_hosted_by_kiln_serves_the_bundled_models_like_onnxruntime_and_fai
         let body = a.json();
         assert_eq!(body["model_name"], name);
         assert_eq!(body["model_version"], "1");
-        assert_like_onnxruntime(&format!("spin {name}"), &body, example);
+        assert_outputs_match_onnxruntime(&format!("spin {name}"), &body["outputs"], example);
         let meta = spin.send("GET", &format!("/v2/models/{name}"), None, &[]);
         assert_eq!(meta.status, 200, "{}", meta.body);
         assert_eq!(meta.json()["versions"], json!(["1"]));
