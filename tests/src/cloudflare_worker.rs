@@ -9,7 +9,6 @@ use crate::kiln_process::{Server, free_port};
 use kiln_cloudflare::manifest::{self, ModelEntry};
 use kiln_engine::{Bundle, BundleConfig, LoadOptions};
 use sha2::{Digest, Sha256};
-use std::fs::File;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -27,31 +26,16 @@ pub fn build_dir() -> PathBuf {
 }
 
 fn build() -> PathBuf {
-    let root = crate::root();
-    let target = root.join("target").join("wasm-js");
-    std::fs::create_dir_all(&target).expect("creating target/wasm-js");
-    let out = target.join("kiln-cloudflare");
-    let lock = File::create(target.join(".kiln-cloudflare.lock")).expect("creating the build lock");
-    lock.lock().expect("locking the Worker build");
-    let run = Command::new("bash")
-        .arg(worker_dir().join("build.sh"))
-        .current_dir(&root)
-        .env("KILN_WORKER_OUT", &out)
-        // The test harness runs under cargo: do not leak its variables into the nested
-        // build (a different RUSTFLAGS would rebuild tract for wasm from scratch).
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .output()
-        .expect("running edge-worker/cloudflare/build.sh");
-    let _ = lock.unlock();
-    assert!(
-        run.status.success(),
-        "building the Worker failed (needs `rustup target add wasm32-unknown-unknown`, \
-         `cargo install wasm-bindgen-cli --version 0.2.130` and `npm ci` in edge-worker/cloudflare):\n{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
+    let out = crate::root()
+        .join("target")
+        .join("wasm-js")
+        .join("kiln-cloudflare");
+    crate::build_wasm_js(
+        &worker_dir().join("build.sh"),
+        ".kiln-cloudflare.lock",
+        &[("KILN_WORKER_OUT", &out)],
+        "`rustup target add wasm32-unknown-unknown`, `cargo install wasm-bindgen-cli --version 0.2.130` \
+         and `npm ci` in edge-worker/cloudflare",
     );
     for f in ["shim.mjs", "index.wasm"] {
         assert!(

@@ -249,7 +249,8 @@ impl Reply {
     }
 }
 
-fn agent() -> ureq::Agent {
+/// An HTTP client that returns 4xx/5xx answers instead of failing on them.
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))

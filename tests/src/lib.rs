@@ -199,3 +199,40 @@ pub fn assert_outputs_match_onnxruntime(what: &str, outputs: &serde_json::Value,
         }
     }
 }
+
+/// Runs a build script that writes into `target/wasm-js` (the Worker's and the browser
+/// package's), once at a time across test processes (a file lock), without the test
+/// harness's cargo variables (a different RUSTFLAGS would rebuild tract for wasm from
+/// scratch). Panics with the script's output and `needs` when it fails.
+pub fn build_wasm_js(script: &Path, lock_name: &str, envs: &[(&str, &Path)], needs: &str) -> PathBuf {
+    let root = root();
+    let target = root.join("target").join("wasm-js");
+    std::fs::create_dir_all(&target).expect("creating target/wasm-js");
+    let lock = std::fs::File::create(target.join(lock_name)).expect("creating the build lock");
+    lock.lock().expect("locking the wasm-js build");
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(script).current_dir(&root);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
+        cmd.env_remove(var);
+    }
+    let run = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    let _ = lock.unlock();
+    assert!(
+        run.status.success(),
+        "{} failed (needs {needs}):\n{}{}",
+        script.display(),
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    target
+}

@@ -3,7 +3,7 @@
 //! building it twice at once), the root spin.toml's model components, and `kiln spin up`
 //! as a child process on 127.0.0.1 that is killed when dropped.
 
-use crate::kiln_process::{KilnHome, free_port};
+use crate::kiln_process::{KilnHome, agent, free_port};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -113,14 +113,6 @@ impl Answer {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
 }
 
 /// Starts `kiln spin up --from MANIFEST` with extra environment variables (e.g.
