@@ -376,15 +376,6 @@ mod tests {
         }
     }
 
-    fn i64s(name: &str, v: &[i64]) -> Tensor {
-        Tensor {
-            name: name.into(),
-            element_type: ElementType::I64,
-            shape: vec![v.len() as u64],
-            data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        }
-    }
-
     #[test]
     fn string_labels_are_looked_up_and_integer_labels_kept() {
         let probs = Tensor::from_f32("probabilities", &[2, 2], &[0.25, 0.75, 0.9, 0.1]);
@@ -392,7 +383,7 @@ mod tests {
             &["cat", "dog"],
             &[("label", ElementType::I64), ("probabilities", ElementType::F32)],
         );
-        let (p, c) = interpret(&i, &[i64s("label", &[1, 0]), probs.clone()], 2).unwrap();
+        let (p, c) = interpret(&i, &[Tensor::from_i64("label", &[1, 0]), probs.clone()], 2).unwrap();
         assert_eq!(p, vec![json!("dog"), json!("cat")]);
         assert_eq!(c, vec![json!(0.75), json!(0.8999999761581421)]);
 
@@ -400,7 +391,7 @@ mod tests {
             &["3", "7"],
             &[("label", ElementType::I64), ("probabilities", ElementType::F32)],
         );
-        let (p, _) = interpret(&i, &[i64s("label", &[7, 3]), probs.clone()], 2).unwrap();
+        let (p, _) = interpret(&i, &[Tensor::from_i64("label", &[7, 3]), probs.clone()], 2).unwrap();
         assert_eq!(p, vec![json!(7), json!(3)]);
 
         // Probabilities only: the most probable class.

@@ -137,6 +137,16 @@ impl Tensor {
         }
     }
 
+    /// Builds a one-dimensional i64 tensor (tests, class-label outputs).
+    pub fn from_i64(name: &str, values: &[i64]) -> Tensor {
+        Tensor {
+            name: name.to_string(),
+            element_type: ElementType::I64,
+            shape: vec![values.len() as u64],
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
     /// Checks that the data length matches shape × element size.
     pub fn check_len(&self) -> Result<(), EngineError> {
         let n = Tensor::element_count(&self.shape)?;

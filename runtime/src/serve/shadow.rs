@@ -116,28 +116,19 @@ fn tensors_agree(a: &Tensor, b: &Tensor) -> bool {
 mod tests {
     use super::*;
 
-    fn i64s(name: &str, v: &[i64]) -> Tensor {
-        Tensor {
-            name: name.into(),
-            element_type: ElementType::I64,
-            shape: vec![v.len() as u64],
-            data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        }
-    }
-
     #[test]
     fn floats_agree_within_the_tolerance_and_integers_exactly() {
         let a = [
-            i64s("label", &[1, 2]),
+            Tensor::from_i64("label", &[1, 2]),
             Tensor::from_f32("p", &[2], &[1000.0, 0.5]),
         ];
         let close = [
             Tensor::from_f32("p", &[2], &[1000.009, 0.500_004]),
-            i64s("label", &[1, 2]),
+            Tensor::from_i64("label", &[1, 2]),
         ];
         assert!(outputs_agree(&a, &close, &[]), "order does not matter");
         let far = [
-            i64s("label", &[1, 2]),
+            Tensor::from_i64("label", &[1, 2]),
             Tensor::from_f32("p", &[2], &[1000.0, 0.5001]),
         ];
         assert!(!outputs_agree(&a, &far, &[]));
@@ -146,12 +137,12 @@ mod tests {
             "only requested outputs count"
         );
         let other_label = [
-            i64s("label", &[1, 3]),
+            Tensor::from_i64("label", &[1, 3]),
             Tensor::from_f32("p", &[2], &[1000.0, 0.5]),
         ];
         assert!(!outputs_agree(&a, &other_label, &[]));
         let renamed = [
-            i64s("class", &[1, 2]),
+            Tensor::from_i64("class", &[1, 2]),
             Tensor::from_f32("p", &[2], &[1000.0, 0.5]),
         ];
         assert!(!outputs_agree(&a, &renamed, &[]));
