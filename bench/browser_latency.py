@@ -2,11 +2,11 @@
 """Per-inference latency of Kiln's browser package against onnxruntime-web, on the example
 MLP and forest, in the same headless Chromium page, offline.
 
-    guest-models/web/build.sh && (cd bench/browser && npm ci) \
+    edge-worker/browser/build.sh && (cd bench/browser && npm ci) \
       && cargo build --release --bin kiln && python3 bench/browser_latency.py
 
 What runs:
-  kiln   the browser package (guest-models/web: tract in wasm32 + simd128, one thread),
+  kiln   the browser package (edge-worker/browser: tract in wasm32 + simd128, one thread),
          `KilnModel.predict({input: Float32Array})`, synchronous; loaded from the Kiln
          bundle `kiln compile` embeds in the model's component (digest checked).
   ort    onnxruntime-web (bench/browser/package.json, pinned), wasm backend, one thread,
@@ -204,7 +204,7 @@ def main() -> None:
     args = ap.parse_args()
 
     for need, hint in [
-        (PKG_DIR / "kiln_web_bg.wasm", "guest-models/web/build.sh"),
+        (PKG_DIR / "kiln_web_bg.wasm", "edge-worker/browser/build.sh"),
         (ORT_DIST / "ort.wasm.min.mjs", "(cd bench/browser && npm ci)"),
     ]:
         if not need.exists():

@@ -51,7 +51,7 @@ from typing import Optional
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "examples" / "models"
 SERVERS = ("seed", "kiln", "kiln-cached")
-# The names `kiln up` serves the bundled examples under (runtime/src/bootstrap.rs), by
+# The names `kiln up` serves the bundled examples under (runtime/cli/src/bootstrap.rs), by
 # example file; other models keep their file name.
 KILN_NAMES = {"house_price_forest": "house-price", "iris_logreg": "iris", "mlp": "mlp"}
 

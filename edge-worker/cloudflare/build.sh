@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds Kiln's Cloudflare Worker into build/: index.wasm (tract + kiln-edge, simd128),
+# Builds Kiln's Cloudflare Worker into build/: index.wasm (tract + kiln-api, simd128),
 # shim.mjs (entry module with wasm-bindgen's glue). The models are not part of this step:
 # `kiln export cloudflare` writes them to models/ (bundles + kiln-models.mjs) and the
 # KILN_MODELS / KILN_ROUTES vars; without them the Worker serves no models.
@@ -11,7 +11,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-# Shared with the browser package (guest-models/web): same dir, same flags, so tract is
+# Shared with the browser package (edge-worker/browser): same dir, same flags, so tract is
 # compiled once for both.
 target_dir="$root/target/wasm-js"
 # KILN_WORKER_SMALL=1: a build for the free plan's 3 MB (2.4 MB gzipped instead of 4.1):
@@ -39,8 +39,8 @@ fi
 # each would get its own feature set (worker pulls extra features of smallvec, memchr,
 # syn...) and its own copy of tract.
 packages=(-p kiln-cloudflare)
-[ -f "$root/guest-models/web/Cargo.toml" ] && packages+=(-p kiln-web)
-(cd "$root" && RUSTFLAGS="-C target-feature=+simd128" cargo build --release \
+[ -f "$root/edge-worker/browser/Cargo.toml" ] && packages+=(-p kiln-web)
+(cd "$root" && RUSTFLAGS="-C target-feature=+simd128" cargo build --release --locked \
   --target wasm32-unknown-unknown "${packages[@]}" --target-dir "$target_dir" ${CARGO_BUILD_QUIET:+--quiet})
 
 out=${KILN_WORKER_OUT:-$here/build}

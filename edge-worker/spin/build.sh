@@ -9,13 +9,13 @@ cd "$(dirname "$0")/../.."
 out=target/edge-spin
 
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-cargo build --release --target wasm32-wasip2 --workspace \
+cargo build --release --locked --target wasm32-wasip2 --workspace \
   --manifest-path edge-worker/spin/Cargo.toml --target-dir "$out"
 cp "$out/wasm32-wasip2/release/kiln_spin.wasm" "$out/kiln_spin.wasm"
 cp "$out/wasm32-wasip2/release/kiln_spin_vacant.wasm" "$out/vacant.wasm"
 
 if [ -z "${KILN:-}" ]; then
-  cargo build --release --locked -p kiln-runtime --bin kiln
+  cargo build --release --locked --bin kiln
   KILN=target/release/kiln
 fi
 mkdir -p "$out/models"

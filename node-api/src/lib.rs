@@ -3,8 +3,10 @@
 //! on the same version on every node, and on the edge workers too).
 //!
 //! Nothing here does I/O: these are the JSON shapes of the node admin API and the sync
-//! service's join API, plus the pure functions both sides need.
+//! service's join API, plus the pure functions both sides need, and the circuit breaker
+//! both use in front of the peers they call ([`breaker`]).
 
+pub mod breaker;
 pub mod histogram;
 pub mod routing;
 
@@ -129,6 +131,22 @@ pub fn tokens_match(given: &str, expected: &str) -> bool {
         Sha256::digest(expected.as_bytes()),
     );
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks a URL Kiln will call (a node, the sync service, a webhook, MLflow): it must be
+/// `http://host[:port][/path]`. `https://` is refused with a clear reason rather than
+/// accepted and then spoken to in plain text: this build of Kiln has no TLS client.
+pub fn check_http_url(url: &str) -> Result<(), String> {
+    if url.starts_with("https://") {
+        return Err(format!(
+            "`{url}`: https:// is not supported yet (this build of Kiln has no TLS); use an http:// URL on a network you trust"
+        ));
+    }
+    match url.strip_prefix("http://") {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
+        Some(_) => Err(format!("`{url}` has no host")),
+        None => Err(format!("`{url}` must start with http://")),
+    }
 }
 
 /// Whether `s` is a SHA-256 digest in lowercase hex.
@@ -288,5 +306,15 @@ mod tests {
         assert!(!tokens_match("s3creT", "s3cret"));
         assert_eq!(bearer_token("Bearer abc "), Some("abc"));
         assert_eq!(bearer_token("Basic abc"), None);
+    }
+
+    #[test]
+    fn only_plain_http_urls_are_accepted() {
+        assert!(check_http_url("http://127.0.0.1:7070").is_ok());
+        assert!(check_http_url("http://node-a/base").is_ok());
+        let tls = check_http_url("https://node-a").unwrap_err();
+        assert!(tls.contains("no TLS"), "{tls}");
+        assert!(check_http_url("ftp://x").is_err());
+        assert!(check_http_url("http://").is_err());
     }
 }

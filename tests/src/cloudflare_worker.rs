@@ -8,7 +8,6 @@
 use crate::kiln_process::{Server, free_port};
 use kiln_cloudflare::manifest::{self, ModelEntry};
 use kiln_engine::{Bundle, BundleConfig, LoadOptions};
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -95,7 +94,7 @@ impl Deployed {
             entry: ModelEntry {
                 name: name.to_string(),
                 version,
-                sha256: hex::encode(Sha256::digest(&bytes)),
+                sha256: kiln_types::digest(&bytes),
             },
             bytes,
         }

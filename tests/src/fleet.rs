@@ -344,7 +344,7 @@ pub fn echo_component(label: &str) -> Vec<u8> {
         version: label.to_string(),
         ..Default::default()
     };
-    kiln_runtime::compile::compile_cached(
+    kiln_host::compile::compile_cached(
         &crate::host(),
         &crate::onnx("echo4"),
         &options,

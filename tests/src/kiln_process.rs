@@ -25,7 +25,7 @@ pub fn kiln_bin() -> PathBuf {
             "runtime",
             "registry-sync",
             "guest-models",
-            // kiln links kiln-edge, kiln-cloudflare (edge-worker/) and kiln-node-api too.
+            // kiln links kiln-api, kiln-cloudflare (edge-worker/) and kiln-node-api too.
             "edge-worker/core/src",
             "edge-worker/cloudflare/src",
             "node-api",
@@ -38,7 +38,7 @@ pub fn kiln_bin() -> PathBuf {
         if built.is_none() || sources > built {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
-                .args(["build", "--quiet", "--bin", "kiln"])
+                .args(["build", "--quiet", "--locked", "--bin", "kiln"])
                 .current_dir(crate::root())
                 .status()
                 .expect("running cargo build --bin kiln");

@@ -11,9 +11,9 @@ pub mod node_tests;
 pub mod spin_app;
 pub mod web_package;
 
+use kiln_api::oip::InferRequest;
 use kiln_engine::Tensor;
-use kiln_runtime::oip::InferRequest;
-use kiln_runtime::{Host, HostConfig, LoadedModel};
+use kiln_host::{Host, HostConfig, LoadedModel};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -61,7 +61,7 @@ pub fn onnx(name: &str) -> Vec<u8> {
 /// `compile_cached`, which also lets one compile per example run at a time).
 pub fn component(name: &str) -> Vec<u8> {
     let dir = test_cache_dir().join("components");
-    kiln_runtime::compile::compile_cached(&host(), &onnx(name), &Default::default(), &dir)
+    kiln_host::compile::compile_cached(&host(), &onnx(name), &Default::default(), &dir)
         .unwrap_or_else(|e| panic!("compiling {name}: {e}"))
 }
 

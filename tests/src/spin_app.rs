@@ -28,9 +28,16 @@ pub fn router() -> (PathBuf, PathBuf) {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
             cmd.current_dir(crate::root())
-                // Not --locked: the router's own Cargo.lock must follow kiln-edge's
-                // dependencies when they change; cargo adds entries, pins stay.
-                .args(["build", "--release", "--target", "wasm32-wasip2", "--workspace"])
+                // --locked: the router's own Cargo.lock is committed and a test run must not
+                // rewrite it; a change of kiln-api's dependencies updates it in the same commit.
+                .args([
+                    "build",
+                    "--release",
+                    "--locked",
+                    "--target",
+                    "wasm32-wasip2",
+                    "--workspace",
+                ])
                 .args(["--manifest-path", "edge-worker/spin/Cargo.toml", "--target-dir"])
                 .arg(&out);
             for var in [

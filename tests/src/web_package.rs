@@ -1,5 +1,5 @@
-//! The browser package (`guest-models/web`), built once per test run by
-//! `guest-models/web/build.sh` into `target/wasm-js/kiln-web`, where `kiln serve` finds it.
+//! The browser package (`edge-worker/browser`), built once per test run by
+//! `edge-worker/browser/build.sh` into `target/wasm-js/kiln-web`, where `kiln serve` finds it.
 //! A file lock keeps concurrent test processes from building it twice at once; cargo's
 //! own freshness check makes later builds in the same run cheap.
 
@@ -14,7 +14,7 @@ pub fn package_dir() -> PathBuf {
 
 fn build() -> PathBuf {
     let target = crate::build_wasm_js(
-        &crate::root().join("guest-models/web/build.sh"),
+        &crate::root().join("edge-worker/browser/build.sh"),
         ".kiln-web.lock",
         &[],
         "`rustup target add wasm32-unknown-unknown` and `cargo install wasm-bindgen-cli --version 0.2.130`",

@@ -2,7 +2,7 @@
 //! model keeps serving afterwards.
 
 use kiln_engine::{ElementType, Tensor};
-use kiln_runtime::{Host, HostConfig, HostError};
+use kiln_host::{Host, HostConfig, HostError};
 use kiln_tests::*;
 use std::sync::Arc;
 
@@ -85,12 +85,12 @@ fn a_large_batch_within_limits_runs() {
 #[test]
 fn malformed_oip_requests_say_what_is_wrong() {
     let model = loaded("mlp");
-    let err = kiln_runtime::commands::predict(&model, b"{not json").unwrap_err();
+    let err = kiln_cli::commands::predict::predict(&model, b"{not json").unwrap_err();
     assert!(
         matches!(err, HostError::InvalidInput(ref m) if m.contains("malformed")),
         "{err}"
     );
-    let err = kiln_runtime::commands::predict(
+    let err = kiln_cli::commands::predict::predict(
         &model,
         br#"{"inputs":[{"name":"x","shape":[1,10],"datatype":"FP32","data":[1,2]}]}"#,
     )

@@ -68,7 +68,7 @@ fn component_info_describes_the_forest() {
     assert_eq!(info.inputs[0].shape, vec![-1, 10], "dynamic batch of 10 features");
     assert_eq!(
         info.source_digest,
-        kiln_engine::model::sha256_hex(&onnx("house_price_forest"))
+        kiln_types::digest(&onnx("house_price_forest"))
     );
     assert!(
         info.metadata

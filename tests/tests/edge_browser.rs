@@ -1,4 +1,4 @@
-//! The browser package (`guest-models/web`) in real headless Chromium, loaded by the
+//! The browser package (`edge-worker/browser`) in real headless Chromium, loaded by the
 //! playground page `kiln serve` serves at `/ui/playground`: a registry version's bundle is
 //! fetched from the server and checked against its SHA-256, predictions match
 //! onnxruntime's reference outputs, tampered bytes or a wrong digest are refused, and bad
@@ -68,7 +68,7 @@ fn browser_package_loads_registry_versions_and_matches_onnxruntime() {
         let bytes = r.into_body().read_to_vec().expect("bundle bytes");
         assert_eq!(header, sha256, "{name}: header and listing agree");
         assert_eq!(
-            kiln_engine::info::sha256_hex(&bytes),
+            kiln_types::digest(&bytes),
             sha256,
             "{name}: bytes match the digest"
         );

@@ -491,7 +491,7 @@ fn register_variant(home: &KilnHome, example: &str, label: &str) -> u64 {
         version: label.to_string(),
         ..Default::default()
     };
-    let wasm = kiln_runtime::compile::compile_cached(
+    let wasm = kiln_host::compile::compile_cached(
         &kiln_tests::host(),
         &kiln_tests::onnx(example),
         &options,

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use kiln_registry::mlflow::{MlflowError, MlflowSource, MlflowSourceConfig, Watch};
+use kiln_mlflow::{MlflowError, MlflowSource, MlflowSourceConfig, Watch};
 use kiln_registry::{Registry, Stage};
 use kiln_tests::mlflow_server::MlflowServer;
 use kiln_tests::*;
@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 const ACTOR: &str = "mlflow-sync";
 
-fn prepare(path: &Path, name: &str, golden: &[Value]) -> anyhow::Result<kiln_registry::cli::Prepared> {
-    kiln_runtime::register::prepare(&host(), path, name, golden)
+fn prepare(path: &Path, name: &str, golden: &[Value]) -> anyhow::Result<kiln_registry::Prepared> {
+    kiln_cli::register::prepare(&host(), path, name, golden)
 }
 
 fn source(server: &MlflowServer, model: &str, watch: Watch) -> MlflowSource {

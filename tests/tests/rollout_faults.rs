@@ -136,7 +136,7 @@ fn a_corrupted_upload_is_refused_and_the_node_keeps_serving_its_version() {
     let fleet = Fleet::start(1, &[]);
     let v1 = fleet.deploy_echo_v1();
     let mut bytes = echo_component("v2");
-    let digest = kiln_registry::sha256_hex(&bytes);
+    let digest = kiln_types::digest(&bytes);
     // One flipped byte in transit: the digest no longer matches.
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;

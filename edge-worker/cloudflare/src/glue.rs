@@ -1,8 +1,8 @@
 //! The Worker itself: bundles checked and loaded once per isolate, then every request
-//! answered by `kiln_edge::EdgeApp`, the same code `kiln serve` answers with.
+//! answered by `kiln_api::EdgeApp`, the same code `kiln serve` answers with.
 
 use crate::manifest::{self, ModelEntry};
-use kiln_edge::{ApiError, Backend, EdgeApp, EdgeEnv, EdgeModel, EdgeRequest, EdgeResponse, Routes};
+use kiln_api::{ApiError, Backend, EdgeApp, EdgeModel, Routes};
 use kiln_engine::tract_state::TypedSimpleState;
 use kiln_engine::{Bundle, EngineError, Model, Tensor};
 use std::cell::{Cell, OnceCell, RefCell};
@@ -134,7 +134,7 @@ fn report_growth() {
 /// Clock and randomness of the Workers runtime.
 struct WorkersEnv;
 
-impl EdgeEnv for WorkersEnv {
+impl kiln_api::Env for WorkersEnv {
     fn now_unix_seconds(&self) -> f64 {
         js_sys::Date::now() / 1000.0
     }
@@ -152,7 +152,7 @@ impl EdgeEnv for WorkersEnv {
     }
 }
 
-fn respond(r: EdgeResponse) -> worker::Result<Response> {
+fn respond(r: kiln_api::Response) -> worker::Result<Response> {
     let headers = Headers::new();
     for (k, v) in &r.headers {
         headers.append(k, v)?;
@@ -203,7 +203,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     let method = req.method().to_string();
     let body = req.bytes().await?;
     let response = app.handle(
-        &EdgeRequest {
+        &kiln_api::Request {
             method: &method,
             path: &path,
             headers: &headers,

@@ -1,5 +1,5 @@
 //! Kiln's Cloudflare Worker. The Worker serves what `kiln serve` serves (through
-//! `kiln-edge`), for the model bundles deployed with it as data modules. Each bundle is
+//! `kiln-api`), for the model bundles deployed with it as data modules. Each bundle is
 //! named in the `KILN_MODELS` variable with its SHA-256 and checked against it before it is
 //! loaded, once per isolate.
 

@@ -4,12 +4,11 @@
 //! e.g. `house_price_forest@1=9f2c…, mlp@1=03ab…`. Each entry's bundle is deployed as the
 //! data module [`ModelEntry::module_name`] (`models/house_price_forest.v1.kmdl`).
 
-use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// The environment variable that lists the bundles.
 pub const MODELS_VAR: &str = "KILN_MODELS";
-/// The environment variable with the canary weights (`kiln_edge::Routes` text).
+/// The environment variable with the canary weights (`kiln_api::Routes` text).
 pub const ROUTES_VAR: &str = "KILN_ROUTES";
 /// Directory of the data modules, relative to the Worker's entry module.
 pub const MODULE_DIR: &str = "models";
@@ -38,7 +37,7 @@ impl ModelEntry {
 
     /// Checks bundle bytes against the expected SHA-256 before anything parses them.
     pub fn verify(&self, bytes: &[u8]) -> Result<(), String> {
-        let actual = hex::encode(Sha256::digest(bytes));
+        let actual = kiln_types::digest(bytes);
         if actual == self.sha256 {
             Ok(())
         } else {

@@ -3,7 +3,7 @@
 //! little-endian bytes of the inputs (or outputs) that carry `binary_data_size`.
 
 use crate::oip::{InferRequest, RequestInput};
-use kiln_engine::{ElementType, Tensor};
+use kiln_types::{ElementType, Tensor};
 use serde_json::Value;
 
 /// The header giving the JSON part's length in bytes.

@@ -2,7 +2,7 @@
 //! says whose fault it was (4xx: the client's; 5xx: the model's or the host's). The same
 //! statuses and texts on `kiln serve` and on every edge.
 
-use kiln_engine::EngineError;
+use kiln_types::EngineError;
 use serde_json::json;
 
 /// Which protocol's convention to follow for requests that do not fit the model: the
@@ -64,26 +64,18 @@ impl ApiError {
         }
     }
 
-    /// An error the model's engine returned, worded and classified as `kiln serve` does
-    /// for the same error coming out of a component.
-    pub fn from_engine(protocol: Protocol, e: &EngineError) -> ApiError {
-        let (status, kind, message) = match e {
-            EngineError::InvalidInput(m) => (
-                protocol.invalid_status(),
-                "invalid_input",
-                format!("invalid input: {m}"),
-            ),
-            EngineError::Unsupported(m) => (
-                protocol.invalid_status(),
-                "unsupported",
-                format!("unsupported: {m}"),
-            ),
-            EngineError::Internal(m) => (500, "model_error", format!("model error: {m}")),
+    /// A failed model run: the caller's fault (4xx) or the model's or host's (5xx).
+    pub fn from_failure(protocol: Protocol, f: &Failure) -> ApiError {
+        let status = match f.kind {
+            FailureKind::InvalidInput | FailureKind::Unsupported => protocol.invalid_status(),
+            FailureKind::TooLarge => 413,
+            FailureKind::Timeout => 504,
+            FailureKind::MemoryLimit | FailureKind::Trap | FailureKind::Model | FailureKind::Host => 500,
         };
         ApiError {
             status,
-            message,
-            kind: Some(kind),
+            message: f.message.clone(),
+            kind: Some(f.kind.as_str()),
         }
     }
 
@@ -111,5 +103,114 @@ impl ApiError {
             413,
             format!("the request body is larger than the limit of {limit} bytes"),
         )
+    }
+}
+
+/// Why running a model failed, as every host classifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The request does not fit the model (the model's own check, or the host's).
+    InvalidInput,
+    /// The model or request needs something the engine cannot do.
+    Unsupported,
+    /// The request is larger than the host accepts.
+    TooLarge,
+    /// The model ran past its deadline and was stopped.
+    Timeout,
+    /// The model tried to grow its memory past the cap and was stopped.
+    MemoryLimit,
+    /// The model trapped (crashed).
+    Trap,
+    /// The model reported an internal failure.
+    Model,
+    /// The host itself failed.
+    Host,
+}
+
+impl FailureKind {
+    /// The `kind` of the error body, and of metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::InvalidInput => "invalid_input",
+            FailureKind::Unsupported => "unsupported",
+            FailureKind::TooLarge => "too_large",
+            FailureKind::Timeout => "timeout",
+            FailureKind::MemoryLimit => "memory_limit",
+            FailureKind::Trap => "trap",
+            FailureKind::Model => "model_error",
+            FailureKind::Host => "host_error",
+        }
+    }
+
+    /// Whether the caller caused it (answered with a 4xx).
+    pub fn is_client_error(self) -> bool {
+        matches!(
+            self,
+            FailureKind::InvalidInput | FailureKind::Unsupported | FailureKind::TooLarge
+        )
+    }
+}
+
+/// A failed model run: its kind and the whole message the client gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure of `kind` with `message` as the client reads it.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// An error the model's engine returned, worded and classified as `kiln serve` does for
+/// the same error coming out of a component.
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Failure {
+        match e {
+            EngineError::InvalidInput(m) => {
+                Failure::new(FailureKind::InvalidInput, format!("invalid input: {m}"))
+            }
+            EngineError::Unsupported(m) => {
+                Failure::new(FailureKind::Unsupported, format!("unsupported: {m}"))
+            }
+            EngineError::Internal(m) => Failure::new(FailureKind::Model, format!("model error: {m}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_map_to_the_party_at_fault() {
+        let cases = [
+            (FailureKind::InvalidInput, Protocol::Oip, 400),
+            (FailureKind::InvalidInput, Protocol::Seed, 422),
+            (FailureKind::Unsupported, Protocol::Oip, 400),
+            (FailureKind::TooLarge, Protocol::Seed, 413),
+            (FailureKind::Timeout, Protocol::Oip, 504),
+            (FailureKind::MemoryLimit, Protocol::Oip, 500),
+            (FailureKind::Trap, Protocol::Seed, 500),
+            (FailureKind::Model, Protocol::Oip, 500),
+            (FailureKind::Host, Protocol::Oip, 500),
+        ];
+        for (kind, protocol, status) in cases {
+            let e = ApiError::from_failure(protocol, &Failure::new(kind, "m"));
+            assert_eq!(e.status, status, "{kind:?}");
+            assert_eq!(e.kind, Some(kind.as_str()));
+            assert_eq!(kind.is_client_error(), status < 500, "{kind:?}");
+        }
+        let f = Failure::from(EngineError::Internal("x".into()));
+        assert_eq!(
+            (f.kind, f.message.as_str()),
+            (FailureKind::Model, "model error: x")
+        );
     }
 }

@@ -5,14 +5,14 @@
 use crate::binary::{self, Encoded};
 use crate::error::{ApiError, Protocol};
 use crate::oip::{InferRequest, ResponseOutput};
-use kiln_engine::{ModelInfo, Tensor, TensorSpec};
+use kiln_types::{ModelInfo, Tensor, TensorSpec};
 use serde_json::{Value, json};
 
 /// `GET /v2`.
 pub fn server_metadata() -> Value {
     json!({
         "name": "kiln",
-        "version": kiln_engine::KILN_VERSION,
+        "version": kiln_types::KILN_VERSION,
         "extensions": ["binary_tensor_data"],
     })
 }
@@ -165,7 +165,7 @@ pub fn response(
 
 /// Checks request tensors against the model's inputs (names, element types, fixed
 /// dimensions) and puts them in the model's order, so mistakes get a precise message.
-pub fn check_inputs(info: &kiln_engine::ModelInfo, mut tensors: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+pub fn check_inputs(info: &kiln_types::ModelInfo, mut tensors: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
     let names = || {
         info.inputs
             .iter()
@@ -174,7 +174,7 @@ pub fn check_inputs(info: &kiln_engine::ModelInfo, mut tensors: Vec<Tensor>) -> 
                     "{} ({} {})",
                     s.name,
                     s.element_type.oip_name(),
-                    kiln_engine::info::format_shape(&s.shape)
+                    kiln_types::format_shape(&s.shape)
                 )
             })
             .collect::<Vec<_>>()
@@ -217,7 +217,7 @@ pub fn check_inputs(info: &kiln_engine::ModelInfo, mut tensors: Vec<Tensor>) -> 
             return Err(format!(
                 "input `{}`: the model takes shape {}, got {:?}",
                 t.name,
-                kiln_engine::info::format_shape(&spec.shape),
+                kiln_types::format_shape(&spec.shape),
                 t.shape
             ));
         }

@@ -1,7 +1,7 @@
 //! The Open Inference Protocol v2 (KServe / Triton) JSON bodies and their conversion to
 //! and from tensors. Shared by `kiln predict`, `kiln serve` and the edge workers.
 
-use kiln_engine::{ElementType, Tensor};
+use kiln_types::{ElementType, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -169,7 +169,7 @@ fn encode(t: ElementType, v: &Value, out: &mut Vec<u8>) -> Result<(), String> {
 }
 
 fn tract_f16(v: f64) -> [u8; 2] {
-    kiln_engine::tensor::f16_from_f64(v).to_le_bytes()
+    kiln_types::tensor::f16_from_f64(v).to_le_bytes()
 }
 
 impl InferRequest {

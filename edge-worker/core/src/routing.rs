@@ -148,13 +148,10 @@ impl<T: Served> ModelRoutes<T> {
         self.weighted.iter().max_by_key(|s| (s.weight(), s.version()))
     }
 
-    /// The weighted choice for a point in `[0, 2^64)`.
+    /// The weighted choice for a point in `[0, 2^64)`; none when every weight is 0 (a
+    /// model with no serving version: requests must name one).
     pub fn weighted(&self, point: u64) -> Option<&Arc<T>> {
-        match choose_weighted(&self.weights, point) {
-            Some(i) => self.weighted.get(i),
-            // Every weight 0 (a table that skipped validation): the primary answers.
-            None => self.primary(),
-        }
+        choose_weighted(&self.weights, point).and_then(|i| self.weighted.get(i))
     }
 
     /// Human-readable list of what can be selected, for 404 messages.
@@ -208,9 +205,8 @@ impl<T: Served> ModelRoutes<T> {
                 let point = selection.routing_key.map_or_else(random_point, routing_point);
                 self.weighted(point)
                     .cloned()
-                    .ok_or_else(|| RouteError::UnknownVersion {
+                    .ok_or_else(|| RouteError::NoTraffic {
                         model: model.to_string(),
-                        selector: String::new(),
                         available: self.describe(),
                     })?
             }
@@ -239,6 +235,14 @@ pub enum RouteError {
         /// What exists instead.
         available: String,
     },
+    /// A request named no version and none of the model's versions takes unnamed traffic
+    /// (nothing in Production and no `champion` alias).
+    NoTraffic {
+        /// The model name.
+        model: String,
+        /// What can be named instead.
+        available: String,
+    },
 }
 
 impl std::fmt::Display for RouteError {
@@ -252,6 +256,10 @@ impl std::fmt::Display for RouteError {
             } => write!(
                 f,
                 "model `{model}` has no served version `{selector}` ({available})"
+            ),
+            RouteError::NoTraffic { model, available } => write!(
+                f,
+                "model `{model}` has no version that takes requests without a version selector (nothing is in Production and no `champion` alias names one); name a version ({available})"
             ),
         }
     }

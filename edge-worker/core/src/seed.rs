@@ -9,7 +9,7 @@
 
 use crate::error::{ApiError, Protocol};
 use crate::oip::RequestInput;
-use kiln_engine::{ElementType, ModelInfo, Tensor};
+use kiln_types::{ElementType, ModelInfo, Tensor};
 use serde_json::{Map, Value, json};
 
 const INVALID: Protocol = Protocol::Seed;
@@ -130,7 +130,7 @@ pub fn feature_input(name: &str, info: &ModelInfo) -> Result<(String, ElementTyp
         )),
         _ => Err(use_oip(format!(
             "model `{name}` takes input shape {}, the predict endpoint takes [N, features]",
-            kiln_engine::info::format_shape(&input.shape)
+            kiln_types::format_shape(&input.shape)
         ))),
     }
 }
@@ -350,7 +350,7 @@ pub fn interpret(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_engine::TensorSpec;
+    use kiln_types::TensorSpec;
     use serde_json::json;
 
     fn info(labels: &[&str], outputs: &[(&str, ElementType)]) -> ModelInfo {

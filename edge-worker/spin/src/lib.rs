@@ -1,5 +1,5 @@
 //! Kiln's Spin HTTP component: the seed predict API and the Open Inference Protocol v2
-//! (`kiln_edge::EdgeApp`, byte-for-byte the answers of `kiln serve`) over Kiln model
+//! (`kiln_api::EdgeApp`, byte-for-byte the answers of `kiln serve`) over Kiln model
 //! components bound to its eight slots as Spin component dependencies.
 //!
 //! Targets Spin 4.x through spin-sdk 7.0.0 (WASI P3): exports `wasi:http/handler@0.3.0`,
@@ -16,7 +16,7 @@ mod slots;
 #[cfg(target_arch = "wasm32")]
 mod component {
     use super::{models, slots};
-    use kiln_edge::{Backend, EdgeApp, EdgeEnv, EdgeModel, EdgeRequest, EngineError, Routes, Tensor};
+    use kiln_api::{Backend, EdgeApp, EdgeModel, EngineError, Routes, Tensor};
     use spin_sdk::http::body::IncomingBodyExt;
     use spin_sdk::http::{IntoResponse, Request};
     use spin_sdk::http_service;
@@ -24,7 +24,7 @@ mod component {
     use std::hash::{BuildHasher, Hasher};
     use std::rc::Rc;
 
-    /// A slot as a `kiln_edge` backend.
+    /// A slot as a `kiln_api` backend.
     struct Slot(usize);
 
     impl Backend for Slot {
@@ -35,7 +35,7 @@ mod component {
 
     struct Env;
 
-    impl EdgeEnv for Env {
+    impl kiln_api::Env for Env {
         fn now_unix_seconds(&self) -> f64 {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -136,7 +136,7 @@ mod component {
     }
 
     fn config_error(message: String) -> http::Response<http_body_util::Full<bytes::Bytes>> {
-        let body = kiln_edge::ApiError::internal(message).body();
+        let body = kiln_api::ApiError::internal(message).body();
         respond(
             500,
             vec![("content-type".into(), "application/json".into())],
@@ -173,7 +173,7 @@ mod component {
             Ok(b) => b,
             Err(e) => {
                 let body =
-                    kiln_edge::ApiError::bad_request(format!("reading the request body: {e:?}")).body();
+                    kiln_api::ApiError::bad_request(format!("reading the request body: {e:?}")).body();
                 return respond(
                     400,
                     vec![("content-type".into(), "application/json".into())],
@@ -182,7 +182,7 @@ mod component {
             }
         };
         let res = app.handle(
-            &EdgeRequest {
+            &kiln_api::Request {
                 method: &method,
                 path: &path,
                 headers: &headers,

@@ -4,7 +4,7 @@
 //! dependencies (or by `kiln spin up`). Converts between the slots' WIT types and
 //! `kiln-engine`'s.
 
-use kiln_engine::{ElementType, EngineError, ModelInfo, Tensor, TensorSpec};
+use kiln_types::{ElementType, EngineError, ModelInfo, Tensor, TensorSpec};
 
 spin_sdk::wit_bindgen::generate!({
     runtime_path: "spin_sdk::wit_bindgen::rt",

@@ -1,12 +1,14 @@
 //! Loading, optimising and running an ONNX model with tract.
 
-use crate::error::{EngineError, chain};
-pub use crate::info::{LoadOptions, ModelInfo, TensorSpec, format_shape, sha256_hex};
-use crate::tensor::{ElementType, Tensor};
+use crate::convert::{chain, element_type, from_tract, to_tract};
+use kiln_types::{EngineError, LoadOptions, ModelInfo, Tensor, TensorSpec, format_shape};
 use std::sync::Arc;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::GenericFactoid;
+
+/// Version of tract-onnx the engine is built with.
+pub const TRACT_VERSION: &str = "0.23.9";
 
 /// A loaded, optimised model ready to run. `Send + Sync`: share it across threads.
 pub struct Model {
@@ -82,8 +84,8 @@ impl Model {
             .collect::<Result<Vec<_>, EngineError>>()?;
 
         let mut metadata = vec![
-            ("kiln.version".to_string(), crate::KILN_VERSION.to_string()),
-            ("tract.version".to_string(), crate::TRACT_VERSION.to_string()),
+            ("kiln.version".to_string(), kiln_types::KILN_VERSION.to_string()),
+            ("tract.version".to_string(), TRACT_VERSION.to_string()),
         ];
         if !proto.producer_name.is_empty() {
             metadata.push((
@@ -119,7 +121,7 @@ impl Model {
         let info = ModelInfo {
             name,
             version: options.version.clone(),
-            source_digest: sha256_hex(onnx_bytes),
+            source_digest: kiln_types::digest(onnx_bytes),
             inputs,
             outputs,
             labels,
@@ -262,7 +264,7 @@ impl Model {
         let ordered = self.check_inputs(inputs)?;
         let values: TVec<TValue> = ordered
             .into_iter()
-            .map(|t| t.to_tract().map(|t| t.into_tvalue()))
+            .map(|t| to_tract(t).map(|t| t.into_tvalue()))
             .collect::<Result<_, _>>()?;
         let outputs = state
             .run(values)
@@ -270,7 +272,7 @@ impl Model {
         outputs
             .iter()
             .zip(&self.info.outputs)
-            .map(|(t, spec)| Tensor::from_tract(&spec.name, t))
+            .map(|(t, spec)| from_tract(&spec.name, t))
             .collect()
     }
 }
@@ -355,7 +357,7 @@ fn apply_input_facts(model: &mut InferenceModel, options: &LoadOptions) -> Resul
                 )));
             }
         };
-        if ElementType::from_datum_type(dt).is_none() {
+        if element_type(dt).is_none() {
             return Err(EngineError::Unsupported(format!(
                 "input `{name}` has element type {dt:?}, which Kiln cannot carry"
             )));
@@ -422,7 +424,7 @@ fn specs(model: &TypedModel, outlets: &[OutletId], names: &[String]) -> Result<V
         .map(|(o, name)| {
             let fact = model.outlet_fact(*o).map_err(internal)?;
             let name = name.clone();
-            let element_type = ElementType::from_datum_type(fact.datum_type).ok_or_else(|| {
+            let element_type = element_type(fact.datum_type).ok_or_else(|| {
                 EngineError::Unsupported(format!(
                     "`{name}` has element type {:?}, which Kiln cannot carry (string labels: convert classes to integers)",
                     fact.datum_type

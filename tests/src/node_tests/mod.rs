@@ -13,7 +13,7 @@ pub use data::*;
 pub use summary::*;
 
 use kiln_engine::{Bundle, BundleConfig, ElementType, LoadOptions, Model, Tensor};
-use kiln_runtime::{Host, HostConfig, HostError, Isolation};
+use kiln_host::{Host, HostConfig, HostError, Isolation};
 use prost::Message;
 use serde::Serialize;
 use std::any::Any;
@@ -110,7 +110,7 @@ impl Runner {
             ..crate::test_config()
         };
         let host = Arc::new(Host::new(config).context("creating the host")?);
-        host.compile_component(kiln_runtime::guest::GUEST_WASM)
+        host.compile_component(kiln_host::guest::GUEST_WASM)
             .context("compiling the guest component")?;
         install_quiet_panic_hook();
         Ok(Runner { host, tolerance })
@@ -328,7 +328,7 @@ fn element_type(elem_type: i32) -> Result<ElementType, String> {
         DataType::try_from(elem_type).map_err(|_| format!("has unknown ONNX element type {elem_type}"))?;
     DatumType::try_from(onnx)
         .ok()
-        .and_then(ElementType::from_datum_type)
+        .and_then(kiln_engine::convert::element_type)
         .ok_or_else(|| format!("has element type {onnx:?}, which Kiln cannot carry"))
 }
 
@@ -342,7 +342,7 @@ fn kiln_tensor(name: &str, proto: &pb::TensorProto) -> Result<Tensor, String> {
     element_type(proto.data_type).map_err(|why| format!("tensor `{name}` {why}"))?;
     let tensor = tract_onnx::tensor::load_tensor(&FopenDataResolver, proto, None)
         .map_err(|e| format!("tensor `{name}`: {e:#}"))?;
-    Tensor::from_tract(name, &tensor).map_err(|e| format!("tensor `{name}`: {e}"))
+    kiln_engine::convert::from_tract(name, &tensor).map_err(|e| format!("tensor `{name}`: {e}"))
 }
 
 fn kiln_tensors(inputs: &[(String, pb::TensorProto)]) -> Result<Vec<Tensor>, String> {

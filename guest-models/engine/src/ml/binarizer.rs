@@ -2,7 +2,7 @@
 //!
 //! onnxruntime refuses NaN inputs; here NaN compares false and gives 0.
 
-use super::numeric_input;
+use super::inputs::numeric_input;
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
@@ -11,7 +11,10 @@ use tract_onnx::tract_hir::tract_core::ops::{
 };
 
 /// Builds the `Binarizer` op from its ONNX node.
-pub fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+pub fn parse(
+    _ctx: &ParsingContext<'_>,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let threshold: f32 = node.get_attr_opt("threshold")?.unwrap_or(0.0);
     Ok((
         expand(Binarizer {

@@ -1,6 +1,7 @@
 //! `Imputer`: replaces missing values (NaN, or `replaced_value_*`) with a per-feature value.
 
-use super::{float_list, last_axis_is, numeric_input};
+use super::attributes::float_list;
+use super::inputs::{last_axis_is, numeric_input};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
@@ -12,7 +13,7 @@ use tract_onnx::tract_hir::tract_core::ops::{
 };
 
 /// Builds the `Imputer` op from its ONNX node.
-pub fn parse(ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+pub fn parse(ctx: &ParsingContext<'_>, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let floats = float_list(ctx, node, "imputed_value_floats")?.filter(|v| !v.is_empty());
     let ints = node
         .get_attr_opt_vec::<i64>("imputed_value_int64s")?

@@ -4,7 +4,7 @@
 //! as onnxruntime does. A value in no category gives a row of zeros; onnxruntime fails the
 //! request instead when the node says `zeros = 0`.
 
-use super::numeric_input;
+use super::inputs::numeric_input;
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
@@ -13,7 +13,10 @@ use tract_onnx::tract_hir::tract_core::ops::{
 };
 
 /// Builds the `OneHotEncoder` op from its ONNX node.
-pub fn parse(_ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+pub fn parse(
+    _ctx: &ParsingContext<'_>,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     if node
         .get_attr_opt_tvec::<&str>("cats_strings")?
         .is_some_and(|v| !v.is_empty())

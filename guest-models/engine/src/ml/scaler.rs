@@ -1,13 +1,14 @@
 //! `Scaler`: `y = (x - offset) * scale` per feature, as f32 (StandardScaler, MinMaxScaler...).
 
-use super::{float_list, last_axis_is, numeric_input};
+use super::attributes::float_list;
+use super::inputs::{last_axis_is, numeric_input};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::{cast::cast, change_axes::wire_with_rank_broadcast, math};
 
 /// Builds the `Scaler` op from its ONNX node.
-pub fn parse(ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+pub fn parse(ctx: &ParsingContext<'_>, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let offset = float_list(ctx, node, "offset")?.unwrap_or_else(|| vec![0.0]);
     let scale = float_list(ctx, node, "scale")?.unwrap_or_else(|| vec![1.0]);
     node.expect_attr("offset", !offset.is_empty(), "at least one value")?;

@@ -8,7 +8,7 @@
 //! nodes are stored as `BRANCH_LT` with the children swapped, because tract's layout cannot
 //! hold `>=` (it decodes that code as a leaf).
 
-use super::float_list;
+use super::attributes::float_list;
 use std::collections::HashMap;
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
@@ -103,7 +103,7 @@ fn attr_of_len<'a, T: AttrTVecType<'a>>(node: &'a NodeProto, name: &str, n: usiz
     Ok(v)
 }
 
-fn floats_of_len(ctx: &ParsingContext, node: &NodeProto, name: &str, n: usize) -> TractResult<Vec<f32>> {
+fn floats_of_len(ctx: &ParsingContext<'_>, node: &NodeProto, name: &str, n: usize) -> TractResult<Vec<f32>> {
     let Some(v) = float_list(ctx, node, name)? else {
         return node.bail_attr(name, "missing (nor is its _as_tensor form present)");
     };
@@ -114,7 +114,7 @@ fn floats_of_len(ctx: &ParsingContext, node: &NodeProto, name: &str, n: usize) -
 /// Reads the `nodes_*` and `{leaf}_*` attributes (`leaf` is `target` or `class`) for
 /// `n_targets` targets (classes).
 pub fn parse_trees(
-    ctx: &ParsingContext,
+    ctx: &ParsingContext<'_>,
     node: &NodeProto,
     leaf: &str,
     n_targets: usize,

@@ -17,8 +17,8 @@
 //! Kiln refuses them rather than guess. tract-onnx's own classifier rejects binary
 //! boosting (one base value for two classes) and labels binary forests as class 0 always.
 
-use super::float_list;
-use super::numeric_input;
+use super::attributes::float_list;
+use super::inputs::numeric_input;
 use super::tree_ensemble::{PostTransform, parse_post_transform, parse_trees, wire_post_transform};
 use super::tree_scores::TreeEnsembleScores;
 use tract_onnx::model::ParsingContext;
@@ -35,7 +35,7 @@ use tract_onnx::tract_hir::tract_core::ops::{
 use tract_onnx_opl::ml::tree::TreeEnsemble;
 
 /// Builds the `TreeEnsembleClassifier` op from its ONNX node.
-pub fn parse(ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+pub fn parse(ctx: &ParsingContext<'_>, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let ints = node
         .get_attr_opt_vec::<i64>("classlabels_int64s")?
         .filter(|v| !v.is_empty());

@@ -9,9 +9,10 @@
 //!
 //! A 1-D input is one row (onnxruntime reads only its first feature).
 
+use super::attributes::float_list;
+use super::inputs::numeric_input;
 use super::tree_ensemble::{PostTransform, parse_post_transform, parse_trees, wire_post_transform};
 use super::tree_scores::TreeEnsembleScores;
-use super::{float_list, numeric_input};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
@@ -19,7 +20,7 @@ use tract_onnx::tract_hir::tract_core::ops::{change_axes::wire_with_rank_broadca
 use tract_onnx_opl::ml::tree::{Aggregate, TreeEnsemble};
 
 /// Builds the `TreeEnsembleRegressor` op from its ONNX node.
-pub fn parse(ctx: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+pub fn parse(ctx: &ParsingContext<'_>, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let n_targets: i64 = node.get_attr_opt("n_targets")?.unwrap_or(1);
     node.expect_attr("n_targets", n_targets > 0, "a positive number")?;
     let n_targets = n_targets as usize;

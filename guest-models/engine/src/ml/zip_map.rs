@@ -8,7 +8,10 @@ use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::tract_core::ops::identity::Identity;
 
 /// Builds the `ZipMap` op from its ONNX node.
-pub fn parse(_ctx: &ParsingContext, _node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+pub fn parse(
+    _ctx: &ParsingContext<'_>,
+    _node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     Ok((expand(ZipMap), vec![]))
 }
 

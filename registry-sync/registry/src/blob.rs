@@ -1,0 +1,127 @@
+//! Content-addressed blob files under `blobs/sha256/<hex>`.
+//!
+//! A blob is made durable (temp file, fsync, rename, fsync of the directory) before the
+//! database row that names it commits, so a crash can leave an unreferenced blob but never
+//! a row pointing at a missing one. Reads re-hash because a blob may have been damaged on
+//! disk after it was written, and serving a damaged component must not happen silently.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use kiln_types::digest;
+
+use crate::error::RegistryError;
+use crate::model::normalize_digest;
+
+/// The blob directory of one registry home.
+#[derive(Debug, Clone)]
+pub(crate) struct BlobStore {
+    dir: PathBuf,
+}
+
+impl BlobStore {
+    pub(crate) fn open(home: &Path) -> Result<BlobStore, RegistryError> {
+        let dir = home.join("blobs").join("sha256");
+        fs::create_dir_all(&dir).map_err(|e| {
+            RegistryError::Storage(anyhow::Error::new(e).context(format!(
+                "creating blob directory {} (check KILN_HOME points at a writable directory)",
+                dir.display()
+            )))
+        })?;
+        Ok(BlobStore { dir })
+    }
+
+    /// Path of a blob; an invalid digest maps to a name that can never exist.
+    pub(crate) fn path(&self, digest: &str) -> PathBuf {
+        match normalize_digest(digest) {
+            Ok(hex) => self.dir.join(hex),
+            Err(_) => self.dir.join("invalid-digest"),
+        }
+    }
+
+    /// Makes the blob for `bytes` (whose digest is `hex`) durable, unless an intact copy exists.
+    pub(crate) fn put(&self, hex: &str, bytes: &[u8]) -> Result<(), RegistryError> {
+        let path = self.path(hex);
+        if let Ok(existing) = fs::read(&path)
+            && digest(&existing) == hex
+        {
+            return Ok(());
+        }
+        kiln_types::durable::write(&path, bytes)
+            .map_err(|e| storage(e, format!("storing blob {hex} in {}", self.dir.display())))
+    }
+
+    /// Reads a blob and checks it still hashes to its name.
+    pub(crate) fn read(&self, digest: &str) -> Result<Vec<u8>, RegistryError> {
+        let hex = normalize_digest(digest)?;
+        let path = self.dir.join(&hex);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RegistryError::NotFound(format!(
+                    "blob sha256:{hex} is missing from {}; re-register the component to restore it",
+                    self.dir.display()
+                )));
+            }
+            Err(e) => return Err(storage(e, format!("reading blob {}", path.display()))),
+        };
+        let actual = kiln_types::digest(&bytes);
+        if actual != hex {
+            return Err(RegistryError::Corrupt(format!(
+                "blob {} is corrupt: its content hashes to sha256:{actual}, not sha256:{hex}; \
+                 delete the file and re-register the component",
+                path.display()
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Removes a blob; a blob that is already gone is fine.
+    pub(crate) fn remove(&self, hex: &str) -> Result<(), RegistryError> {
+        match fs::remove_file(self.path(hex)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(storage(e, format!("removing unreferenced blob {hex}"))),
+        }
+    }
+}
+
+fn storage(err: std::io::Error, context: String) -> RegistryError {
+    RegistryError::Storage(anyhow::Error::new(err).context(context))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_then_read_round_trips_and_detects_corruption() {
+        let home = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(home.path()).unwrap();
+        let bytes = b"component bytes".to_vec();
+        let hex = digest(&bytes);
+        store.put(&hex, &bytes).unwrap();
+        assert_eq!(store.read(&format!("sha256:{hex}")).unwrap(), bytes);
+
+        fs::write(store.path(&hex), b"tampered").unwrap();
+        let err = store.read(&hex).unwrap_err();
+        assert!(matches!(err, RegistryError::Corrupt(_)), "{err:?}");
+
+        // Writing again repairs a damaged copy.
+        store.put(&hex, &bytes).unwrap();
+        assert_eq!(store.read(&hex).unwrap(), bytes);
+
+        store.remove(&hex).unwrap();
+        assert!(matches!(store.read(&hex), Err(RegistryError::NotFound(_))));
+        store.remove(&hex).unwrap();
+    }
+
+    #[test]
+    fn invalid_digests_never_escape_the_blob_directory() {
+        let home = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(home.path()).unwrap();
+        let path = store.path("../../etc/passwd");
+        assert!(path.starts_with(home.path().join("blobs/sha256")));
+        assert!(matches!(store.read("../x"), Err(RegistryError::Invalid(_))));
+    }
+}

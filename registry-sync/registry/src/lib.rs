@@ -1,0 +1,53 @@
+//! Kiln's model registry, embedded: one SQLite file plus a content-addressed blob directory
+//! under a home directory (`$KILN_HOME`, default `./.kiln`).
+//!
+//! Embedded rather than a service so that `kiln models ...` works on a laptop with nothing
+//! running, and so a serving process and the CLI can share one home: SQLite in WAL mode
+//! with a 5 s busy timeout lets them read and write the same file, and a server notices
+//! changes by polling [`Registry::generation`] instead of needing a notification channel.
+//!
+//! Durability rules: components are stored by SHA-256 and made durable before the row that
+//! names them commits; every mutation and its audit entry share one transaction; the audit
+//! log is hash-chained so tampering is detectable by [`Registry::verify_audit`].
+
+mod audit;
+mod blob;
+pub mod duration;
+mod error;
+pub mod fleet;
+mod model;
+mod mutations;
+pub mod plan;
+mod registry;
+pub mod rollout;
+mod schema;
+pub mod testing;
+
+use std::path::PathBuf;
+
+pub use audit::{GENESIS_HASH, canonical_json, entry_hash};
+pub use error::RegistryError;
+pub use model::{
+    AuditEntry, AuditReport, GoldenPair, ModelVersion, NewVersion, Prepared, Stage, normalize_digest,
+    validate_alias, validate_name,
+};
+pub use mutations::StageTransition;
+pub use plan::{PlanOverrides, RolloutPlan, Strategy};
+pub use registry::Registry;
+
+/// The registry home: `$KILN_HOME`, else `./.kiln`.
+pub fn default_home() -> PathBuf {
+    match std::env::var_os("KILN_HOME") {
+        Some(home) if !home.is_empty() => PathBuf::from(home),
+        _ => PathBuf::from(".kiln"),
+    }
+}
+
+/// Who to record in the audit log: `$KILN_ACTOR`, else `$USER`, else `"unknown"`.
+pub fn default_actor() -> String {
+    ["KILN_ACTOR", "USER", "USERNAME"]
+        .iter()
+        .filter_map(|var| std::env::var(var).ok())
+        .find(|value| !value.trim().is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}

@@ -1,0 +1,323 @@
+//! Judging a rollout step from the nodes' own counters: the canary's 5xx rate, its rate
+//! increase over the stable version, its p99 latency and, on a shadow step, how often its
+//! answers disagreed with the stable version's.
+
+use kiln_node_api::{ShadowStats, VersionStats};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::plan::RolloutPlan;
+
+/// Counters of one model on one node at one moment: per version, and per shadow version.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct NodeCounters {
+    /// The node's process instance (counters restart with it).
+    pub instance_id: String,
+    /// Per version number.
+    pub versions: BTreeMap<u64, VersionStats>,
+    /// Per shadow version number.
+    pub shadows: BTreeMap<u64, ShadowStats>,
+}
+
+/// Counters of every node, by node name.
+pub type FleetCounters = BTreeMap<String, NodeCounters>;
+
+/// What happened to one version during a step, summed over nodes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct StepFigures {
+    /// Canary requests, 5xx answers and p99 (seconds).
+    pub canary_requests: u64,
+    pub canary_errors: u64,
+    pub canary_p99: Option<f64>,
+    /// Stable requests and 5xx answers.
+    pub stable_requests: u64,
+    pub stable_errors: u64,
+    /// Shadow comparisons, disagreements and errors (shadow step only).
+    pub shadow_compared: u64,
+    pub shadow_disagreements: u64,
+    pub shadow_errors: u64,
+}
+
+impl StepFigures {
+    /// Canary 5xx share (0 without requests).
+    pub fn canary_error_rate(&self) -> f64 {
+        ratio(self.canary_errors, self.canary_requests)
+    }
+    /// Stable 5xx share.
+    pub fn stable_error_rate(&self) -> f64 {
+        ratio(self.stable_errors, self.stable_requests)
+    }
+    /// One line for messages and status tables.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "canary {} req, {:.1}% errors, p99 {}; stable {} req, {:.1}% errors",
+            self.canary_requests,
+            100.0 * self.canary_error_rate(),
+            self.canary_p99.map_or("-".to_string(), format_seconds),
+            self.stable_requests,
+            100.0 * self.stable_error_rate()
+        );
+        if self.shadow_compared > 0 || self.shadow_errors > 0 {
+            s.push_str(&format!(
+                "; shadow {} compared, {:.1}% disagree, {} errors",
+                self.shadow_compared,
+                100.0 * ratio(self.shadow_disagreements, self.shadow_compared),
+                self.shadow_errors
+            ));
+        }
+        s
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+fn format_seconds(s: f64) -> String {
+    if s.is_infinite() {
+        "above the top bucket".to_string()
+    } else if s < 1.0 {
+        format!("≤{}ms", (s * 1000.0 * 100.0).round() / 100.0)
+    } else {
+        format!("≤{s}s")
+    }
+}
+
+/// Sums what happened between `baseline` and `now` for the canary and stable versions.
+pub fn step_figures(
+    baseline: &FleetCounters,
+    now: &FleetCounters,
+    canary: u64,
+    stable: Option<u64>,
+) -> StepFigures {
+    let mut canary_total = VersionStats::default();
+    let mut stable_total = VersionStats::default();
+    let mut shadow_total = ShadowStats::default();
+    for (node, current) in now {
+        let before = baseline
+            .get(node)
+            .filter(|b| b.instance_id == current.instance_id);
+        let delta = |v: u64| -> Option<VersionStats> {
+            let cur = current.versions.get(&v)?;
+            Some(match before.and_then(|b| b.versions.get(&v)) {
+                Some(b) => cur.since(b),
+                None => cur.clone(),
+            })
+        };
+        if let Some(d) = delta(canary) {
+            canary_total.add(&d);
+        }
+        if let Some(d) = stable.and_then(delta) {
+            stable_total.add(&d);
+        }
+        if let Some(cur) = current.shadows.get(&canary) {
+            let d = match before.and_then(|b| b.shadows.get(&canary)) {
+                Some(b) => cur.since(b),
+                None => cur.clone(),
+            };
+            shadow_total.compared += d.compared;
+            shadow_total.disagreements += d.disagreements;
+            shadow_total.errors += d.errors;
+        }
+    }
+    StepFigures {
+        canary_requests: canary_total.requests,
+        canary_errors: canary_total.server_errors,
+        canary_p99: canary_total.latency.quantile(0.99),
+        stable_requests: stable_total.requests,
+        stable_errors: stable_total.server_errors,
+        shadow_compared: shadow_total.compared,
+        shadow_disagreements: shadow_total.disagreements,
+        shadow_errors: shadow_total.errors,
+    }
+}
+
+/// The analysis outcome of a step so far.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// A threshold is broken: roll back, saying why.
+    Broken(String),
+    /// The interval is over and the canary is healthy: next step.
+    Healthy,
+    /// The interval is over with too little traffic to judge: pause, saying so.
+    TooLittleTraffic(String),
+    /// Keep watching.
+    Watching,
+}
+
+/// Judges a step. Thresholds are checked as soon as there are `min_requests` canary
+/// requests (so a broken canary is rolled back within the interval it breaks in); the
+/// step passes only when its interval is over.
+pub fn judge(plan: &RolloutPlan, shadow_step: bool, figures: &StepFigures, interval_over: bool) -> Verdict {
+    let min = plan.min_requests.max(1);
+    if shadow_step {
+        let seen = figures.shadow_compared + figures.shadow_errors;
+        if seen >= min {
+            let error_rate = ratio(figures.shadow_errors, seen);
+            if error_rate > plan.max_error_rate {
+                return Verdict::Broken(format!(
+                    "shadow error rate {:.1}% > max {:.1}% ({})",
+                    100.0 * error_rate,
+                    100.0 * plan.max_error_rate,
+                    figures.summary()
+                ));
+            }
+            if let Some(max) = plan.max_disagreement {
+                let rate = ratio(figures.shadow_disagreements, figures.shadow_compared);
+                if rate > max {
+                    return Verdict::Broken(format!(
+                        "shadow disagreement {:.1}% > max {:.1}% ({})",
+                        100.0 * rate,
+                        100.0 * max,
+                        figures.summary()
+                    ));
+                }
+            }
+        }
+        if !interval_over {
+            return Verdict::Watching;
+        }
+        if seen < min {
+            return Verdict::TooLittleTraffic(format!(
+                "too little traffic to judge the shadow step: {seen} shadowed requests, need {min}"
+            ));
+        }
+        return Verdict::Healthy;
+    }
+    if figures.canary_requests >= min {
+        let rate = figures.canary_error_rate();
+        if rate > plan.max_error_rate {
+            return Verdict::Broken(format!(
+                "canary error rate {:.1}% > max {:.1}% ({})",
+                100.0 * rate,
+                100.0 * plan.max_error_rate,
+                figures.summary()
+            ));
+        }
+        if let Some(max_increase) = plan.max_error_rate_increase
+            && figures.stable_requests >= min
+            && rate - figures.stable_error_rate() > max_increase
+        {
+            return Verdict::Broken(format!(
+                "canary error rate {:.1}% is {:.1} points above stable's {:.1}% (max +{:.1}) ({})",
+                100.0 * rate,
+                100.0 * (rate - figures.stable_error_rate()),
+                100.0 * figures.stable_error_rate(),
+                100.0 * max_increase,
+                figures.summary()
+            ));
+        }
+        if let (Some(max_ms), Some(p99)) = (plan.max_p99_ms, figures.canary_p99)
+            && p99 * 1000.0 > max_ms
+        {
+            return Verdict::Broken(format!(
+                "canary p99 {} > max {max_ms}ms ({})",
+                format_seconds(p99),
+                figures.summary()
+            ));
+        }
+    }
+    if !interval_over {
+        return Verdict::Watching;
+    }
+    if figures.canary_requests < min {
+        return Verdict::TooLittleTraffic(format!(
+            "too little traffic to judge: {} canary requests in the step, need {min}",
+            figures.canary_requests
+        ));
+    }
+    Verdict::Healthy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_node_api::Histogram;
+
+    fn stats(requests: u64, errors: u64) -> VersionStats {
+        VersionStats {
+            model: "m".into(),
+            version: 0,
+            requests,
+            server_errors: errors,
+            client_errors: 0,
+            latency: Histogram {
+                bounds: vec![0.001, 0.01],
+                counts: vec![requests, requests],
+                count: requests,
+                sum: 0.0,
+            },
+        }
+    }
+
+    fn node(instance: &str, canary: (u64, u64), stable: (u64, u64)) -> NodeCounters {
+        NodeCounters {
+            instance_id: instance.into(),
+            versions: [(2, stats(canary.0, canary.1)), (1, stats(stable.0, stable.1))].into(),
+            shadows: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn figures_are_deltas_summed_over_nodes_and_restarts_count_whole() {
+        let base: FleetCounters = [
+            ("a".into(), node("i1", (10, 1), (100, 0))),
+            ("b".into(), node("i2", (5, 0), (50, 0))),
+        ]
+        .into();
+        let now: FleetCounters = [
+            ("a".into(), node("i1", (30, 3), (300, 0))),
+            // b restarted: its counters count whole.
+            ("b".into(), node("i9", (7, 1), (20, 0))),
+        ]
+        .into();
+        let f = step_figures(&base, &now, 2, Some(1));
+        assert_eq!(f.canary_requests, 20 + 7);
+        assert_eq!(f.canary_errors, 2 + 1);
+        assert_eq!(f.stable_requests, 200 + 20);
+        assert_eq!(f.canary_p99, Some(0.001));
+    }
+
+    #[test]
+    fn broken_healthy_and_too_little() {
+        let plan = RolloutPlan::default();
+        let mut f = StepFigures {
+            canary_requests: 100,
+            canary_errors: 10,
+            stable_requests: 1000,
+            ..Default::default()
+        };
+        assert!(matches!(judge(&plan, false, &f, false), Verdict::Broken(m) if m.contains("error rate")));
+        f.canary_errors = 0;
+        assert_eq!(judge(&plan, false, &f, false), Verdict::Watching);
+        assert_eq!(judge(&plan, false, &f, true), Verdict::Healthy);
+        f.canary_requests = 3;
+        assert!(
+            matches!(judge(&plan, false, &f, true), Verdict::TooLittleTraffic(m) if m.contains("3 canary requests"))
+        );
+        let slow = RolloutPlan {
+            max_p99_ms: Some(5.0),
+            ..RolloutPlan::default()
+        };
+        let f = StepFigures {
+            canary_requests: 100,
+            canary_p99: Some(0.01),
+            ..Default::default()
+        };
+        assert!(matches!(judge(&slow, false, &f, false), Verdict::Broken(m) if m.contains("p99")));
+    }
+
+    #[test]
+    fn shadow_disagreement_breaks_a_shadow_step() {
+        let plan = RolloutPlan {
+            max_disagreement: Some(0.05),
+            ..RolloutPlan::default()
+        };
+        let f = StepFigures {
+            shadow_compared: 100,
+            shadow_disagreements: 40,
+            ..Default::default()
+        };
+        assert!(matches!(judge(&plan, true, &f, false), Verdict::Broken(m) if m.contains("disagreement")));
+    }
+}

@@ -1,0 +1,114 @@
+//! Sources that feed the registry while the service runs: MLflow, polled on its own thread,
+//! whose imports promote versions in the registry (which the controller then rolls out).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use kiln_mlflow::MlflowSource;
+use kiln_registry::{Prepared, Registry};
+
+/// Something else that writes to the registry on a schedule (the MLflow watcher): polled on
+/// its own thread so a slow download or compile never stalls rollouts.
+pub trait Source: Send + 'static {
+    /// Name for logs.
+    fn name(&self) -> String;
+    /// How long to wait between polls.
+    fn interval(&self) -> Duration;
+    /// One poll: import what changed.
+    fn poll(&mut self, registry: &Registry) -> anyhow::Result<()>;
+}
+
+/// The compile step the binary supplies (ONNX → component), shared with `kiln models register`.
+pub type PrepareFn = dyn Fn(&Path, &str, &[Value]) -> anyhow::Result<Prepared> + Send + Sync;
+
+/// MLflow as a [`Source`]: each poll imports every moved alias or stage.
+pub struct MlflowPoller {
+    source: MlflowSource,
+    prepare: Box<PrepareFn>,
+    interval: Duration,
+    actor: String,
+}
+
+impl MlflowPoller {
+    /// Polls `source` every `interval`, compiling with `prepare`; audit entries name `actor`.
+    pub fn new(
+        source: MlflowSource,
+        prepare: Box<PrepareFn>,
+        interval: Duration,
+        actor: &str,
+    ) -> MlflowPoller {
+        MlflowPoller {
+            source,
+            prepare,
+            interval,
+            actor: actor.to_string(),
+        }
+    }
+}
+
+impl Source for MlflowPoller {
+    fn name(&self) -> String {
+        "mlflow".to_string()
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn poll(&mut self, registry: &Registry) -> anyhow::Result<()> {
+        for change in self.source.poll()? {
+            if let Some(reason) = rolled_back_here(registry, &change.model, change.version)? {
+                // A restarted service sees every MLflow pointer again; one that names a
+                // version Kiln rolled back must not start the same failing rollout again.
+                tracing::warn!(model = %change.model, mlflow_version = change.version, reason, "not re-importing a version Kiln rolled back; move the MLflow pointer to deploy again");
+                continue;
+            }
+            match self
+                .source
+                .import(&change, registry, self.prepare.as_ref(), &self.actor)
+            {
+                Ok(outcome) => tracing::info!(
+                    model = %change.model,
+                    mlflow_version = change.version,
+                    version = outcome.kiln_version.version,
+                    reused = outcome.reused,
+                    promoted = outcome.promoted,
+                    "imported from MLflow"
+                ),
+                Err(e) => {
+                    tracing::warn!(model = %change.model, mlflow_version = change.version, error = %format!("{e:#}"), "MLflow import failed")
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the Kiln version imported from MLflow version `mlflow_version` of `model` must not
+/// be promoted again: its latest rollout was rolled back (and nothing newer succeeded).
+fn rolled_back_here(registry: &Registry, model: &str, mlflow_version: u64) -> anyhow::Result<Option<String>> {
+    let tagged = registry
+        .list(Some(model))
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| {
+            v.tags.get(kiln_mlflow::TAG_VERSION).map(String::as_str)
+                == Some(mlflow_version.to_string().as_str())
+        });
+    let Some(version) = tagged else {
+        return Ok(None);
+    };
+    let latest = registry.rollouts(Some(model), 1)?.into_iter().next();
+    Ok(latest
+        .filter(|r| {
+            r.to_version == version.version && r.state == kiln_registry::rollout::RolloutState::RolledBack
+        })
+        .map(|r| {
+            format!(
+                "rollout {} of version {} was rolled back: {}",
+                r.id, version.version, r.message
+            )
+        }))
+}

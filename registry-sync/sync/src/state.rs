@@ -1,0 +1,497 @@
+//! The sync service's state, shared by the control loop, the node workers and the API:
+//! settings, the desired state, what is known of each node, and the service's metrics.
+//! Everything above it (controller, workers, API) reads and writes through it; it calls
+//! nothing above it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use kiln_fleet::Desired;
+use kiln_node_api::breaker::{Breaker, BreakerPolicy, BreakerState};
+use kiln_node_api::{NodeState, RoutingTable};
+use kiln_registry::{Registry, RegistryError, RolloutPlan};
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, TextEncoder};
+
+/// Settings of the sync service.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// Address of the join/status API.
+    pub listen: SocketAddr,
+    /// The fleet token: nodes' admin API and the join API both require it.
+    pub token: Option<String>,
+    /// Control loop period.
+    pub tick: Duration,
+    /// How often a converged node is re-checked (and its counters read).
+    pub check_interval: Duration,
+    /// Most node operations at once.
+    pub concurrency: usize,
+    /// First retry delay after a failure; doubles per failure, with jitter.
+    pub backoff_base: Duration,
+    /// Longest retry delay, and the longest a node's open circuit breaker waits before
+    /// it probes the node again.
+    pub backoff_max: Duration,
+    /// Consecutive failures that open a node's circuit breaker: the service then stops
+    /// calling the node until a cool-down has passed (or the node sends a heartbeat) and
+    /// one probe call succeeds.
+    pub breaker_threshold: u32,
+    /// Heartbeat period asked of joined nodes.
+    pub heartbeat: Duration,
+    /// Called (POST, JSON) when a rollout is rolled back automatically.
+    pub alert_webhook: Option<String>,
+    /// Rollout plan for models without their own policy.
+    pub default_policy: RolloutPlan,
+    /// Audit actor of the service's own changes.
+    pub actor: String,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            token: None,
+            tick: Duration::from_millis(100),
+            check_interval: Duration::from_secs(1),
+            concurrency: 16,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+            breaker_threshold: 5,
+            heartbeat: Duration::from_secs(1),
+            alert_webhook: None,
+            default_policy: RolloutPlan::default(),
+            actor: "kiln-sync".to_string(),
+        }
+    }
+}
+
+impl SyncConfig {
+    /// The circuit breaker policy of each node: open after `breaker_threshold` failures,
+    /// a first cool-down of the backoff that many failures reach, doubling up to
+    /// `backoff_max`.
+    pub fn breaker_policy(&self) -> BreakerPolicy {
+        let threshold = self.breaker_threshold.max(1);
+        BreakerPolicy {
+            failure_threshold: threshold,
+            initial_cooldown: self
+                .backoff_base
+                .saturating_mul(1 << (threshold - 1).min(16))
+                .min(self.backoff_max),
+            max_cooldown: self.backoff_max,
+        }
+    }
+}
+
+/// What the service knows of one node right now.
+#[derive(Clone, Debug, Default)]
+pub struct NodeRuntime {
+    /// `converged`, `pending` or `failing`.
+    pub status: String,
+    /// Generation the node acknowledged.
+    pub applied_generation: u64,
+    /// The node's latest state (with its counters).
+    pub last_state: Option<NodeState>,
+    /// When `last_state` was read.
+    pub state_at: Option<Instant>,
+    pub last_error: Option<String>,
+    pub failing_since: Option<String>,
+    pub failures: u32,
+    /// The node's circuit breaker: `closed`, `open` or `half-open`.
+    pub breaker: String,
+    /// Last heartbeat or successful call.
+    pub last_seen: Option<Instant>,
+    pub instance_id: Option<String>,
+}
+
+impl NodeRuntime {
+    /// A node not contacted yet.
+    pub fn pending() -> NodeRuntime {
+        NodeRuntime {
+            status: "pending".into(),
+            breaker: BreakerState::Closed.as_str().into(),
+            ..NodeRuntime::default()
+        }
+    }
+}
+
+/// A wake-up signal for a thread that waits (new desired state, heartbeat, shutdown).
+#[derive(Default)]
+pub struct Wake {
+    flag: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Wake {
+    /// Wakes the waiting thread.
+    pub fn notify(&self) {
+        let mut f = self.flag.lock().unwrap_or_else(|p| p.into_inner());
+        *f = true;
+        self.cv.notify_one();
+    }
+
+    /// Waits for a wake-up or the timeout.
+    pub fn wait(&self, timeout: Duration) {
+        let f = self.flag.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut f, _) = self
+            .cv
+            .wait_timeout_while(f, timeout, |woken| !*woken)
+            .unwrap_or_else(|p| p.into_inner());
+        *f = false;
+    }
+}
+
+/// A running node worker, as the service sees it.
+pub struct WorkerHandle {
+    pub wake: Arc<Wake>,
+    pub stop: Arc<AtomicBool>,
+    pub url: String,
+    /// The node's circuit breaker (the worker records its calls in it).
+    pub breaker: Arc<Breaker>,
+}
+
+/// A counting semaphore bounding concurrent node operations.
+pub struct Permits {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+/// A held permit, released on drop.
+pub struct Permit<'a>(&'a Permits);
+
+impl Permits {
+    /// `n` permits.
+    pub fn new(n: usize) -> Permits {
+        Permits {
+            free: Mutex::new(n.max(1)),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Waits for a permit.
+    pub fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.cv.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut free = self.0.free.lock().unwrap_or_else(|p| p.into_inner());
+        *free += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+/// The service's own metrics (`GET /metrics`), in their own Prometheus registry.
+pub struct SyncMetrics {
+    registry: prometheus::Registry,
+    nodes: IntGaugeVec,
+    generation: IntGauge,
+    pushes: IntCounterVec,
+    pub uploads: IntCounter,
+    pub heartbeats: IntCounter,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &prometheus::Registry,
+    metric: prometheus::Result<T>,
+) -> prometheus::Result<T> {
+    let metric = metric?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+impl SyncMetrics {
+    /// Creates and registers every metric.
+    pub fn new() -> prometheus::Result<SyncMetrics> {
+        let r = prometheus::Registry::new();
+        let nodes = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new("kiln_sync_nodes", "Managed nodes by sync status"),
+                &["status"],
+            ),
+        )?;
+        let generation = register(
+            &r,
+            IntGauge::new("kiln_sync_routing_generation", "Desired routing generation"),
+        )?;
+        let pushes = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "kiln_sync_pushes_total",
+                    "Node convergence attempts that pushed or failed",
+                ),
+                &["result"],
+            ),
+        )?;
+        let uploads = register(
+            &r,
+            IntCounter::new("kiln_sync_uploads_total", "Components uploaded to nodes"),
+        )?;
+        let heartbeats = register(
+            &r,
+            IntCounter::new("kiln_sync_heartbeats_total", "Node heartbeats received"),
+        )?;
+        // Every label value from the start, so a scrape sees zeros rather than nothing.
+        for result in ["ok", "error"] {
+            pushes.with_label_values(&[result]);
+        }
+        Ok(SyncMetrics {
+            registry: r,
+            nodes,
+            generation,
+            pushes,
+            uploads,
+            heartbeats,
+        })
+    }
+
+    /// Counts a convergence attempt that pushed (`ok`) or failed.
+    pub fn push(&self, ok: bool) {
+        self.pushes
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    /// The metrics as Prometheus text, with the gauges read from `shared` now.
+    pub fn render(&self, shared: &Shared) -> prometheus::Result<String> {
+        let desired = shared.desired_generation_and_nodes();
+        let (converged, failing) = shared.with_runtimes(|runtimes| {
+            let count = |s: &str| runtimes.values().filter(|rt| rt.status == s).count();
+            (count("converged"), count("failing"))
+        });
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.nodes.with_label_values(&["converged"]).set(gauge(converged));
+        self.nodes.with_label_values(&["failing"]).set(gauge(failing));
+        self.nodes
+            .with_label_values(&["pending"])
+            .set(gauge(desired.1.saturating_sub(converged + failing)));
+        self.generation.set(i64::try_from(desired.0).unwrap_or(i64::MAX));
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+/// State shared by the control loop, node workers and the API.
+pub struct Shared {
+    pub registry: Arc<Registry>,
+    pub config: SyncConfig,
+    desired: Mutex<Desired>,
+    runtimes: Mutex<HashMap<String, NodeRuntime>>,
+    restart_hints: Mutex<HashSet<String>>,
+    retry_hints: Mutex<HashSet<String>>,
+    pub permits: Permits,
+    pub metrics: SyncMetrics,
+    /// Wakes the control loop early (a node converged or failed): rollouts move on as soon
+    /// as the fleet is ready instead of at the next tick.
+    pub control_wake: Wake,
+    /// Components being uploaded, shared by the node workers so that pushing one version to
+    /// fifty nodes reads (and holds) its bytes once.
+    blobs: Mutex<HashMap<String, std::sync::Weak<Vec<u8>>>>,
+    pub workers: Mutex<BTreeMap<String, WorkerHandle>>,
+    pub stop: AtomicBool,
+}
+
+impl Shared {
+    /// The state of a service that has not started anything yet.
+    pub fn new(registry: Arc<Registry>, config: SyncConfig) -> prometheus::Result<Shared> {
+        Ok(Shared {
+            registry,
+            permits: Permits::new(config.concurrency),
+            config,
+            desired: Mutex::new(Desired::default()),
+            runtimes: Mutex::new(HashMap::new()),
+            restart_hints: Mutex::new(HashSet::new()),
+            retry_hints: Mutex::new(HashSet::new()),
+            metrics: SyncMetrics::new()?,
+            control_wake: Wake::default(),
+            blobs: Mutex::new(HashMap::new()),
+            workers: Mutex::new(BTreeMap::new()),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    /// The table `node` should serve, if the node is known.
+    pub fn desired_table(&self, node: &str) -> Option<RoutingTable> {
+        self.desired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tables
+            .get(node)
+            .cloned()
+    }
+
+    /// Components to upload to `node` ahead of use.
+    pub fn prefetch(&self, node: &str) -> Vec<String> {
+        self.desired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .prefetch
+            .get(node)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The current desired state.
+    pub fn desired(&self) -> Desired {
+        self.desired.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The desired routing generation.
+    pub fn desired_generation(&self) -> u64 {
+        self.desired.lock().unwrap_or_else(|p| p.into_inner()).generation
+    }
+
+    /// The desired generation and how many nodes it has tables for.
+    fn desired_generation_and_nodes(&self) -> (u64, usize) {
+        let d = self.desired.lock().unwrap_or_else(|p| p.into_inner());
+        (d.generation, d.tables.len())
+    }
+
+    /// The nodes that should serve `model`.
+    pub fn serving_nodes(&self, model: &str) -> Vec<String> {
+        self.desired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .model_nodes
+            .get(model)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Installs a new desired state and wakes every worker when it changed.
+    pub fn set_desired(&self, d: Desired) {
+        let mut slot = self.desired.lock().unwrap_or_else(|p| p.into_inner());
+        if *slot == d {
+            return;
+        }
+        tracing::debug!(
+            generation = d.generation,
+            nodes = d.tables.len(),
+            "desired state changed"
+        );
+        *slot = d;
+        drop(slot);
+        for w in self.workers.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            w.wake.notify();
+        }
+    }
+
+    /// What the service knows of `node`.
+    pub fn node_runtime(&self, node: &str) -> NodeRuntime {
+        self.runtimes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .cloned()
+            .unwrap_or_else(NodeRuntime::pending)
+    }
+
+    /// Runs `f` on every node's runtime state without copying it.
+    pub fn with_runtimes<R>(&self, f: impl FnOnce(&HashMap<String, NodeRuntime>) -> R) -> R {
+        f(&self.runtimes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Every node's runtime state.
+    pub fn node_runtimes(&self) -> HashMap<String, NodeRuntime> {
+        self.runtimes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records what is known of `node`.
+    pub fn set_node_runtime(&self, node: &str, rt: NodeRuntime) {
+        self.runtimes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.to_string(), rt);
+    }
+
+    /// A component's bytes (verified against its digest by the registry), shared while any
+    /// worker holds them.
+    pub fn blob(&self, digest: &str) -> Result<Arc<Vec<u8>>, RegistryError> {
+        let mut blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bytes) = blobs.get(digest).and_then(std::sync::Weak::upgrade) {
+            return Ok(bytes);
+        }
+        blobs.retain(|_, w| w.strong_count() > 0);
+        // Read under the lock: concurrent workers wait for this read instead of each
+        // reading the same file.
+        let bytes = Arc::new(self.registry.read_blob(digest)?);
+        blobs.insert(digest.to_string(), Arc::downgrade(&bytes));
+        Ok(bytes)
+    }
+
+    /// A node's status changed: the controller re-evaluates at once.
+    pub fn changed(&self) {
+        self.control_wake.notify();
+    }
+
+    /// A joined node's heartbeat: remembers it, and wakes its worker when the node
+    /// restarted or serves another generation, or is failing (it is reachable again, so its
+    /// open circuit breaker may probe it at once).
+    pub fn heartbeat(&self, node: &str, instance_id: &str, generation: u64) {
+        let mut runtimes = self.runtimes.lock().unwrap_or_else(|p| p.into_inner());
+        let rt = runtimes
+            .entry(node.to_string())
+            .or_insert_with(NodeRuntime::pending);
+        rt.last_seen = Some(Instant::now());
+        let restarted = rt.instance_id.as_deref().is_some_and(|i| i != instance_id);
+        let stale = rt.status == "converged" && generation != rt.applied_generation;
+        let failing = rt.status == "failing";
+        drop(runtimes);
+        if restarted || stale {
+            self.restart_hints
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(node.to_string());
+        }
+        if failing || restarted || stale {
+            self.retry_hints
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(node.to_string());
+            if let Some(w) = self.workers.lock().unwrap_or_else(|p| p.into_inner()).get(node) {
+                w.breaker.probe_now();
+                w.wake.notify();
+            }
+        }
+    }
+
+    /// Whether a worker manages `node` at `url`.
+    pub fn manages(&self, node: &str, url: &str) -> bool {
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .is_some_and(|w| w.url == url.trim_end_matches('/'))
+    }
+
+    /// Whether `node` restarted or drifted since its worker last looked (and forgets it).
+    pub fn take_restart_hint(&self, node: &str) -> bool {
+        self.restart_hints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(node)
+    }
+
+    /// Whether `node` was heard from while failing, so its worker should retry now (and
+    /// forgets it).
+    pub fn take_retry_hint(&self, node: &str) -> bool {
+        self.retry_hints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(node)
+    }
+
+    /// Whether the service is stopping.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+}

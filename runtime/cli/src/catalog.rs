@@ -1,0 +1,47 @@
+//! The SQLite registry as the server's [`Catalog`]: `kiln serve` polls its generation and
+//! serves every version in Production or Staging or holding an alias, with a model's
+//! unnamed traffic on its serving version (`kiln-fleet`'s rule: Production, else
+//! `champion`). The CLI writes the same database from other processes; SQLite's WAL lets
+//! the server read while they write.
+
+use kiln_node_api::RoutingTable;
+use kiln_registry::Registry;
+use kiln_serve::Catalog;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A registry seen by the server.
+pub struct RegistryCatalog {
+    registry: Arc<Registry>,
+}
+
+impl RegistryCatalog {
+    /// Wraps an open registry.
+    pub fn new(registry: Arc<Registry>) -> RegistryCatalog {
+        RegistryCatalog { registry }
+    }
+}
+
+impl Catalog for RegistryCatalog {
+    fn generation(&self) -> anyhow::Result<u64> {
+        Ok(self.registry.generation()?)
+    }
+
+    fn routing(&self) -> anyhow::Result<RoutingTable> {
+        // Generation first: a change committed between the two reads shows up again on
+        // the next poll instead of being hidden behind an up-to-date generation.
+        let generation = self.registry.generation()?;
+        Ok(kiln_fleet::local_table(generation, self.registry.served()?))
+    }
+
+    fn component_path(&self, digest: &str) -> PathBuf {
+        self.registry.blob_path(digest)
+    }
+
+    fn stored_digests(&self) -> anyhow::Result<Vec<String>> {
+        let mut digests: Vec<String> = self.registry.list(None)?.into_iter().map(|v| v.digest).collect();
+        digests.sort();
+        digests.dedup();
+        Ok(digests)
+    }
+}

@@ -1,0 +1,13 @@
+//! One module per `kiln` subcommand: its flags and what it does.
+
+pub mod audit;
+pub mod compile;
+pub mod export;
+pub mod inspect;
+pub mod models;
+pub mod predict;
+pub mod rollout;
+pub mod serve;
+pub mod spin;
+pub mod sync;
+pub mod up;

@@ -1,0 +1,243 @@
+//! `kiln rollout ...`: start, watch and steer rollouts. The commands write intents to the
+//! registry database; the running `kiln sync` carries them out (so they work from any
+//! machine sharing the registry, and survive a restart of the service).
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use comfy_table::{Table, presets};
+use kiln_registry::rollout::{Rollout, RolloutState};
+use kiln_registry::{PlanOverrides, Registry, RolloutPlan, default_actor};
+
+use crate::render::{trim_lines, truncate};
+
+/// The flags that make a rollout plan.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PlanArgs {
+    /// canary, blue-green or direct.
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// Canary weights in percent: 5,25,50,100.
+    #[arg(long, value_delimiter = ',')]
+    pub steps: Option<Vec<u32>>,
+    /// Analysis interval per step (canary) or bake time (blue-green): 30s, 500ms, 2m.
+    #[arg(long)]
+    pub interval: Option<String>,
+    /// Roll back above this canary 5xx rate (0.01 = 1 %).
+    #[arg(long)]
+    pub max_error_rate: Option<f64>,
+    /// Roll back when the canary's 5xx rate exceeds stable's by more than this.
+    #[arg(long)]
+    pub max_error_rate_increase: Option<f64>,
+    /// Roll back above this canary p99 latency: 50ms, 1s.
+    #[arg(long)]
+    pub max_p99: Option<String>,
+    /// Shadow the new version first, rolling back above this disagreement share.
+    #[arg(long)]
+    pub max_disagreement: Option<f64>,
+    /// Fewest canary requests needed to judge a step.
+    #[arg(long)]
+    pub min_requests: Option<u64>,
+}
+
+impl PlanArgs {
+    /// The plan: these flags over `base`.
+    pub fn plan(&self, base: RolloutPlan) -> anyhow::Result<RolloutPlan> {
+        let overrides = PlanOverrides {
+            strategy: self.strategy.clone(),
+            steps: self.steps.clone(),
+            interval: self.interval.clone(),
+            max_error_rate: self.max_error_rate,
+            max_error_rate_increase: self.max_error_rate_increase,
+            max_p99: self.max_p99.clone(),
+            max_disagreement: self.max_disagreement,
+            min_requests: self.min_requests,
+        };
+        Ok(overrides.apply(base)?)
+    }
+}
+
+/// Progressive delivery of model versions to the fleet.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Start rolling NAME out to a version (it becomes Production when the rollout succeeds).
+    Start {
+        name: String,
+        /// The version to roll out.
+        #[arg(long)]
+        to: u64,
+        #[command(flatten)]
+        plan: PlanArgs,
+    },
+    /// Show rollouts (the active ones and the latest of each model).
+    Status {
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold the current weights.
+    Pause { name: String },
+    /// Continue a paused rollout (its current step restarts).
+    Resume { name: String },
+    /// Skip the remaining steps: the new version takes all traffic now.
+    Promote { name: String },
+    /// Stop the rollout: the stable version takes all traffic back.
+    Abort { name: String },
+    /// Roll back: stop the active rollout, or switch back to the previous (warm) version.
+    Rollback { name: String },
+    /// Set the rollout policy that promoting NAME in the registry starts.
+    Policy {
+        name: String,
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Remove the model's policy (the service default applies).
+        #[arg(long)]
+        clear: bool,
+    },
+}
+
+fn describe(r: &Rollout) -> String {
+    let (weight, shadow) = r.current_weight();
+    format!(
+        "rollout {} of {}: {} → {} ({}), {}, step {}/{}, {}",
+        r.id,
+        r.model,
+        r.from_version.map_or("-".to_string(), |v| v.to_string()),
+        r.to_version,
+        r.plan.summary(),
+        r.state,
+        (r.step + 1).min(r.plan.step_count()),
+        r.plan.step_count(),
+        if shadow {
+            "shadowing".to_string()
+        } else {
+            format!("{weight}% on the new version")
+        }
+    )
+}
+
+fn table(rollouts: &[Rollout]) -> String {
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING);
+    t.set_header([
+        "ID", "MODEL", "FROM", "TO", "STRATEGY", "STATE", "STEP", "WEIGHT", "PHASE", "MESSAGE",
+    ]);
+    for r in rollouts {
+        let (weight, shadow) = r.current_weight();
+        t.add_row([
+            r.id.to_string(),
+            r.model.clone(),
+            r.from_version.map_or("-".to_string(), |v| v.to_string()),
+            r.to_version.to_string(),
+            r.plan.strategy.to_string(),
+            r.state.to_string(),
+            format!(
+                "{}/{}",
+                (r.step + 1).min(r.plan.step_count()),
+                r.plan.step_count()
+            ),
+            if shadow {
+                "shadow".to_string()
+            } else {
+                format!("{weight}%")
+            },
+            if r.state.is_active() {
+                r.phase.as_str().to_string()
+            } else {
+                "-".to_string()
+            },
+            truncate(&r.message, 100),
+        ]);
+    }
+    trim_lines(&t.to_string())
+}
+
+/// Runs a `kiln rollout` command; returns what to print.
+pub fn run(registry: &Registry, cmd: RolloutCommand, default_policy: &RolloutPlan) -> anyhow::Result<String> {
+    let actor = default_actor();
+    let active = |name: &str| -> anyhow::Result<Rollout> {
+        match registry.active_rollout(name)? {
+            Some(r) => Ok(r),
+            None => bail!("model `{name}` has no active rollout (see `kiln rollout status {name}`)"),
+        }
+    };
+    Ok(match cmd {
+        RolloutCommand::Start { name, to, plan } => {
+            let base = registry
+                .rollout_policy(&name)?
+                .unwrap_or_else(|| default_policy.clone());
+            let plan = plan.plan(base)?;
+            let r = registry.start_rollout(&name, to, plan, "cli", &actor)?;
+            format!(
+                "started {}\n`kiln sync` carries it out; watch it with `kiln rollout status {name}`",
+                describe(&r)
+            )
+        }
+        RolloutCommand::Status { name, json } => {
+            let mut rollouts = registry.rollouts(name.as_deref(), 50)?;
+            if name.is_none() {
+                // The active ones and the latest of each model.
+                let mut seen = std::collections::HashSet::new();
+                rollouts.retain(|r| seen.insert(r.model.clone()) || r.state.is_active());
+            }
+            if json {
+                serde_json::to_string_pretty(&rollouts)?
+            } else if rollouts.is_empty() {
+                "no rollouts".to_string()
+            } else {
+                table(&rollouts)
+            }
+        }
+        RolloutCommand::Pause { name } => {
+            let r = registry.pause_rollout(&name, true, "paused by an operator", &actor)?;
+            format!("paused {}", describe(&r))
+        }
+        RolloutCommand::Resume { name } => {
+            let r = registry.pause_rollout(&name, false, "resumed by an operator", &actor)?;
+            format!("resumed {}", describe(&r))
+        }
+        RolloutCommand::Promote { name } => {
+            let r = active(&name)?;
+            let r =
+                registry.finish_rollout(r.id, RolloutState::Succeeded, "promoted by an operator", &actor)?;
+            format!("promoted {}", describe(&r))
+        }
+        RolloutCommand::Abort { name } => {
+            let r = active(&name)?;
+            let r = registry.finish_rollout(r.id, RolloutState::Aborted, "aborted by an operator", &actor)?;
+            format!("aborted {}", describe(&r))
+        }
+        RolloutCommand::Rollback { name } => match registry.active_rollout(&name)? {
+            Some(r) => {
+                let r = registry.finish_rollout(
+                    r.id,
+                    RolloutState::RolledBack,
+                    "rolled back by an operator",
+                    &actor,
+                )?;
+                format!("rolled back {}", describe(&r))
+            }
+            None => {
+                let fm = registry.revert_to_previous(&name, &actor)?;
+                format!(
+                    "{name}: version {} serves again (it was kept warm); version {} is kept warm for a roll forward",
+                    fm.stable.unwrap_or_default(),
+                    fm.previous.unwrap_or_default()
+                )
+            }
+        },
+        RolloutCommand::Policy { name, plan, clear } => {
+            if clear {
+                registry.set_rollout_policy(&name, None, &actor)?;
+                format!("{name}: rollout policy cleared (the service default applies)")
+            } else {
+                let base = registry
+                    .rollout_policy(&name)?
+                    .unwrap_or_else(|| default_policy.clone());
+                let p = plan.plan(base)?;
+                registry.set_rollout_policy(&name, Some(&p), &actor)?;
+                format!("{name}: promoting a version starts {}", p.summary())
+            }
+        }
+    })
+}

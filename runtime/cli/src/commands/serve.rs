@@ -1,0 +1,169 @@
+//! `kiln serve`: every version the registry serves (or, managed, what the sync service
+//! pushed), over HTTP until Ctrl-C or SIGTERM, finishing in-flight requests.
+
+use anyhow::Context;
+use kiln_host::Host;
+use kiln_registry::Registry;
+use kiln_serve::prediction_cache::{CacheConfig, PredictionCache};
+use kiln_serve::{JoinConfig, NodeStore, ServeConfig, Server};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::catalog::RegistryCatalog;
+
+/// Flags of `kiln serve` and `kiln up`.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "KILN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Prediction cache: `memory` (in-process), `off`, or a Redis URL (`redis://HOST:PORT/DB`).
+    #[arg(long, env = "KILN_CACHE", default_value = "memory")]
+    pub cache: String,
+    /// How long a cached prediction lives, in seconds.
+    #[arg(long, env = "KILN_CACHE_TTL_SECS", default_value_t = 300)]
+    pub cache_ttl_secs: u64,
+    /// Size bound of the in-process cache, in MiB.
+    #[arg(long, env = "KILN_CACHE_MAX_MIB", default_value_t = 256)]
+    pub cache_max_mib: usize,
+    /// Longest wait on Redis per call, in milliseconds, before serving uncached.
+    #[arg(long, env = "KILN_CACHE_TIMEOUT_MS", default_value_t = 25)]
+    pub cache_timeout_ms: u64,
+    /// How often the registry is checked for changes, in milliseconds.
+    #[arg(long, env = "KILN_POLL_MS", default_value_t = 100)]
+    pub poll_ms: u64,
+    /// Serve what a sync service pushes (stored in $KILN_HOME/node/) instead of the local
+    /// registry; the node restarts on the routing it last served.
+    #[arg(long, env = "KILN_MANAGED")]
+    pub managed: bool,
+    /// Join the sync service at this URL (implies --managed): announce the node and send
+    /// heartbeats to SYNC_URL/sync/v1/nodes.
+    #[arg(long, env = "KILN_JOIN", value_name = "SYNC_URL")]
+    pub join: Option<String>,
+    /// The URL the sync service reaches this node at (default: http://<bound address>).
+    #[arg(long, env = "KILN_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Bearer token of the node admin API (/admin/v1); unset, the admin API is off.
+    #[arg(long, env = "KILN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// The node's name in its state and heartbeats (default: its listen address).
+    #[arg(long, env = "KILN_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Largest component upload to the admin API, in MiB.
+    #[arg(long, env = "KILN_MAX_UPLOAD_MIB", default_value_t = 512)]
+    pub max_upload_mib: usize,
+}
+
+impl ServeArgs {
+    /// The prediction cache these flags describe.
+    pub fn cache_config(&self) -> anyhow::Result<CacheConfig> {
+        let ttl = Duration::from_secs(self.cache_ttl_secs.max(1));
+        Ok(match self.cache.as_str() {
+            "off" | "none" => CacheConfig::Off,
+            "memory" => CacheConfig::Memory {
+                max_bytes: self.cache_max_mib << 20,
+                ttl,
+            },
+            url if url.starts_with("rediss://") => anyhow::bail!(
+                "--cache {url}: rediss:// (Redis over TLS) is not supported yet (this build of Kiln has no TLS); use a redis:// URL on a network you trust"
+            ),
+            url if url.starts_with("redis://") => CacheConfig::Redis {
+                url: url.to_string(),
+                ttl,
+                timeout: Duration::from_millis(self.cache_timeout_ms.max(1)),
+            },
+            other => anyhow::bail!("--cache {other}: use `memory`, `off` or a redis:// URL"),
+        })
+    }
+
+    /// Whether the node serves pushed routing rather than its registry.
+    fn is_managed(&self) -> bool {
+        self.managed || self.join.is_some()
+    }
+
+    /// The admin token, refusing combinations that cannot work.
+    fn admin_token(&self) -> anyhow::Result<Option<String>> {
+        let token = self.admin_token.clone().filter(|t| !t.trim().is_empty());
+        if self.join.is_some() && token.is_none() {
+            anyhow::bail!(
+                "--join needs --admin-token (or KILN_ADMIN_TOKEN): the sync service authenticates with it, both ways"
+            );
+        }
+        Ok(token)
+    }
+
+    /// Where to join, checked.
+    fn join_config(&self) -> anyhow::Result<Option<JoinConfig>> {
+        let Some(sync_url) = self.join.clone() else {
+            return Ok(None);
+        };
+        kiln_node_api::check_http_url(&sync_url).map_err(|e| anyhow::anyhow!("--join {e}"))?;
+        if let Some(url) = &self.advertise_url {
+            kiln_node_api::check_http_url(url).map_err(|e| anyhow::anyhow!("--advertise-url {e}"))?;
+        }
+        Ok(Some(JoinConfig {
+            sync_url,
+            advertise_url: self.advertise_url.clone(),
+        }))
+    }
+}
+
+/// Loads everything the registry serves (or, managed, what the node store holds), then
+/// answers HTTP until Ctrl-C or SIGTERM; `banner` prints ready-to-paste examples.
+pub fn run(host: Arc<Host>, registry: Arc<Registry>, args: &ServeArgs, banner: bool) -> anyhow::Result<()> {
+    let admin_token = args.admin_token()?;
+    let join = args.join_config()?;
+    let cache_config = args.cache_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("kiln-http")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let cache = PredictionCache::new(cache_config).await?;
+        let config = ServeConfig {
+            listen: args.listen,
+            poll_interval: Duration::from_millis(args.poll_ms.max(10)),
+            max_body_bytes: host.config().max_request_bytes + (1 << 20),
+            cache: Some(Arc::new(cache)),
+            admin_token,
+            max_upload_bytes: args.max_upload_mib.max(1) << 20,
+            node_name: args.node_name.clone(),
+            join,
+            ..ServeConfig::default()
+        };
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        let server = if args.is_managed() {
+            let dir = registry.home().join("node");
+            let store = NodeStore::open(&dir)
+                .with_context(|| format!("opening the node store in {}", dir.display()))?;
+            Server::managed(host, Arc::new(store), config)?
+        } else {
+            Server::new(host, Arc::new(RegistryCatalog::new(registry)), config)?
+        };
+        let report = server.load().await?;
+        for (model, version, why) in &report.failed {
+            eprintln!("warning: {model} version {version} is not served: {why}");
+        }
+        let served: Vec<String> = report.served.iter().map(|(m, v)| format!("{m}/{v}")).collect();
+        let mode = match (&args.join, server.is_managed()) {
+            (Some(sync), _) => format!("managed node, joining {sync}"),
+            (None, true) => "managed node".to_string(),
+            (None, false) => "local registry".to_string(),
+        };
+        println!(
+            "kiln ready on http://{addr} ({mode}): serving {} model version(s){}{}",
+            served.len(),
+            if served.is_empty() { "" } else { ": " },
+            served.join(", ")
+        );
+        if banner {
+            println!("{}", crate::bootstrap::usage(&addr.to_string()));
+        }
+        server.run(listener, crate::shutdown::shutdown_signal()).await
+    })
+}

@@ -1,0 +1,350 @@
+//! `kiln sync ...`: the registry-sync service (`kiln sync run`: its flags, a GitOps file's
+//! `[sync]` settings under them, the MLflow source), the fleet's status and node list,
+//! and GitOps plan/apply.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use comfy_table::{Table, presets};
+use kiln_fleet::gitops::{self, Change, VersionEffect};
+use kiln_registry::duration::parse_ms;
+use kiln_registry::fleet::{NodeRecord, NodeSource};
+use kiln_registry::{Registry, RolloutPlan, default_actor};
+use kiln_sync::{MlflowPoller, SyncConfig, SyncService};
+
+use super::rollout::PlanArgs;
+use crate::lazy_host::LazyHost;
+use crate::render::{trim_lines, truncate};
+
+/// The default of `--check-interval`.
+const CHECK_INTERVAL_DEFAULT: &str = "1s";
+
+/// Flags of `kiln sync run`.
+#[derive(Debug, Args, Clone)]
+pub struct SyncRunArgs {
+    /// Address of the join/status API nodes talk to.
+    #[arg(long, env = "KILN_SYNC_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// The fleet token: sent to nodes' admin API, required from joining nodes.
+    #[arg(long, env = "KILN_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A GitOps file (kiln.toml) to apply at start.
+    #[arg(long, env = "KILN_SYNC_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// How often a converged node is re-checked and its counters read: 1s.
+    #[arg(long, env = "KILN_SYNC_CHECK", default_value = CHECK_INTERVAL_DEFAULT)]
+    pub check_interval: String,
+    /// Most node operations at once.
+    #[arg(long, env = "KILN_SYNC_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+    /// Longest retry delay for a failing node: 10s.
+    #[arg(long, env = "KILN_SYNC_BACKOFF_MAX", default_value = "10s")]
+    pub backoff_max: String,
+    /// POSTed a JSON alert when a rollout is rolled back automatically.
+    #[arg(long, env = "KILN_ALERT_WEBHOOK")]
+    pub alert_webhook: Option<String>,
+    /// Default rollout policy for models without their own.
+    #[command(flatten)]
+    pub policy: PlanArgs,
+    /// Watch an MLflow tracking server (http://127.0.0.1:5000) for new versions.
+    #[arg(long, env = "KILN_MLFLOW_URI")]
+    pub mlflow: Option<String>,
+    /// What to watch in MLflow: `alias:champion` or `stage:Production`.
+    #[arg(long, env = "KILN_MLFLOW_WATCH", default_value = "alias:champion")]
+    pub mlflow_watch: String,
+    /// MLflow models to watch (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub mlflow_models: Option<Vec<String>>,
+    /// How often MLflow is polled: 2s.
+    #[arg(long, env = "KILN_MLFLOW_POLL", default_value = "2s")]
+    pub mlflow_poll: String,
+}
+
+impl SyncRunArgs {
+    /// The service settings these flags describe.
+    pub fn config(&self) -> anyhow::Result<SyncConfig> {
+        if let Some(url) = &self.alert_webhook {
+            kiln_node_api::check_http_url(url).map_err(|e| anyhow::anyhow!("--alert-webhook {e}"))?;
+        }
+        Ok(SyncConfig {
+            listen: self.listen,
+            token: self.token.clone().filter(|t| !t.is_empty()),
+            check_interval: Duration::from_millis(parse_ms(&self.check_interval)?.max(50)),
+            concurrency: self.concurrency.max(1),
+            backoff_max: Duration::from_millis(parse_ms(&self.backoff_max)?.max(100)),
+            alert_webhook: self.alert_webhook.clone(),
+            default_policy: self.policy.plan(RolloutPlan::default())?,
+            ..SyncConfig::default()
+        })
+    }
+}
+
+/// The registry-sync service and the fleet it manages.
+#[derive(Debug, Subcommand)]
+// `Run`'s flags make it large; the enum is parsed once per process.
+#[allow(clippy::large_enum_variant)]
+pub enum SyncCommand {
+    /// Run the sync service: converge nodes, drive rollouts, accept `kiln serve --join`.
+    Run(SyncRunArgs),
+    /// The fleet: each node's sync status, and the active rollouts.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a node the service should manage.
+    AddNode {
+        name: String,
+        /// Its base URL: http://127.0.0.1:8081.
+        url: String,
+    },
+    /// Stop managing a node.
+    RemoveNode { name: String },
+    /// Show what applying a GitOps file (kiln.toml) would change, without changing it.
+    Plan {
+        /// The GitOps file: kiln.toml.
+        file: PathBuf,
+    },
+    /// Make the live state match a GitOps file (kiln.toml); a second apply changes nothing.
+    Apply {
+        /// The GitOps file: kiln.toml.
+        file: PathBuf,
+    },
+}
+
+fn ago(rfc3339: &Option<String>) -> String {
+    let Some(t) = rfc3339
+        .as_deref()
+        .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+    else {
+        return "-".to_string();
+    };
+    let secs = (time::OffsetDateTime::now_utc() - t).as_seconds_f64().max(0.0);
+    if secs < 120.0 {
+        format!("{secs:.0}s ago")
+    } else if secs < 7200.0 {
+        format!("{:.0}m ago", secs / 60.0)
+    } else {
+        format!("{:.0}h ago", secs / 3600.0)
+    }
+}
+
+fn nodes_table(nodes: &[NodeRecord], generation: u64) -> String {
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING);
+    t.set_header([
+        "NODE",
+        "URL",
+        "SOURCE",
+        "STATUS",
+        "GENERATION",
+        "LAST SEEN",
+        "FAILING SINCE",
+        "LAST ERROR",
+    ]);
+    for n in nodes {
+        let status = if n.status == "converged" && n.applied_generation < generation {
+            "pending".to_string()
+        } else if n.breaker == "open" {
+            format!("{} (breaker open)", n.status)
+        } else {
+            n.status.clone()
+        };
+        t.add_row([
+            n.name.clone(),
+            n.url.clone(),
+            format!("{:?}", n.source).to_lowercase(),
+            status,
+            format!("{}/{generation}", n.applied_generation),
+            ago(&n.last_seen),
+            n.failing_since.clone().unwrap_or_else(|| "-".into()),
+            truncate(n.last_error.as_deref().unwrap_or("-"), 80),
+        ]);
+    }
+    trim_lines(&t.to_string())
+}
+
+/// Runs a `kiln sync` command other than `run`; returns what to print.
+pub fn run(registry: &Registry, cmd: SyncCommand) -> anyhow::Result<String> {
+    let actor = default_actor();
+    Ok(match cmd {
+        SyncCommand::Run(_) => anyhow::bail!("`kiln sync run` runs through `commands::sync::serve`"),
+        SyncCommand::Status { json } => {
+            let nodes = registry.nodes()?;
+            let generation = registry.routing_generation()?;
+            let rollouts = registry.active_rollouts()?;
+            if json {
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "generation": generation,
+                    "nodes": nodes,
+                    "rollouts": rollouts,
+                }))?
+            } else {
+                let mut out = if nodes.is_empty() {
+                    "no nodes: add one with `kiln sync add-node NAME URL` or start `kiln serve --join`"
+                        .to_string()
+                } else {
+                    nodes_table(&nodes, generation)
+                };
+                for r in &rollouts {
+                    let (w, shadow) = r.current_weight();
+                    out.push_str(&format!(
+                        "\nrollout {} of {}: {} → {}, {}, {}, {}",
+                        r.id,
+                        r.model,
+                        r.from_version.map_or("-".into(), |v| v.to_string()),
+                        r.to_version,
+                        r.state,
+                        if shadow {
+                            "shadow".to_string()
+                        } else {
+                            format!("{w}%")
+                        },
+                        r.message
+                    ));
+                }
+                out
+            }
+        }
+        SyncCommand::AddNode { name, url } => {
+            if registry.upsert_node(&name, &url, NodeSource::Config, &actor)? {
+                format!("node {name} at {url} added; `kiln sync run` converges it")
+            } else {
+                format!("node {name} at {url} was already there")
+            }
+        }
+        SyncCommand::RemoveNode { name } => {
+            if registry.remove_node(&name, &actor)? {
+                format!("node {name} removed (it keeps serving its last routing table)")
+            } else {
+                anyhow::bail!("no node named {name}")
+            }
+        }
+        SyncCommand::Plan { file } => {
+            let changes = gitops::plan(registry, &gitops::load(&file)?)?;
+            if changes.is_empty() {
+                format!("no changes: the live state matches {}", file.display())
+            } else {
+                format!(
+                    "{}\n{} change(s); `kiln sync apply {}` makes them",
+                    change_lines(&changes),
+                    changes.len(),
+                    file.display()
+                )
+            }
+        }
+        SyncCommand::Apply { file } => {
+            let changes = gitops::apply(registry, &gitops::load(&file)?, &actor)?;
+            if changes.is_empty() {
+                format!("no changes: the live state matches {}", file.display())
+            } else {
+                let mut out = format!("applied {} change(s):\n{}", changes.len(), change_lines(&changes));
+                for change in &changes {
+                    if let Change::Production {
+                        model, to, effect, ..
+                    } = change
+                    {
+                        let next = match effect {
+                            VersionEffect::Rollout { .. } => "`kiln sync` starts the rollout",
+                            VersionEffect::FirstDeployment => "`kiln sync` serves it at once",
+                            VersionEffect::InProgress(_) => "`kiln sync` carries on with the rollout",
+                            VersionEffect::AlreadyServed | VersionEffect::StaticWeights => {
+                                "the fleet's routing does not change"
+                            }
+                        };
+                        out.push_str(&format!("\n{model} {to} is now Production: {next}"));
+                    }
+                }
+                out
+            }
+        }
+    })
+}
+
+fn change_lines(changes: &[Change]) -> String {
+    changes
+        .iter()
+        .map(Change::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `kiln sync run`: the registry-sync service until Ctrl-C or SIGTERM. A GitOps file given
+/// with `--config` is applied first, and its `[sync]` settings apply where the command
+/// line left the defaults.
+pub fn serve(host: Arc<LazyHost>, registry: Arc<Registry>, args: &SyncRunArgs) -> anyhow::Result<()> {
+    let mut config = args.config()?;
+    if let Some(path) = &args.config {
+        let file = gitops::load(path)?;
+        let changes = gitops::apply(&registry, &file, &default_actor())?;
+        for c in &changes {
+            eprintln!("applied {c}");
+        }
+        apply_file_settings(&mut config, &file.sync, args)?;
+    }
+    let mut service = SyncService::new(registry.clone(), config);
+    if let Some(uri) = &args.mlflow {
+        let watch = args
+            .mlflow_watch
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--mlflow-watch {e}"))?;
+        let source = kiln_mlflow::MlflowSource::new(kiln_mlflow::MlflowSourceConfig {
+            tracking_uri: uri.clone(),
+            watch,
+            models: args.mlflow_models.clone(),
+        })?;
+        let prepare = move |file: &Path, name: &str, golden: &[serde_json::Value]| {
+            crate::register::prepare(&host.get()?, file, name, golden)
+        };
+        let interval = Duration::from_millis(parse_ms(&args.mlflow_poll)?.max(100));
+        service = service.with_source(Box::new(MlflowPoller::new(
+            source,
+            Box::new(prepare),
+            interval,
+            "mlflow-sync",
+        )));
+    }
+    let handle = service.start()?;
+    let nodes = registry.nodes()?.len();
+    println!(
+        "kiln sync ready on http://{}: managing {nodes} node(s){}",
+        handle.addr(),
+        args.mlflow
+            .as_deref()
+            .map(|m| format!(", watching MLflow at {m}"))
+            .unwrap_or_default()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal handler")?;
+    runtime.block_on(crate::shutdown::shutdown_signal());
+    handle.shutdown();
+    Ok(())
+}
+
+/// A GitOps file's `[sync]` settings, where the command line left the defaults.
+fn apply_file_settings(
+    config: &mut SyncConfig,
+    file: &gitops::SyncSettings,
+    args: &SyncRunArgs,
+) -> anyhow::Result<()> {
+    if let Some(listen) = file.listen
+        && config.listen == SyncConfig::default().listen
+    {
+        config.listen = listen;
+    }
+    if config.alert_webhook.is_none() {
+        config.alert_webhook = file.alert_webhook.clone();
+    }
+    if let Some(check) = &file.check_interval
+        && args.check_interval == CHECK_INTERVAL_DEFAULT
+    {
+        config.check_interval = Duration::from_millis(parse_ms(check)?.max(50));
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! A misbehaving model is contained: a loop is stopped by the epoch deadline, unbounded
+//! allocation by the memory cap, a panic becomes a trap error; the host keeps serving.
+
+use crate::strict_host;
+use kiln_engine::Tensor;
+use kiln_host::guest::TEST_GUEST_WASM;
+use kiln_host::{HostError, Isolation};
+use std::time::{Duration, Instant};
+
+fn call(name: &str) -> Vec<Tensor> {
+    vec![Tensor::from_f32(name, &[1, 4], &[1.0, 2.0, 3.0, 4.0])]
+}
+
+fn contained_in(isolation: Isolation) {
+    let host = strict_host(isolation);
+    let model = host.load(TEST_GUEST_WASM).expect("load the misbehaving guest");
+    assert_eq!(model.info.name, "misbehaving");
+
+    let started = Instant::now();
+    match model.predict(call("spin")) {
+        Err(HostError::Timeout(d)) => assert_eq!(d, Duration::from_millis(200)),
+        other => panic!("an endless loop must time out, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(190) && took < Duration::from_secs(3),
+        "stopped after {took:?}"
+    );
+
+    match model.predict(call("hog")) {
+        Err(HostError::MemoryLimit(mib)) => assert_eq!(mib, 64),
+        other => panic!("unbounded allocation must hit the memory cap, got {other:?}"),
+    }
+
+    match model.predict(call("trap")) {
+        Err(HostError::Trap(m)) => assert!(!m.is_empty()),
+        other => panic!("a panic must be a trap error, got {other:?}"),
+    }
+
+    // The host goes on serving, on the same model and others.
+    let echoed = model
+        .predict(call("x"))
+        .expect("a normal call after the failures");
+    assert_eq!(echoed, call("x"));
+}
+
+#[test]
+fn loops_hogs_and_panics_are_contained_per_request() {
+    contained_in(Isolation::PerRequest);
+}
+
+#[test]
+fn loops_hogs_and_panics_are_contained_pooled() {
+    contained_in(Isolation::Pooled);
+}
+
+#[test]
+fn concurrent_calls_are_isolated_from_a_spinning_neighbour() {
+    let host = strict_host(Isolation::PerRequest);
+    let model = std::sync::Arc::new(host.load(TEST_GUEST_WASM).unwrap());
+    let spinner = {
+        let m = model.clone();
+        std::thread::spawn(move || m.predict(call("spin")))
+    };
+    for _ in 0..20 {
+        assert_eq!(model.predict(call("ok")).unwrap(), call("ok"));
+    }
+    assert!(matches!(spinner.join().unwrap(), Err(HostError::Timeout(_))));
+}
+
+#[test]
+fn pooled_mode_reuses_instances_and_drops_trapped_ones() {
+    let host = strict_host(Isolation::Pooled);
+    let model = host.load(TEST_GUEST_WASM).unwrap();
+    model.predict(call("x")).unwrap();
+    assert_eq!(model.idle_instances(), 1, "the instance went back to the pool");
+    let _ = model.predict(call("trap"));
+    assert_eq!(model.idle_instances(), 0, "a trapped instance is not reused");
+}
+
+#[test]
+fn a_pooled_instance_is_recycled_after_its_reuse_budget() {
+    let host = std::sync::Arc::new(
+        kiln_host::Host::new(kiln_host::HostConfig {
+            isolation: Isolation::Pooled,
+            max_instance_reuse: 3,
+            cache_dir: Some(crate::cache_dir()),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let model = host.load(TEST_GUEST_WASM).unwrap();
+    // Loading read the info on one instance (use 1); two calls make 3 uses.
+    model.predict(call("x")).unwrap();
+    assert_eq!(model.idle_instances(), 1);
+    model.predict(call("x")).unwrap();
+    assert_eq!(
+        model.idle_instances(),
+        0,
+        "the instance reached its budget and was dropped"
+    );
+    model.predict(call("x")).unwrap();
+    assert_eq!(model.idle_instances(), 1, "a fresh instance took its place");
+}
+
+#[test]
+fn a_pooled_instance_that_fills_its_stderr_is_retired_not_broken() {
+    let host = strict_host(Isolation::Pooled);
+    let model = host.load(TEST_GUEST_WASM).unwrap();
+    assert_eq!(model.predict(call("chatty")).unwrap(), call("chatty"));
+    assert_eq!(
+        model.idle_instances(),
+        0,
+        "an instance with half its stderr used is retired"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            model.predict(call("chatty")).unwrap(),
+            call("chatty"),
+            "never a failed call"
+        );
+    }
+}

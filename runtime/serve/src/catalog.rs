@@ -1,0 +1,22 @@
+//! What the server should serve, seen through a small trait so the server does not depend
+//! on where it comes from: the local registry (`kiln serve`, the `kiln` binary's catalog
+//! over `kiln-fleet`'s rule) or a node store that the sync service pushes to
+//! (`kiln serve --managed`).
+
+use kiln_node_api::RoutingTable;
+use std::path::PathBuf;
+
+/// The source of truth for what to serve.
+pub trait Catalog: Send + Sync + 'static {
+    /// A cheap counter that changes on every change of what to serve, possibly made by
+    /// another process. Called every poll interval on a blocking thread.
+    fn generation(&self) -> anyhow::Result<u64>;
+    /// The routing table to serve: per model, its versions with weights, and a shadow.
+    fn routing(&self) -> anyhow::Result<RoutingTable>;
+    /// Where the component with this digest is stored (whether or not it exists).
+    fn component_path(&self, digest: &str) -> PathBuf;
+    /// Every component digest the catalog holds (served or not), for the node state.
+    fn stored_digests(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self.routing()?.digests())
+    }
+}

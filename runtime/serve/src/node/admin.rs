@@ -1,0 +1,193 @@
+//! The node admin API under `/admin/v1`, for the sync service: the node's state, component
+//! uploads and routing pushes. Off unless a token is configured; every request then needs
+//! `Authorization: Bearer <token>`.
+
+use super::push;
+use super::store::NodeStoreError;
+use crate::http::{HttpError, body_error};
+use crate::state::State;
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Request, State as Shared};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use kiln_api::ApiError;
+use kiln_node_api::{AdminReply, RoutingTable, bearer_token, is_sha256_hex, tokens_match};
+use std::sync::Arc;
+
+const NOT_MANAGED: &str =
+    "this node serves its local registry; start it with --managed or --join to accept pushes";
+
+/// Any admin route while the admin API is off.
+pub(crate) async fn off() -> HttpError {
+    HttpError(ApiError::new(
+        StatusCode::NOT_FOUND.as_u16(),
+        "the node admin API is off; start kiln serve with --admin-token (or KILN_ADMIN_TOKEN) to enable it",
+    ))
+}
+
+/// Equality in time independent of where the inputs differ, and of their lengths: both
+/// sides are hashed first, so a caller timing 401s learns nothing about the token.
+/// Lets a request through only with the right bearer token.
+pub(crate) async fn authorize(Shared(state): Shared<Arc<State>>, request: Request, next: Next) -> Response {
+    let Some(expected) = state.config.admin_token.as_deref() else {
+        return off().await.into_response();
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token);
+    let message = match given {
+        Some(token) if tokens_match(token, expected) => return next.run(request).await,
+        Some(_) => "the admin token is wrong",
+        None => "the admin API needs an `Authorization: Bearer <token>` header",
+    };
+    tracing::warn!(path = %request.uri().path(), "admin request refused: bad or missing token");
+    let mut response = HttpError(ApiError::new(StatusCode::UNAUTHORIZED.as_u16(), message)).into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// `GET /admin/v1/state`.
+pub(crate) async fn node_state(Shared(state): Shared<Arc<State>>) -> Response {
+    match super::state::collect(&state).await {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => HttpError(ApiError::internal(format!("reading the node state: {e:#}"))).into_response(),
+    }
+}
+
+fn reply(status: StatusCode, changed: bool, generation: u64, message: String) -> Response {
+    (
+        status,
+        Json(AdminReply {
+            changed,
+            generation,
+            message,
+        }),
+    )
+        .into_response()
+}
+
+/// `HEAD /admin/v1/components/{digest}`: 200 when stored, 404 when not.
+pub(crate) async fn has_component(
+    Shared(state): Shared<Arc<State>>,
+    Path(digest): Path<String>,
+) -> StatusCode {
+    match &state.store {
+        None => StatusCode::CONFLICT,
+        Some(store) if store.has(&digest) => StatusCode::OK,
+        Some(_) => StatusCode::NOT_FOUND,
+    }
+}
+
+/// `PUT /admin/v1/components/{digest}` with the component's bytes.
+pub(crate) async fn put_component(
+    Shared(state): Shared<Arc<State>>,
+    Path(digest): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    let Some(store) = state.store.clone() else {
+        return Err(ApiError::new(StatusCode::CONFLICT.as_u16(), NOT_MANAGED).into());
+    };
+    if !is_sha256_hex(&digest) {
+        return Err(ApiError::bad_request(format!(
+            "`{digest}` is not a SHA-256 digest (64 lowercase hex characters)"
+        ))
+        .into());
+    }
+    let body = body.map_err(|e| body_error(e, state.config.max_upload_bytes))?;
+    let size = body.len();
+    let name = digest.clone();
+    let bytes = body.clone();
+    // Hashing and fsyncing hundreds of MiB: on the blocking pool.
+    let stored = tokio::task::spawn_blocking(move || store.put_component(&name, &body))
+        .await
+        .map_err(|e| ApiError::internal(format!("the upload task failed: {e}")))?;
+    let generation = state.table().generation;
+    if matches!(stored, Ok(true)) {
+        precompile(&state, digest.clone(), bytes);
+    }
+    match stored {
+        Ok(true) => Ok(reply(
+            StatusCode::CREATED,
+            true,
+            generation,
+            format!("stored component {digest} ({size} bytes)"),
+        )),
+        Ok(false) => Ok(reply(
+            StatusCode::OK,
+            false,
+            generation,
+            format!("component {digest} is already stored"),
+        )),
+        Err(e @ NodeStoreError::DigestMismatch { .. }) => {
+            tracing::warn!(digest = %digest, error = %e, "component upload refused");
+            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY.as_u16(), e.to_string()).into())
+        }
+        Err(e @ NodeStoreError::InvalidDigest(_)) => Err(ApiError::bad_request(e.to_string()).into()),
+        Err(e) => Err(ApiError::internal(format!("storing component {digest}: {e}")).into()),
+    }
+}
+
+/// Compiles a just-stored component into the AOT cache in the background, one at a time,
+/// so that a later routing push that serves it only maps the compiled code (milliseconds)
+/// instead of running Cranelift (seconds) while the rollout waits.
+fn precompile(state: &Arc<State>, digest: String, bytes: Bytes) {
+    static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let host = state.host.clone();
+    tokio::spawn(async move {
+        let Ok(_permit) = ONE_AT_A_TIME.acquire().await else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            host.component_for_digest(&digest, &bytes)
+                .map(|(_, o)| (digest, o))
+        })
+        .await;
+        match result {
+            Ok(Ok((digest, outcome))) => {
+                tracing::info!(digest = %digest, ?outcome, seconds = started.elapsed().as_secs_f64(), "uploaded component compiled ahead of use")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "compiling an uploaded component failed; a routing push that uses it will say why")
+            }
+            Err(e) => tracing::warn!(error = %e, "the precompile task failed"),
+        }
+    });
+}
+
+/// `PUT /admin/v1/routing` with a [`RoutingTable`].
+pub(crate) async fn put_routing(
+    Shared(state): Shared<Arc<State>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    if state.store.is_none() {
+        return Err(ApiError::new(StatusCode::CONFLICT.as_u16(), NOT_MANAGED).into());
+    }
+    let body = body.map_err(|e| body_error(e, state.config.max_upload_bytes))?;
+    let table: RoutingTable = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a routing table: {e}")))?;
+    match push::push(&state, table).await {
+        Ok(answer) => {
+            state.set_last_error(None);
+            Ok(reply(
+                StatusCode::OK,
+                answer.changed,
+                answer.generation,
+                answer.message,
+            ))
+        }
+        Err(e) => {
+            if e.is_failed_change() {
+                state.set_last_error(Some(e.to_string()));
+            }
+            Err(ApiError::new(e.status().as_u16(), e.to_string()).into())
+        }
+    }
+}

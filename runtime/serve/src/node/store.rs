@@ -1,0 +1,233 @@
+//! What a managed node (`kiln serve --managed`) holds on disk, in `$KILN_HOME/node/`:
+//! components pushed by the sync service (`components/<sha256>.wasm`) and the routing table
+//! it serves (`routing.json`). Every write is durable (`kiln_types::durable`): a crash
+//! leaves the old file or the new one, never half of one, so a restarted node serves at
+//! once what it served before.
+
+use crate::catalog::Catalog;
+use kiln_node_api::{RoutingTable, is_sha256_hex};
+use std::path::{Path, PathBuf};
+
+/// Why a node store operation failed; the admin API maps the kinds to statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeStoreError {
+    /// The digest is not 64 lowercase hex characters.
+    #[error("`{0}` is not a SHA-256 digest (64 lowercase hex characters)")]
+    InvalidDigest(String),
+    /// The bytes do not hash to the digest they were sent under.
+    #[error(
+        "the uploaded bytes have sha256 {actual}, not {expected} (corrupted or truncated in transit?); nothing was stored"
+    )]
+    DigestMismatch {
+        /// The digest the component was sent under.
+        expected: String,
+        /// The SHA-256 of the bytes received.
+        actual: String,
+    },
+    /// `routing.json` exists but is not a routing table.
+    #[error(
+        "the stored routing table {path} is unreadable: {reason}; fix or delete it, then push the routing again"
+    )]
+    CorruptRouting {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeStoreError {
+    let context = context.into();
+    move |source| NodeStoreError::Io { context, source }
+}
+
+/// A node's component and routing store.
+#[derive(Debug)]
+pub struct NodeStore {
+    dir: PathBuf,
+    components: PathBuf,
+}
+
+impl NodeStore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<NodeStore, NodeStoreError> {
+        let components = dir.join("components");
+        std::fs::create_dir_all(&components)
+            .map_err(io(format!("creating the node store {}", components.display())))?;
+        Ok(NodeStore {
+            dir: dir.to_path_buf(),
+            components,
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the component with this digest is (or would be) stored.
+    pub fn component_path(&self, digest: &str) -> PathBuf {
+        self.components.join(format!("{digest}.wasm"))
+    }
+
+    fn routing_path(&self) -> PathBuf {
+        self.dir.join("routing.json")
+    }
+
+    /// Whether a component with this digest is stored.
+    pub fn has(&self, digest: &str) -> bool {
+        is_sha256_hex(digest) && self.component_path(digest).is_file()
+    }
+
+    /// Stores a component after checking its bytes hash to `digest`. Returns whether it
+    /// was new (storing a component already present changes nothing).
+    pub fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<bool, NodeStoreError> {
+        if !is_sha256_hex(digest) {
+            return Err(NodeStoreError::InvalidDigest(digest.to_string()));
+        }
+        let actual = kiln_types::digest(bytes);
+        if actual != digest {
+            return Err(NodeStoreError::DigestMismatch {
+                expected: digest.to_string(),
+                actual,
+            });
+        }
+        if self.has(digest) {
+            return Ok(false);
+        }
+        let path = self.component_path(digest);
+        kiln_types::durable::write(&path, bytes).map_err(io(format!("storing {}", path.display())))?;
+        tracing::info!(digest, bytes = bytes.len(), "component stored");
+        Ok(true)
+    }
+
+    /// Every stored component digest, sorted.
+    pub fn digests(&self) -> Result<Vec<String>, NodeStoreError> {
+        let entries = std::fs::read_dir(&self.components)
+            .map_err(io(format!("listing {}", self.components.display())))?;
+        let mut digests = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io(format!("listing {}", self.components.display())))?;
+            let name = entry.file_name();
+            if let Some(digest) = name.to_str().and_then(|n| n.strip_suffix(".wasm"))
+                && is_sha256_hex(digest)
+            {
+                digests.push(digest.to_string());
+            }
+        }
+        digests.sort();
+        Ok(digests)
+    }
+
+    /// The stored routing table; an empty one at generation 0 before the first push.
+    pub fn routing(&self) -> Result<RoutingTable, NodeStoreError> {
+        let path = self.routing_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RoutingTable::default()),
+            Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| NodeStoreError::CorruptRouting {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Replaces the stored routing table atomically.
+    pub fn set_routing(&self, table: &RoutingTable) -> Result<(), NodeStoreError> {
+        let json = serde_json::to_vec_pretty(table).map_err(|e| NodeStoreError::Io {
+            context: "encoding the routing table".into(),
+            source: std::io::Error::other(e),
+        })?;
+        let path = self.routing_path();
+        kiln_types::durable::write(&path, &json).map_err(io(format!("storing {}", path.display())))
+    }
+}
+
+impl Catalog for NodeStore {
+    fn generation(&self) -> anyhow::Result<u64> {
+        Ok(self.routing()?.generation)
+    }
+
+    fn routing(&self) -> anyhow::Result<RoutingTable> {
+        Ok(NodeStore::routing(self)?)
+    }
+
+    fn component_path(&self, digest: &str) -> PathBuf {
+        NodeStore::component_path(self, digest)
+    }
+
+    fn stored_digests(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self.digests()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_node_api::{ModelRouting, VersionRoute};
+
+    #[test]
+    fn components_are_checked_stored_once_and_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(dir.path()).unwrap();
+        let bytes = b"not really a component".to_vec();
+        let digest = kiln_types::digest(&bytes);
+        let wrong = "0".repeat(64);
+        assert!(matches!(
+            store.put_component(&wrong, &bytes),
+            Err(NodeStoreError::DigestMismatch { .. })
+        ));
+        assert!(!store.has(&wrong));
+        assert!(matches!(
+            store.put_component("ABC", &bytes),
+            Err(NodeStoreError::InvalidDigest(_))
+        ));
+        assert!(store.put_component(&digest, &bytes).unwrap());
+        assert!(!store.put_component(&digest, &bytes).unwrap());
+        assert!(store.has(&digest));
+        assert_eq!(store.digests().unwrap(), vec![digest.clone()]);
+        assert_eq!(std::fs::read(store.component_path(&digest)).unwrap(), bytes);
+    }
+
+    #[test]
+    fn routing_survives_reopening_and_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(dir.path()).unwrap();
+        assert_eq!(store.routing().unwrap(), RoutingTable::default());
+        let mut table = RoutingTable {
+            generation: 4,
+            ..RoutingTable::default()
+        };
+        table.models.insert(
+            "m".into(),
+            ModelRouting {
+                versions: vec![VersionRoute {
+                    version: 1,
+                    digest: "a".repeat(64),
+                    weight: 100,
+                    ..VersionRoute::default()
+                }],
+                shadow: None,
+            },
+        );
+        store.set_routing(&table).unwrap();
+        let reopened = NodeStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.routing().unwrap(), table);
+        assert_eq!(Catalog::generation(&reopened).unwrap(), 4);
+        std::fs::write(dir.path().join("routing.json"), b"{").unwrap();
+        assert!(matches!(
+            reopened.routing(),
+            Err(NodeStoreError::CorruptRouting { .. })
+        ));
+    }
+}

@@ -1,0 +1,179 @@
+//! The server: [`Server::new`] (or [`Server::managed`]), then [`Server::load`] (every
+//! served version loaded and warmed: print "ready"), then [`Server::run`] until the
+//! shutdown future resolves. [`serve`] does the three in one call.
+//!
+//! Routes: Kiln's HTTP API (the seed API and the Open Inference Protocol v2, answered by
+//! `kiln-api` through [`crate::http`]), Prometheus `/metrics`, the node admin API
+//! (`/admin/v1/...`) and the browser playground (`/ui/...`).
+
+use crate::catalog::Catalog;
+use crate::http::{self, HttpError};
+use crate::node::store::NodeStore;
+use crate::node::{admin, join};
+use crate::reload::{self, LoadReport};
+use crate::state::{ServeConfig, State};
+use crate::ui;
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, put};
+use kiln_host::Host;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// A Kiln HTTP server over a host and a catalog.
+#[derive(Clone)]
+pub struct Server {
+    state: Arc<State>,
+}
+
+impl Server {
+    /// Creates a server over a catalog it polls (registry mode), with an empty routing
+    /// table (not ready).
+    pub fn new(host: Arc<Host>, catalog: Arc<dyn Catalog>, config: ServeConfig) -> anyhow::Result<Server> {
+        Ok(Server {
+            state: Arc::new(State::new(host, catalog, None, config).context("creating the metrics")?),
+        })
+    }
+
+    /// Creates a managed node: it serves what `store` holds (the persisted routing on
+    /// start) and changes only through the admin API.
+    pub fn managed(host: Arc<Host>, store: Arc<NodeStore>, config: ServeConfig) -> anyhow::Result<Server> {
+        Ok(Server {
+            state: Arc::new(
+                State::new(host, store.clone(), Some(store), config).context("creating the metrics")?,
+            ),
+        })
+    }
+
+    /// Whether this is a managed node.
+    pub fn is_managed(&self) -> bool {
+        self.state.store.is_some()
+    }
+
+    /// This server's instance id (unique per start).
+    pub fn instance_id(&self) -> &str {
+        &self.state.instance_id
+    }
+
+    /// Loads and warms every served version, installs the routing table and marks the
+    /// server ready. Versions that fail to load are in the report (and the logs and
+    /// metrics); only an unreadable catalog is an error.
+    pub async fn load(&self) -> anyhow::Result<LoadReport> {
+        let report = reload::reload(&self.state).await?;
+        self.state.ready.store(true, Ordering::Release);
+        Ok(report)
+    }
+
+    /// Whether the first load finished.
+    pub fn is_ready(&self) -> bool {
+        self.state.is_ready()
+    }
+
+    /// The catalog generation being served.
+    pub fn generation(&self) -> u64 {
+        self.state.table().generation
+    }
+
+    /// The HTTP routes, for embedding in another server or testing without a socket.
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// Serves on `listener`, reloading from the catalog every poll interval (and doing
+    /// the first load if [`Server::load`] was not called), until `shutdown` resolves;
+    /// then stops accepting and lets in-flight requests finish.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addr = listener.local_addr().ok();
+        if let Some(addr) = addr {
+            let _ = self.state.bound_name.set(addr.to_string());
+        }
+        let poller = tokio::spawn(reload::poll(self.state.clone()));
+        let heartbeat = match (&self.state.config.join, addr) {
+            (Some(config), Some(addr)) => Some(join::Heartbeat::start(self.state.clone(), config, addr)?),
+            _ => None,
+        };
+        tracing::info!(addr = ?addr, mode = self.state.mode(), "serving HTTP");
+        let result = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP");
+        poller.abort();
+        drop(heartbeat);
+        tracing::info!("server stopped");
+        result
+    }
+}
+
+/// Builds a server and serves until `shutdown` resolves; `/v2/health/ready` turns 200
+/// once the first load finished.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    host: Arc<Host>,
+    catalog: Arc<dyn Catalog>,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    Server::new(host, catalog, config)?.run(listener, shutdown).await
+}
+
+fn router(state: Arc<State>) -> Router {
+    let limit = state.config.max_body_bytes;
+    let admin = match state.config.admin_token {
+        Some(_) => Router::new()
+            .route("/state", get(admin::node_state))
+            .route(
+                "/components/{digest}",
+                put(admin::put_component).head(admin::has_component),
+            )
+            .route("/routing", put(admin::put_routing))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                admin::authorize,
+            ))
+            // Components are far larger than inference requests: their own limit.
+            .layer(DefaultBodyLimit::max(state.config.max_upload_bytes)),
+        None => Router::new()
+            .route("/", any(admin::off))
+            .route("/{*rest}", any(admin::off)),
+    };
+    Router::new()
+        .nest(kiln_node_api::ADMIN_PREFIX, admin)
+        .route("/metrics", get(metrics_text))
+        // The browser playground and the bundles it loads.
+        .merge(ui::routes())
+        // Everything else is Kiln's HTTP API (seed, OIP v2) or unknown: kiln-api answers.
+        .fallback(http::api)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(http::json_errors))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn metrics_text(axum::extract::State(state): axum::extract::State<Arc<State>>) -> Response {
+    let table = state.table();
+    match state.metrics.render(&table, state.config.cache.as_deref()) {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(e) => HttpError::from(kiln_api::ApiError::internal(format!(
+            "rendering the metrics: {e:#}"
+        )))
+        .into_response(),
+    }
+}
+
+/// A known route (metrics, admin, playground) with the wrong method: the same 405 as the
+/// API's own routes.
+async fn method_not_allowed(method: Method, uri: Uri) -> HttpError {
+    kiln_api::ApiError::method_not_allowed(method.as_str(), uri.path()).into()
+}

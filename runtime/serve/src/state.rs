@@ -1,0 +1,166 @@
+//! What every request, the reloader and the node agent share: the host, the catalog, the
+//! routing table being served, metrics, and the node's identity.
+
+use crate::catalog::Catalog;
+use crate::metrics::Metrics;
+use crate::node::store::NodeStore;
+use crate::prediction_cache::PredictionCache;
+use crate::table::Table;
+use kiln_host::Host;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+/// Server settings.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// Address to listen on (the caller binds it; kept here for logs and the CLI).
+    pub listen: SocketAddr,
+    /// How often the catalog's generation is polled.
+    pub poll_interval: Duration,
+    /// Largest request body accepted, in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// The prediction cache; `None` serves every request uncached.
+    pub cache: Option<Arc<PredictionCache>>,
+    /// Bearer token of the node admin API (`/admin/v1`); `None` turns the API off.
+    pub admin_token: Option<String>,
+    /// Largest admin request body (a component upload), in bytes.
+    pub max_upload_bytes: usize,
+    /// The node's name in its state and heartbeats (default: the bound address).
+    pub node_name: Option<String>,
+    /// The sync service to announce this node to, with heartbeats.
+    pub join: Option<JoinConfig>,
+    /// Shadow calls in flight at most; copies of requests beyond it are dropped (counted).
+    pub max_shadow_in_flight: usize,
+}
+
+/// Where a managed node announces itself.
+#[derive(Clone, Debug)]
+pub struct JoinConfig {
+    /// Base URL of the sync service (`http://127.0.0.1:7070`).
+    pub sync_url: String,
+    /// The URL the sync service reaches this node at (default `http://<bound address>`).
+    pub advertise_url: Option<String>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            poll_interval: Duration::from_millis(100),
+            max_body_bytes: 64 << 20,
+            cache: None,
+            admin_token: None,
+            max_upload_bytes: 512 << 20,
+            node_name: None,
+            join: None,
+            max_shadow_in_flight: 32,
+        }
+    }
+}
+
+/// State shared by every request and the reloader.
+pub(crate) struct State {
+    pub(crate) host: Arc<Host>,
+    pub(crate) catalog: Arc<dyn Catalog>,
+    pub(crate) config: ServeConfig,
+    table: RwLock<Arc<Table>>,
+    /// Set once the first load finished.
+    pub(crate) ready: AtomicBool,
+    pub(crate) reload_lock: tokio::sync::Mutex<()>,
+    pub(crate) metrics: Metrics,
+    /// The node store of a managed node; `None` in registry mode.
+    pub(crate) store: Option<Arc<NodeStore>>,
+    /// Why the latest routing change failed, if it did.
+    last_error: Mutex<Option<String>>,
+    /// Permits for shadow calls in flight.
+    pub(crate) shadow_slots: Arc<tokio::sync::Semaphore>,
+    /// Unique per server start: tells the sync service the node restarted.
+    pub(crate) instance_id: String,
+    pub(crate) started: Instant,
+    /// Set when the server binds, unless configured.
+    pub(crate) bound_name: OnceLock<String>,
+}
+
+impl State {
+    /// A server's state with an empty routing table (not ready).
+    pub(crate) fn new(
+        host: Arc<Host>,
+        catalog: Arc<dyn Catalog>,
+        store: Option<Arc<NodeStore>>,
+        config: ServeConfig,
+    ) -> anyhow::Result<State> {
+        Ok(State {
+            host,
+            catalog,
+            shadow_slots: Arc::new(tokio::sync::Semaphore::new(config.max_shadow_in_flight)),
+            config,
+            table: RwLock::new(Arc::new(Table::default())),
+            ready: AtomicBool::new(false),
+            reload_lock: tokio::sync::Mutex::new(()),
+            metrics: Metrics::new()?,
+            store,
+            last_error: Mutex::new(None),
+            instance_id: uuid::Uuid::new_v4().to_string(),
+            started: Instant::now(),
+            bound_name: OnceLock::new(),
+        })
+    }
+
+    /// The current routing table.
+    pub(crate) fn table(&self) -> Arc<Table> {
+        self.table
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Installs a new table, returning the previous one.
+    pub(crate) fn swap_table(&self, table: Arc<Table>) -> Arc<Table> {
+        let mut slot = self
+            .table
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::replace(&mut *slot, table)
+    }
+
+    /// Whether the first load finished.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Records the outcome of the latest routing change (`None`: it succeeded).
+    pub(crate) fn set_last_error(&self, error: Option<String>) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = error;
+    }
+
+    /// Why the latest routing change failed, if it did.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The node's name: configured, else the bound address, else the listen address.
+    pub(crate) fn node_name(&self) -> String {
+        self.config
+            .node_name
+            .clone()
+            .or_else(|| self.bound_name.get().cloned())
+            .unwrap_or_else(|| self.config.listen.to_string())
+    }
+
+    /// `managed` or `registry`.
+    pub(crate) fn mode(&self) -> &'static str {
+        if self.store.is_some() {
+            "managed"
+        } else {
+            "registry"
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The routing table: which loaded model answers `{model}` for a request, by forced
+//! version, explicit selector or weighted choice, and which version shadows it. It is
+//! immutable; a reload or a routing push builds a new one and swaps it in atomically, and
+//! a request holds the `Arc` of the version it started on until it finishes.
+
+use kiln_api::Version;
+use kiln_api::routing::{RouteError, Served};
+use kiln_host::LoadedModel;
+use kiln_node_api::RoutingTable;
+use kiln_types::ModelInfo;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// One served version: its registry identity and the loaded component (shared by every
+/// version and table that uses the same digest).
+pub struct ServedModel {
+    /// Registered model name.
+    pub name: String,
+    /// Version number.
+    pub version: u64,
+    /// The version number as a string (the `model_version` of responses and metrics).
+    pub version_label: String,
+    /// Component digest.
+    pub digest: String,
+    /// Registry stage.
+    pub stage: String,
+    /// Aliases pointing at this version.
+    pub aliases: Vec<String>,
+    /// Share of the model's weighted traffic (0: explicit selectors only).
+    pub weight: u32,
+    /// The loaded component.
+    pub model: Arc<LoadedModel>,
+}
+
+impl Served for ServedModel {
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn stage(&self) -> &str {
+        &self.stage
+    }
+    fn aliases(&self) -> &[String] {
+        &self.aliases
+    }
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+}
+
+impl Version for ServedModel {
+    fn label(&self) -> &str {
+        &self.version_label
+    }
+    fn info(&self) -> &ModelInfo {
+        &self.model.info
+    }
+    fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+/// The served versions of one model, how selectors map to them, and its shadow.
+pub type ModelRoutes = kiln_api::routing::ModelRoutes<ServedModel>;
+/// Where one inference request goes.
+pub type Route = kiln_api::routing::Route<ServedModel>;
+
+/// Every served model, as of one catalog generation.
+#[derive(Clone, Default)]
+pub struct Table {
+    /// The catalog generation this table reflects.
+    pub generation: u64,
+    /// Routes by model name.
+    pub models: BTreeMap<String, ModelRoutes>,
+}
+
+impl Table {
+    /// Resolves a model name and an explicit version selector.
+    pub fn resolve(&self, model: &str, selector: &str) -> Result<Arc<ServedModel>, RouteError> {
+        self.routes(model)?.resolve_in(model, selector)
+    }
+
+    /// The routes of a model.
+    pub fn routes(&self, model: &str) -> Result<&ModelRoutes, RouteError> {
+        self.models
+            .get(model)
+            .ok_or_else(|| RouteError::UnknownModel(model.to_string()))
+    }
+
+    /// Loaded components by digest (each once), shadows included.
+    pub fn loaded(&self) -> HashMap<String, Arc<LoadedModel>> {
+        self.models
+            .values()
+            .flat_map(|r| r.versions.values().chain(r.shadow.iter()))
+            .map(|s| (s.digest.clone(), s.model.clone()))
+            .collect()
+    }
+
+    /// The routing table being served.
+    pub fn routing(&self) -> RoutingTable {
+        RoutingTable {
+            generation: self.generation,
+            models: self
+                .models
+                .iter()
+                .map(|(name, r)| (name.clone(), r.routing.clone()))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_lists_versions_stages_and_aliases() {
+        let mut routes = ModelRoutes::default();
+        routes.stages.insert("production".into(), 1);
+        routes.aliases.insert("champion".into(), 1);
+        assert_eq!(
+            routes.describe(),
+            "served versions: ; stages and aliases: champion=1, production=1"
+        );
+        assert!(routes.resolve("latest").is_none());
+        assert!(routes.primary().is_none());
+        assert!(routes.weighted(0).is_none());
+        let table = Table::default();
+        assert_eq!(
+            table.resolve("m", "1").err(),
+            Some(RouteError::UnknownModel("m".into()))
+        );
+    }
+}

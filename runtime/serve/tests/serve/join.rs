@@ -1,0 +1,101 @@
+//! Joining a sync service: the node announces itself with its name, URL, instance id and
+//! served generation, with the bearer token, at the interval the service asks for, and
+//! keeps serving (and retrying) while the service is down.
+
+use crate::*;
+use axum::http::HeaderMap;
+use kiln_node_api::{JoinReply, JoinRequest};
+use kiln_serve::JoinConfig;
+use std::sync::Mutex;
+use std::time::Instant;
+
+type Seen = Arc<Mutex<Vec<(Option<String>, JoinRequest)>>>;
+
+/// A stand-in sync service that records heartbeats and asks for one every 50 ms.
+struct FakeSync {
+    url: String,
+    seen: Seen,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn fake_sync() -> FakeSync {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/sync/v1/nodes",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let record = record.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let request: JoinRequest = serde_json::from_slice(&body).expect("a JoinRequest");
+                record.lock().unwrap().push((auth, request));
+                axum::Json(JoinReply { heartbeat_ms: 50 })
+            }
+        }),
+    );
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    FakeSync {
+        url,
+        seen,
+        _runtime: runtime,
+    }
+}
+
+fn join_config(sync_url: &str, advertise: Option<&str>) -> ServeConfig {
+    ServeConfig {
+        node_name: Some("edge-1".into()),
+        join: Some(JoinConfig {
+            sync_url: sync_url.to_string(),
+            advertise_url: advertise.map(str::to_string),
+        }),
+        ..admin_config()
+    }
+}
+
+#[test]
+fn join_heartbeats_announce_the_node_with_the_token_at_the_requested_interval() {
+    let sync = fake_sync();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_managed(dir.path(), join_config(&sync.url, None));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sync.seen.lock().unwrap().len() < 4 {
+        assert!(Instant::now() < deadline, "fewer than 4 heartbeats in 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = sync.seen.lock().unwrap().clone();
+    let state: kiln_node_api::NodeState =
+        serde_json::from_slice(&admin("GET", &server.url("/admin/v1/state"), b"").body).unwrap();
+    for (auth, request) in &seen {
+        assert_eq!(auth.as_deref(), Some(format!("Bearer {TOKEN}").as_str()));
+        assert_eq!(request.name, "edge-1");
+        assert_eq!(request.url, server.base, "advertised at the bound address");
+        assert_eq!(request.instance_id, state.instance_id);
+        assert_eq!(request.generation, 0);
+    }
+    assert_eq!(state.node, "edge-1");
+}
+
+#[test]
+fn join_keeps_serving_while_the_sync_service_is_down() {
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_managed(dir.path(), join_config(&url, Some("http://edge-1.example:8080")));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(&server.url("/v2/health/ready")).status, 200);
+    assert_eq!(admin("GET", &server.url("/admin/v1/state"), b"").status, 200);
+}

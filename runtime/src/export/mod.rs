@@ -1,3 +1,0 @@
-//! `kiln export`: an edge's desired state written from the registry.
-
-pub mod cloudflare;
