@@ -68,6 +68,22 @@ pub fn router() -> (PathBuf, PathBuf) {
         .clone()
 }
 
+/// `kiln export spin --out OUT` of `home`'s registry with the router and vacant.wasm
+/// built by [`router`]; returns the export's summary.
+pub fn export(home: &KilnHome, out: &Path) -> String {
+    let (router, vacant) = router();
+    home.run(&[
+        "export",
+        "spin",
+        "--out",
+        out.to_str().unwrap_or_default(),
+        "--router",
+        router.to_str().unwrap_or_default(),
+        "--vacant",
+        vacant.to_str().unwrap_or_default(),
+    ])
+}
+
 /// The models the root spin.toml binds: (registry name, example) → `models/<name>-1.wasm`.
 pub const BUNDLED: [(&str, &str); 3] = [
     ("house-price", "house_price_forest"),

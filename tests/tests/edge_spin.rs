@@ -154,7 +154,6 @@ fn echo_version(a: &Answer) -> u64 {
 
 #[test]
 fn spin_variables_split_traffic_and_kiln_export_spin_serves_the_registry() {
-    let (router, vacant) = spin_app::router();
     let home = KilnHome::new();
     assert_eq!(home.register_example("echo4", "echo"), 1);
     assert_eq!(home.register_example("echo4_double", "echo"), 2);
@@ -169,16 +168,7 @@ fn spin_variables_split_traffic_and_kiln_export_spin_serves_the_registry() {
     .expect("writing the GitOps file");
     home.run(&["sync", "apply", gitops.to_str().unwrap_or_default()]);
     let out = home.path().join("spin-app");
-    let report = home.run(&[
-        "export",
-        "spin",
-        "--out",
-        out.to_str().unwrap_or_default(),
-        "--router",
-        router.to_str().unwrap_or_default(),
-        "--vacant",
-        vacant.to_str().unwrap_or_default(),
-    ]);
+    let report = spin_app::export(&home, &out);
     assert!(
         report.contains("model-a echo") && report.contains("model-b echo"),
         "{report}"

@@ -78,18 +78,8 @@ fn kiln_serve_the_fleet_and_the_edges_serve_the_champion_when_nothing_is_in_prod
     assert_eq!(infer("staged", &[("x-kiln-version", "Staging")]), Ok(s1));
 
     // The Spin app `kiln export spin` writes, hosted by `kiln spin up`.
-    let (router, vacant) = spin_app::router();
     let out = fleet.registry.path().join("spin-app");
-    fleet.kiln(&[
-        "export",
-        "spin",
-        "--out",
-        out.to_str().unwrap_or_default(),
-        "--router",
-        router.to_str().unwrap_or_default(),
-        "--vacant",
-        vacant.to_str().unwrap_or_default(),
-    ]);
+    spin_app::export(&fleet.registry, &out);
     let spin = spin_app::spin_up(&fleet.registry, &out.join("spin.toml"), &[]);
     for _ in 0..10 {
         assert_eq!(

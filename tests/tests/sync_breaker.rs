@@ -1,7 +1,8 @@
 //! The sync service's per-node circuit breaker is a real one: after five failed calls to a
-//! node it opens and the service stops calling the node for a cool-down; then one probe
-//! goes out (half-open); when the node is back its heartbeat ends the cool-down at once and
-//! a successful probe closes the breaker.
+//! node it opens and the service stops calling the node for a cool-down (`--backoff-max`,
+//! 1 s in test fleets); then one probe goes out (half-open); a failed probe doubles the
+//! cool-down (the backoff alone would retry every second); when the node is back its
+//! heartbeat ends the cool-down at once and a successful probe closes the breaker.
 //!
 //! The broken node is a listener on the node's own port that accepts each connection and
 //! closes it at once (a node that crashes on every request), counting the connections.
@@ -103,7 +104,8 @@ fn an_open_breaker_stops_calls_to_a_broken_node_until_a_probe_succeeds() {
         "a call went out while the breaker was open"
     );
 
-    // After the cool-down a probe goes out; it fails and the breaker stays open.
+    // After the cool-down a probe goes out; it fails and the breaker stays open, now for
+    // 2 s: without the breaker the backoff (capped at 1 s) would have called again.
     wait_for(
         Duration::from_secs(10),
         "a probe after the cool-down",
@@ -116,6 +118,13 @@ fn an_open_breaker_stops_calls_to_a_broken_node_until_a_probe_succeeds() {
         "open",
         "{:#}",
         node_status(&fleet)
+    );
+    let after_probe = broken.count();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        broken.count(),
+        after_probe,
+        "a call went out during the doubled cool-down"
     );
     assert!(
         fleet

@@ -30,8 +30,7 @@ pub struct SyncConfig {
     pub concurrency: usize,
     /// First retry delay after a failure; doubles per failure, with jitter.
     pub backoff_base: Duration,
-    /// Longest retry delay, and the longest a node's open circuit breaker waits before
-    /// it probes the node again.
+    /// Longest retry delay, and the first cool-down of a node's open circuit breaker.
     pub backoff_max: Duration,
     /// Consecutive failures that open a node's circuit breaker: the service then stops
     /// calling the node until a cool-down has passed (or the node sends a heartbeat) and
@@ -67,18 +66,15 @@ impl Default for SyncConfig {
 }
 
 impl SyncConfig {
-    /// The circuit breaker policy of each node: open after `breaker_threshold` failures,
-    /// a first cool-down of the backoff that many failures reach, doubling up to
-    /// `backoff_max`.
+    /// The circuit breaker policy of each node: open after `breaker_threshold` failures;
+    /// then probe after `backoff_max`, doubling after each failed probe up to six times
+    /// `backoff_max`, so a node that stays down is called at most once a minute (at the
+    /// defaults) rather than every `backoff_max`.
     pub fn breaker_policy(&self) -> BreakerPolicy {
-        let threshold = self.breaker_threshold.max(1);
         BreakerPolicy {
-            failure_threshold: threshold,
-            initial_cooldown: self
-                .backoff_base
-                .saturating_mul(1 << (threshold - 1).min(16))
-                .min(self.backoff_max),
-            max_cooldown: self.backoff_max,
+            failure_threshold: self.breaker_threshold.max(1),
+            initial_cooldown: self.backoff_max,
+            max_cooldown: self.backoff_max.saturating_mul(6),
         }
     }
 }

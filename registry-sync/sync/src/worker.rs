@@ -2,8 +2,9 @@
 //! components it lacks first), re-checks it periodically (a restarted node is noticed and
 //! re-pushed), and backs off with jitter while the node fails. After
 //! [`SyncConfig::breaker_threshold`](crate::SyncConfig) consecutive failures the node's
-//! circuit breaker opens: the worker stops calling the node for a cool-down (doubling up
-//! to `backoff_max`), then makes one probe call (half-open) whose success closes the
+//! circuit breaker opens: the worker stops calling the node for a cool-down (`backoff_max`,
+//! doubling after each failed probe up to six times that), then makes one probe call
+//! (half-open) whose success closes the
 //! breaker. A heartbeat from the node ends the cool-down at once.
 
 use kiln_node_api::breaker::{Admit, Breaker, Opened};

@@ -1,5 +1,6 @@
-//! Terminal rendering shared by the registry commands' tables.
+//! Text for the terminal: the registry commands' tables and a model's inputs and outputs.
 
+use kiln_types::{ModelInfo, TensorSpec, format_shape};
 use serde_json::Value;
 
 /// A JSON value on one line, `-` for null.
@@ -39,4 +40,28 @@ pub fn trim_lines(text: &str) -> String {
         .map(|line| line.strip_prefix(' ').unwrap_or(line).trim_end())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+fn spec_line(s: &TensorSpec) -> String {
+    format!("{} {} {}", s.name, s.element_type, format_shape(&s.shape))
+}
+
+/// The inputs and outputs, one per line.
+pub fn describe_specs(info: &ModelInfo, indent: &str) -> String {
+    let mut s = String::new();
+    for (i, spec) in info.inputs.iter().enumerate() {
+        s += &format!(
+            "{indent}{} {}\n",
+            if i == 0 { "inputs  " } else { "        " },
+            spec_line(spec)
+        );
+    }
+    for (i, spec) in info.outputs.iter().enumerate() {
+        s += &format!(
+            "{indent}{} {}\n",
+            if i == 0 { "outputs " } else { "        " },
+            spec_line(spec)
+        );
+    }
+    s
 }

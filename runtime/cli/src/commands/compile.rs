@@ -1,6 +1,6 @@
 //! `kiln compile`: an ONNX model into a pre-initialized model component, with progress.
 
-use super::inspect::describe_specs;
+use crate::render::describe_specs;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln_host::compile::{self, CompiledModel, Step, read_file};

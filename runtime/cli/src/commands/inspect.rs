@@ -1,9 +1,9 @@
 //! `kiln inspect`: what a model component says about itself.
 
 use super::predict::load_model;
+use crate::render::describe_specs;
 use kiln_host::{Host, LoadedModel};
 use kiln_types::format::human_size;
-use kiln_types::{ModelInfo, TensorSpec, format_shape};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -25,30 +25,6 @@ pub fn run(host: &Arc<Host>, args: InspectArgs) -> anyhow::Result<String> {
     } else {
         inspect_text(&loaded)
     })
-}
-
-fn spec_line(s: &TensorSpec) -> String {
-    format!("{} {} {}", s.name, s.element_type, format_shape(&s.shape))
-}
-
-/// The inputs and outputs, one per line.
-pub(crate) fn describe_specs(info: &ModelInfo, indent: &str) -> String {
-    let mut s = String::new();
-    for (i, spec) in info.inputs.iter().enumerate() {
-        s += &format!(
-            "{indent}{} {}\n",
-            if i == 0 { "inputs  " } else { "        " },
-            spec_line(spec)
-        );
-    }
-    for (i, spec) in info.outputs.iter().enumerate() {
-        s += &format!(
-            "{indent}{} {}\n",
-            if i == 0 { "outputs " } else { "        " },
-            spec_line(spec)
-        );
-    }
-    s
 }
 
 /// `kiln inspect --json`.
