@@ -23,8 +23,6 @@ pub mod rollout;
 mod schema;
 pub mod testing;
 
-use std::path::PathBuf;
-
 pub use audit::{GENESIS_HASH, canonical_json, entry_hash};
 pub use error::RegistryError;
 pub use model::{
@@ -34,14 +32,6 @@ pub use model::{
 pub use mutations::StageTransition;
 pub use plan::{PlanOverrides, RolloutPlan, Strategy};
 pub use registry::Registry;
-
-/// The registry home: `$KILN_HOME`, else `./.kiln`.
-pub fn default_home() -> PathBuf {
-    match std::env::var_os("KILN_HOME") {
-        Some(home) if !home.is_empty() => PathBuf::from(home),
-        _ => PathBuf::from(".kiln"),
-    }
-}
 
 /// Who to record in the audit log: `$KILN_ACTOR`, else `$USER`, else `"unknown"`.
 pub fn default_actor() -> String {
