@@ -93,11 +93,6 @@ impl Response {
     pub fn json_body(&self) -> Option<Value> {
         serde_json::from_slice(&self.body).ok()
     }
-
-    /// The value of a header (names in any case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        header(&self.headers, name)
-    }
 }
 
 impl From<ApiError> for Response {

@@ -37,10 +37,7 @@ mod component {
 
     impl kiln_api::Env for Env {
         fn now_unix_seconds(&self) -> f64 {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0)
+            kiln_types::format::unix_now()
         }
 
         fn random_u128(&self) -> u128 {

@@ -108,7 +108,7 @@ pub fn export(registry: &Registry, out: &Path) -> anyhow::Result<Exported> {
                 version: v.version,
                 sha256: kiln_types::digest(encoded),
             };
-            write_file(&models_dir.join(entry.file_name()), encoded)?;
+            kiln_types::durable::write(&models_dir.join(entry.file_name()), encoded)?;
             bundles.push(ExportedBundle {
                 entry,
                 weight: v.weight,
@@ -118,7 +118,7 @@ pub fn export(registry: &Registry, out: &Path) -> anyhow::Result<Exported> {
     }
     let entries: Vec<ModelEntry> = bundles.iter().map(|b| b.entry.clone()).collect();
     remove_stale_bundles(&models_dir, &entries)?;
-    write_file(
+    kiln_types::durable::write(
         &models_dir.join("kiln-models.mjs"),
         manifest::bundles_module(&entries, "./").as_bytes(),
     )?;
@@ -136,19 +136,13 @@ pub fn export(registry: &Registry, out: &Path) -> anyhow::Result<Exported> {
     };
     let new_toml = with_vars(&toml_text, &models_var, &routes_var)
         .with_context(|| format!("updating {}", wrangler_toml.display()))?;
-    write_file(&wrangler_toml, new_toml.as_bytes())?;
+    kiln_types::durable::write(&wrangler_toml, new_toml.as_bytes())?;
     Ok(Exported {
         bundles,
         models_var,
         routes_var,
         wrangler_toml,
     })
-}
-
-/// Writes durably through a temporary file and a rename, so a concurrent `wrangler dev`
-/// never picks up half a bundle.
-fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    Ok(kiln_types::durable::write(path, bytes)?)
 }
 
 fn remove_stale_bundles(dir: &Path, keep: &[ModelEntry]) -> anyhow::Result<()> {

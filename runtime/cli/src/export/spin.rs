@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use kiln_registry::Registry;
 use kiln_spin_host::app::{MODEL_EXPORT, TYPES_INTERFACE};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use toml_edit::{DocumentMut, Item, Table, value};
 
 /// Slots the router imports (`model-a` … `model-h`, edge-worker/spin/wit/router.wit).
@@ -118,7 +118,7 @@ pub fn export(registry: &Registry, args: &SpinExportArgs) -> anyhow::Result<Expo
                 from.display()
             )
         })?;
-        write(&out.join(to), &bytes)?;
+        kiln_types::durable::write(&out.join(to), &bytes)?;
     }
     for v in &versions {
         let bytes = registry
@@ -133,7 +133,7 @@ pub fn export(registry: &Registry, args: &SpinExportArgs) -> anyhow::Result<Expo
                 v.digest
             );
         }
-        write(&out.join(component_path(&v.name, v.version)), &bytes)?;
+        kiln_types::durable::write(&out.join(component_path(&v.name, v.version)), &bytes)?;
     }
     let models_var = versions
         .iter()
@@ -150,7 +150,7 @@ pub fn export(registry: &Registry, args: &SpinExportArgs) -> anyhow::Result<Expo
         .join("; ");
     let routes_var = serde_json::to_string(&table).context("encoding the routing table")?;
     let manifest = out.join("spin.toml");
-    write(
+    kiln_types::durable::write(
         &manifest,
         manifest_text(&versions, &models_var, &routes_var).as_bytes(),
     )?;
@@ -180,11 +180,6 @@ fn component_path(name: &str, version: u64) -> String {
         })
         .collect();
     format!("models/{safe}-{version}.wasm")
-}
-
-/// Writes a file of the app durably.
-fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    Ok(kiln_types::durable::write(path, bytes)?)
 }
 
 fn manifest_text(versions: &[ExportedVersion], models_var: &str, routes_var: &str) -> String {
