@@ -4,11 +4,15 @@
 //!
 //! Nothing here does I/O: these are the JSON shapes of the node admin API and the sync
 //! service's join API, plus the pure functions both sides need, and the circuit breaker
-//! both use in front of the peers they call ([`breaker`]).
+//! both use in front of the peers they call ([`breaker`]). The one exception is behind the
+//! `tls` cargo feature (off by default, so the wasm32 edges never link it): `tls`, the
+//! rustls setup every Kiln server and client shares.
 
 pub mod breaker;
 pub mod histogram;
 pub mod routing;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use histogram::Histogram;
 pub use routing::{choose_weighted, routing_point};
@@ -134,18 +138,16 @@ pub fn tokens_match(given: &str, expected: &str) -> bool {
 }
 
 /// Checks a URL Kiln will call (a node, the sync service, a webhook, MLflow): it must be
-/// `http://host[:port][/path]`. `https://` is refused with a clear reason rather than
-/// accepted and then spoken to in plain text: this build of Kiln has no TLS client.
+/// `http://host[:port][/path]` or `https://host[:port][/path]` (verified against the
+/// system's roots plus `--ca-file`).
 pub fn check_http_url(url: &str) -> Result<(), String> {
-    if url.starts_with("https://") {
-        return Err(format!(
-            "`{url}`: https:// is not supported yet (this build of Kiln has no TLS); use an http:// URL on a network you trust"
-        ));
-    }
-    match url.strip_prefix("http://") {
+    match url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    {
         Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
         Some(_) => Err(format!("`{url}` has no host")),
-        None => Err(format!("`{url}` must start with http://")),
+        None => Err(format!("`{url}` must start with http:// or https://")),
     }
 }
 
@@ -309,12 +311,13 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_urls_are_accepted() {
+    fn only_http_and_https_urls_are_accepted() {
         assert!(check_http_url("http://127.0.0.1:7070").is_ok());
         assert!(check_http_url("http://node-a/base").is_ok());
-        let tls = check_http_url("https://node-a").unwrap_err();
-        assert!(tls.contains("no TLS"), "{tls}");
-        assert!(check_http_url("ftp://x").is_err());
+        assert!(check_http_url("https://node-a:8443").is_ok());
+        let ftp = check_http_url("ftp://x").unwrap_err();
+        assert!(ftp.contains("http:// or https://"), "{ftp}");
         assert!(check_http_url("http://").is_err());
+        assert!(check_http_url("https:///path").is_err());
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
+use kiln_node_api::tls::ClientTls;
 use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -25,7 +26,10 @@ const SEARCH_PAGE_SIZE: &str = "1000";
 #[derive(thiserror::Error, Debug)]
 pub enum MlflowError {
     /// The tracking server could not be reached or did not answer in time.
-    #[error("MLflow {call} ({url}) failed: {error}; is the tracking server running and reachable?")]
+    #[error(
+        "MLflow {call} ({url}) failed: {}; is the tracking server running and reachable?",
+        kiln_node_api::tls::describe_ureq_error(url, error)
+    )]
     Transport {
         call: &'static str,
         url: String,
@@ -184,8 +188,14 @@ impl MlflowClient {
     /// A client for the tracking server at `tracking_uri` (`http://host:port`, with an
     /// optional path prefix). Authenticates with `MLFLOW_TRACKING_TOKEN` (bearer) or
     /// `MLFLOW_TRACKING_USERNAME`/`MLFLOW_TRACKING_PASSWORD` (basic) when set, like
-    /// MLflow's own client.
+    /// MLflow's own client. An `https://` server is verified against the system's roots.
     pub fn new(tracking_uri: &str) -> Result<MlflowClient, MlflowError> {
+        MlflowClient::new_with_tls(tracking_uri, &ClientTls::default())
+    }
+
+    /// [`MlflowClient::new`], trusting what `tls` trusts (the system's roots plus a CA
+    /// file) and presenting its client certificate, if any.
+    pub fn new_with_tls(tracking_uri: &str, tls: &ClientTls) -> Result<MlflowClient, MlflowError> {
         let base = tracking_uri.trim().trim_end_matches('/').to_string();
         if !base.starts_with("http://") && !base.starts_with("https://") {
             return Err(MlflowError::Unsupported(format!(
@@ -195,7 +205,8 @@ impl MlflowClient {
         }
         kiln_node_api::check_http_url(&base)
             .map_err(|e| MlflowError::Unsupported(format!("MLflow tracking URI {e}")))?;
-        let agent = ureq::Agent::config_builder()
+        let agent = tls
+            .agent_config()
             .http_status_as_error(false)
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_global(Some(CALL_TIMEOUT))

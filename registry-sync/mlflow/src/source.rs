@@ -124,8 +124,18 @@ pub struct MlflowSource {
 
 impl MlflowSource {
     /// A source for `config`; checks the tracking URI and that the watched alias or stage
-    /// can be mirrored in Kiln. Makes no network call.
+    /// can be mirrored in Kiln. Makes no network call. An `https://` tracking server is
+    /// verified against the system's roots; see [`MlflowSource::new_with_tls`].
     pub fn new(config: MlflowSourceConfig) -> anyhow::Result<MlflowSource> {
+        MlflowSource::new_with_tls(config, &kiln_node_api::tls::ClientTls::default())
+    }
+
+    /// [`MlflowSource::new`] whose client trusts what `tls` trusts (the system's roots plus
+    /// a CA file) and presents its client certificate, if any.
+    pub fn new_with_tls(
+        config: MlflowSourceConfig,
+        tls: &kiln_node_api::tls::ClientTls,
+    ) -> anyhow::Result<MlflowSource> {
         match &config.watch {
             Watch::Alias(alias) => validate_alias(alias).with_context(|| {
                 format!("the watched MLflow alias '{alias}' cannot be mirrored as a Kiln alias")
@@ -136,7 +146,7 @@ impl MlflowSource {
                     .with_context(|| format!("watching MLflow stage '{stage}'"))?;
             }
         }
-        let client = MlflowClient::new(&config.tracking_uri)?;
+        let client = MlflowClient::new_with_tls(&config.tracking_uri, tls)?;
         Ok(MlflowSource {
             config,
             client,

@@ -145,13 +145,13 @@ pub fn serve(
             .route(&format!("{SYNC_PREFIX}/nodes"), post(join))
             .route(&format!("{SYNC_PREFIX}/status"), get(status))
             .route("/metrics", get(metrics))
-            .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
-            .with_state(shared);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.await;
-            })
-            .await
-            .context("serving the sync API")
+            .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") });
+        let tls = shared.config.tls.clone();
+        let app = app.with_state(shared);
+        kiln_node_api::tls::serve(listener, app, tls, async move {
+            let _ = stop.await;
+        })
+        .await
+        .context("serving the sync API")
     })
 }

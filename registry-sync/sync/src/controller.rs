@@ -267,8 +267,9 @@ fn smoke_test(shared: &Shared, r: &Rollout, nodes: &[String]) -> anyhow::Result<
             .map(|(node, url)| {
                 let golden = &golden;
                 let token = shared.config.token.clone();
+                let tls = shared.config.client_tls.clone();
                 scope.spawn(move || -> Option<String> {
-                    let client = NodeClient::new(&url, token.as_deref());
+                    let client = NodeClient::new(&url, token.as_deref(), &tls);
                     for (i, pair) in golden.iter().enumerate() {
                         let outcome = client
                             .infer(&r.model, r.to_version, &pair.request)
@@ -307,13 +308,16 @@ fn alert(shared: &Shared, r: &Rollout, reason: &str) {
         "reason": reason,
         "time": kiln_types::format::now_rfc3339(),
     });
+    let tls = shared.config.client_tls.clone();
     std::thread::spawn(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let agent: ureq::Agent = tls
+            .agent_config()
             .timeout_global(Some(Duration::from_secs(5)))
             .build()
             .into();
         if let Err(e) = agent.post(&url).send_json(&body) {
-            tracing::warn!(url = %url, error = %e, "alert webhook call failed");
+            let error = kiln_node_api::tls::describe_ureq_error(&url, &e);
+            tracing::warn!(url = %url, error = %error, "alert webhook call failed");
         }
     });
 }

@@ -1,5 +1,6 @@
 //! HTTP calls from the sync service to one node's admin API and inference endpoints.
 
+use kiln_node_api::tls::{ClientTls, describe_ureq_error};
 use kiln_node_api::{ADMIN_PREFIX, AdminReply, NodeState, RoutingTable};
 use std::time::Duration;
 
@@ -12,8 +13,8 @@ pub struct NodeClient {
     auth: Option<String>,
 }
 
-fn agent(total: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
+fn agent(tls: &ClientTls, total: Duration) -> ureq::Agent {
+    tls.agent_config()
         .timeout_connect(Some(Duration::from_secs(2)))
         .timeout_global(Some(total))
         .http_status_as_error(false)
@@ -22,12 +23,13 @@ fn agent(total: Duration) -> ureq::Agent {
 }
 
 impl NodeClient {
-    /// A client for the node at `base` (`http://host:port`).
-    pub fn new(base: &str, token: Option<&str>) -> NodeClient {
+    /// A client for the node at `base` (`http://host:port` or `https://host:port`, then
+    /// verified with `tls`, which also holds the client certificate for mutual TLS).
+    pub fn new(base: &str, token: Option<&str>, tls: &ClientTls) -> NodeClient {
         NodeClient {
-            agent: agent(Duration::from_secs(5)),
+            agent: agent(tls, Duration::from_secs(5)),
             // A push waits for the node to load and warm every new version.
-            upload_agent: agent(Duration::from_secs(120)),
+            upload_agent: agent(tls, Duration::from_secs(120)),
             base: base.trim_end_matches('/').to_string(),
             auth: token.map(|t| format!("Bearer {t}")),
         }
@@ -44,11 +46,13 @@ impl NodeClient {
     /// The JSON answer of a call, or an error naming `what`, the status and the node's
     /// `{"error": ...}` message.
     fn answer<T: serde::de::DeserializeOwned>(
+        &self,
         what: &str,
         sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
         ok: impl Fn(u16) -> bool,
     ) -> anyhow::Result<T> {
-        let mut resp = sent.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+        let mut resp =
+            sent.map_err(|e| anyhow::anyhow!("{what}: {}", describe_ureq_error(&self.base, &e)))?;
         let status = resp.status().as_u16();
         let body = resp.body_mut().read_to_string().unwrap_or_default();
         if !ok(status) {
@@ -64,7 +68,7 @@ impl NodeClient {
     /// `GET /admin/v1/state`.
     pub fn state(&self) -> anyhow::Result<NodeState> {
         let req = self.authed(self.agent.get(format!("{}{ADMIN_PREFIX}/state", self.base)));
-        Self::answer("reading the node state", req.call(), |s| s == 200)
+        self.answer("reading the node state", req.call(), |s| s == 200)
     }
 
     /// `PUT /admin/v1/components/{digest}`.
@@ -75,7 +79,7 @@ impl NodeClient {
                 .put(format!("{}{ADMIN_PREFIX}/components/{digest}", self.base))
                 .header("content-type", "application/wasm"),
         );
-        Self::answer(&what, req.send(bytes), |s| (200..300).contains(&s))
+        self.answer(&what, req.send(bytes), |s| (200..300).contains(&s))
     }
 
     /// `PUT /admin/v1/routing`.
@@ -87,7 +91,7 @@ impl NodeClient {
                 .put(format!("{}{ADMIN_PREFIX}/routing", self.base))
                 .header("content-type", "application/json"),
         );
-        Self::answer(&what, req.send(&body[..]), |s| s == 200)
+        self.answer(&what, req.send(&body[..]), |s| s == 200)
     }
 
     /// `POST /v2/models/{model}/versions/{version}/infer` with an OIP request; the answer.
@@ -106,6 +110,6 @@ impl NodeClient {
                 self.base
             ))
             .header("content-type", "application/json");
-        Self::answer(&what, req.send(&body[..]), |s| s == 200)
+        self.answer(&what, req.send(&body[..]), |s| s == 200)
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use kiln_fleet::Desired;
 use kiln_node_api::breaker::{Breaker, BreakerPolicy, BreakerState};
+use kiln_node_api::tls::{ClientTls, ServerTls};
 use kiln_node_api::{NodeState, RoutingTable};
 use kiln_registry::{Registry, RegistryError, RolloutPlan};
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, TextEncoder};
@@ -44,6 +45,12 @@ pub struct SyncConfig {
     pub default_policy: RolloutPlan,
     /// Audit actor of the service's own changes.
     pub actor: String,
+    /// Serve the join/status API over HTTPS with this certificate (and, with a client CA,
+    /// require client certificates from nodes); `None` serves plain HTTP.
+    pub tls: Option<ServerTls>,
+    /// What the service's calls (nodes, the alert webhook) trust and present: the client
+    /// certificate is what nodes started with `--client-ca` require.
+    pub client_tls: ClientTls,
 }
 
 impl Default for SyncConfig {
@@ -61,6 +68,8 @@ impl Default for SyncConfig {
             alert_webhook: None,
             default_policy: RolloutPlan::default(),
             actor: "kiln-sync".to_string(),
+            tls: None,
+            client_tls: ClientTls::default(),
         }
     }
 }

@@ -82,7 +82,7 @@ fn spawn(shared: Arc<Shared>, node: String, url: String) -> WorkerHandle {
         wake: wake.clone(),
         stop: stop.clone(),
         breaker: breaker.clone(),
-        client: NodeClient::new(&url, shared.config.token.as_deref()),
+        client: NodeClient::new(&url, shared.config.token.as_deref(), &shared.config.client_tls),
         shared,
         node: node.clone(),
     };

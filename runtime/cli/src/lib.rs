@@ -13,6 +13,7 @@ pub mod lazy_host;
 pub mod register;
 pub mod render;
 pub mod shutdown;
+pub mod tls_args;
 
 use anyhow::Context;
 use args::{Cli, Command};

@@ -9,6 +9,7 @@
 //!   timeout, and a circuit breaker skips Redis while it is down so that a dead cache costs
 //!   nothing but the uncached path. The total size is bounded by the TTL and by the Redis
 //!   server's own `maxmemory` policy (configure `maxmemory-policy allkeys-lru` there).
+//!   `rediss://` URLs speak TLS (rustls), verified like every other Kiln client.
 //!
 //! In both storing backends a value larger than [`MAX_VALUE_BYTES`] is not cached: such an
 //! output is rare, and caching it would evict many small ones.
@@ -22,6 +23,7 @@ mod key;
 mod memory;
 mod redis_backend;
 
+use kiln_node_api::tls::ClientTls;
 use kiln_types::Tensor;
 use memory::MemoryCache;
 use redis_backend::{RedisBackend, RedisGet};
@@ -44,10 +46,13 @@ pub enum CacheConfig {
     /// In-process LRU bounded by bytes, entries expire after `ttl`.
     Memory { max_bytes: usize, ttl: Duration },
     /// A Redis server; `timeout` bounds each call; a circuit breaker skips Redis while it is down.
+    /// A `rediss://` URL speaks TLS, trusting what `tls` trusts (and presenting its client
+    /// certificate, if any).
     Redis {
         url: String,
         ttl: Duration,
         timeout: Duration,
+        tls: ClientTls,
     },
 }
 
@@ -116,9 +121,12 @@ impl PredictionCache {
         let backend = match config {
             CacheConfig::Off => Backend::Off,
             CacheConfig::Memory { max_bytes, ttl } => Backend::Memory(MemoryCache::new(max_bytes, ttl)),
-            CacheConfig::Redis { url, ttl, timeout } => {
-                Backend::Redis(Box::new(RedisBackend::new(&url, ttl, timeout, policy)?))
-            }
+            CacheConfig::Redis {
+                url,
+                ttl,
+                timeout,
+                tls,
+            } => Backend::Redis(Box::new(RedisBackend::new(&url, &tls, ttl, timeout, policy)?)),
         };
         Ok(PredictionCache {
             backend,
@@ -284,18 +292,18 @@ mod tests {
             url: "not a url".into(),
             ttl: Duration::from_secs(1),
             timeout: DEFAULT_REDIS_TIMEOUT,
+            tls: ClientTls::default(),
         };
         assert!(PredictionCache::new(config).await.is_err());
+        // rediss:// is accepted (TLS); the connection opens on first use.
         let tls = CacheConfig::Redis {
-            url: "rediss://127.0.0.1:6380/".into(),
+            url: "rediss://127.0.0.1:1/".into(),
             ttl: Duration::from_secs(1),
             timeout: DEFAULT_REDIS_TIMEOUT,
+            tls: ClientTls::default(),
         };
-        let err = PredictionCache::new(tls).await.err().map(|e| e.to_string());
-        assert!(
-            err.as_deref().is_some_and(|e| e.contains("not supported yet")),
-            "rediss:// is refused, saying why: {err:?}"
-        );
+        let cache = PredictionCache::new(tls).await.map_err(|e| format!("{e:#}"));
+        assert!(cache.is_ok(), "rediss:// builds a cache: {:?}", cache.err());
     }
 
     #[tokio::test]
@@ -305,6 +313,7 @@ mod tests {
             url: "redis://127.0.0.1:1/".into(),
             ttl: Duration::from_secs(1),
             timeout: DEFAULT_REDIS_TIMEOUT,
+            tls: ClientTls::default(),
         })
         .await
         .unwrap();

@@ -100,11 +100,16 @@ impl Server {
             (Some(config), Some(addr)) => Some(join::Heartbeat::start(self.state.clone(), config, addr)?),
             _ => None,
         };
-        tracing::info!(addr = ?addr, mode = self.state.mode(), "serving HTTP");
-        let result = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP");
+        let tls = self.state.config.tls.clone();
+        tracing::info!(
+            addr = ?addr,
+            mode = self.state.mode(),
+            tls = tls.is_some(),
+            client_certificates = tls.as_ref().is_some_and(|t| t.requires_client_cert()),
+            "serving {}",
+            if tls.is_some() { "HTTPS" } else { "HTTP" }
+        );
+        let result = kiln_node_api::tls::serve(listener, self.router(), tls, shutdown).await;
         poller.abort();
         drop(heartbeat);
         tracing::info!("server stopped");

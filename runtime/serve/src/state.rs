@@ -7,6 +7,7 @@ use crate::node::store::NodeStore;
 use crate::prediction_cache::PredictionCache;
 use crate::table::Table;
 use kiln_host::Host;
+use kiln_node_api::tls::{ClientTls, ServerTls};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -33,6 +34,11 @@ pub struct ServeConfig {
     pub join: Option<JoinConfig>,
     /// Shadow calls in flight at most; copies of requests beyond it are dropped (counted).
     pub max_shadow_in_flight: usize,
+    /// Serve HTTPS with this certificate (and, if it has a client CA, require client
+    /// certificates); `None` serves plain HTTP.
+    pub tls: Option<ServerTls>,
+    /// What the node's own calls (heartbeats to the sync service) trust and present.
+    pub client_tls: ClientTls,
 }
 
 /// Where a managed node announces itself.
@@ -40,7 +46,8 @@ pub struct ServeConfig {
 pub struct JoinConfig {
     /// Base URL of the sync service (`http://127.0.0.1:7070`).
     pub sync_url: String,
-    /// The URL the sync service reaches this node at (default `http://<bound address>`).
+    /// The URL the sync service reaches this node at (default `http://<bound address>`, or
+    /// `https://` when the node serves TLS).
     pub advertise_url: Option<String>,
 }
 
@@ -56,6 +63,8 @@ impl Default for ServeConfig {
             node_name: None,
             join: None,
             max_shadow_in_flight: 32,
+            tls: None,
+            client_tls: ClientTls::default(),
         }
     }
 }

@@ -131,6 +131,7 @@ async fn cache(server: &RedisServer, ttl: Duration, timeout: Duration) -> Predic
         url: server.url(),
         ttl,
         timeout,
+        tls: kiln_node_api::tls::ClientTls::default(),
     })
     .await
     .expect("building the Redis prediction cache")

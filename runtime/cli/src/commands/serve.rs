@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use kiln_host::Host;
+use kiln_node_api::tls::ClientTls;
 use kiln_registry::Registry;
 use kiln_serve::prediction_cache::{CacheConfig, PredictionCache};
 use kiln_serve::{JoinConfig, NodeStore, ServeConfig, Server};
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::catalog::RegistryCatalog;
+use crate::tls_args::{ClientTlsArgs, ServerTlsArgs};
 
 /// Flags of `kiln serve` and `kiln up`.
 #[derive(clap::Args)]
@@ -18,7 +20,8 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "KILN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Prediction cache: `memory` (in-process), `off`, or a Redis URL (`redis://HOST:PORT/DB`).
+    /// Prediction cache: `memory` (in-process), `off`, or a Redis URL (`redis://HOST:PORT/DB`,
+    /// or `rediss://` for Redis over TLS, verified like --ca-file says).
     #[arg(long, env = "KILN_CACHE", default_value = "memory")]
     pub cache: String,
     /// How long a cached prediction lives, in seconds.
@@ -53,11 +56,18 @@ pub struct ServeArgs {
     /// Largest component upload to the admin API, in MiB.
     #[arg(long, env = "KILN_MAX_UPLOAD_MIB", default_value_t = 512)]
     pub max_upload_mib: usize,
+    /// HTTPS: --tls-cert, --tls-key, --client-ca.
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
+    /// What the node's calls (the sync service, rediss://) trust and present: --ca-file,
+    /// --client-cert, --client-key.
+    #[command(flatten)]
+    pub client_tls: ClientTlsArgs,
 }
 
 impl ServeArgs {
-    /// The prediction cache these flags describe.
-    pub fn cache_config(&self) -> anyhow::Result<CacheConfig> {
+    /// The prediction cache these flags describe; `rediss://` trusts what `tls` trusts.
+    pub fn cache_config(&self, tls: &ClientTls) -> anyhow::Result<CacheConfig> {
         let ttl = Duration::from_secs(self.cache_ttl_secs.max(1));
         Ok(match self.cache.as_str() {
             "off" | "none" => CacheConfig::Off,
@@ -65,15 +75,13 @@ impl ServeArgs {
                 max_bytes: self.cache_max_mib << 20,
                 ttl,
             },
-            url if url.starts_with("rediss://") => anyhow::bail!(
-                "--cache {url}: rediss:// (Redis over TLS) is not supported yet (this build of Kiln has no TLS); use a redis:// URL on a network you trust"
-            ),
-            url if url.starts_with("redis://") => CacheConfig::Redis {
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => CacheConfig::Redis {
                 url: url.to_string(),
                 ttl,
                 timeout: Duration::from_millis(self.cache_timeout_ms.max(1)),
+                tls: tls.clone(),
             },
-            other => anyhow::bail!("--cache {other}: use `memory`, `off` or a redis:// URL"),
+            other => anyhow::bail!("--cache {other}: use `memory`, `off` or a redis:// or rediss:// URL"),
         })
     }
 
@@ -114,7 +122,9 @@ impl ServeArgs {
 pub fn run(host: Arc<Host>, registry: Arc<Registry>, args: &ServeArgs, banner: bool) -> anyhow::Result<()> {
     let admin_token = args.admin_token()?;
     let join = args.join_config()?;
-    let cache_config = args.cache_config()?;
+    let tls = args.tls.load()?;
+    let client_tls = args.client_tls.load()?;
+    let cache_config = args.cache_config(&client_tls)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kiln-http")
@@ -131,6 +141,8 @@ pub fn run(host: Arc<Host>, registry: Arc<Registry>, args: &ServeArgs, banner: b
             max_upload_bytes: args.max_upload_mib.max(1) << 20,
             node_name: args.node_name.clone(),
             join,
+            tls,
+            client_tls,
             ..ServeConfig::default()
         };
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -156,7 +168,8 @@ pub fn run(host: Arc<Host>, registry: Arc<Registry>, args: &ServeArgs, banner: b
             (None, false) => "local registry".to_string(),
         };
         println!(
-            "kiln ready on http://{addr} ({mode}): serving {} model version(s){}{}",
+            "kiln ready on {}://{addr} ({mode}): serving {} model version(s){}{}",
+            args.tls.scheme(),
             served.len(),
             if served.is_empty() { "" } else { ": " },
             served.join(", ")

@@ -62,6 +62,13 @@ pub struct SyncRunArgs {
     /// How often MLflow is polled: 2s.
     #[arg(long, env = "KILN_MLFLOW_POLL", default_value = "2s")]
     pub mlflow_poll: String,
+    /// HTTPS for the join/status API: --tls-cert, --tls-key, --client-ca.
+    #[command(flatten)]
+    pub tls: crate::tls_args::ServerTlsArgs,
+    /// What the service's calls (nodes, MLflow, the alert webhook) trust and present:
+    /// --ca-file, --client-cert, --client-key.
+    #[command(flatten)]
+    pub client_tls: crate::tls_args::ClientTlsArgs,
 }
 
 impl SyncRunArgs {
@@ -278,6 +285,8 @@ fn change_lines(changes: &[Change]) -> String {
 /// line left the defaults.
 pub fn serve(host: Arc<LazyHost>, registry: Arc<Registry>, args: &SyncRunArgs) -> anyhow::Result<()> {
     let mut config = args.config()?;
+    config.tls = args.tls.load()?;
+    config.client_tls = args.client_tls.load()?;
     if let Some(path) = &args.config {
         let file = gitops::load(path)?;
         let changes = gitops::apply(&registry, &file, &default_actor())?;
@@ -286,17 +295,21 @@ pub fn serve(host: Arc<LazyHost>, registry: Arc<Registry>, args: &SyncRunArgs) -
         }
         apply_file_settings(&mut config, &file.sync, args)?;
     }
+    let client_tls = config.client_tls.clone();
     let mut service = SyncService::new(registry.clone(), config);
     if let Some(uri) = &args.mlflow {
         let watch = args
             .mlflow_watch
             .parse()
             .map_err(|e| anyhow::anyhow!("--mlflow-watch {e}"))?;
-        let source = kiln_mlflow::MlflowSource::new(kiln_mlflow::MlflowSourceConfig {
-            tracking_uri: uri.clone(),
-            watch,
-            models: args.mlflow_models.clone(),
-        })?;
+        let source = kiln_mlflow::MlflowSource::new_with_tls(
+            kiln_mlflow::MlflowSourceConfig {
+                tracking_uri: uri.clone(),
+                watch,
+                models: args.mlflow_models.clone(),
+            },
+            &client_tls,
+        )?;
         let prepare = move |file: &Path, name: &str, golden: &[serde_json::Value]| {
             crate::register::prepare(&host.get()?, file, name, golden)
         };
@@ -311,7 +324,8 @@ pub fn serve(host: Arc<LazyHost>, registry: Arc<Registry>, args: &SyncRunArgs) -
     let handle = service.start()?;
     let nodes = registry.nodes()?.len();
     println!(
-        "kiln sync ready on http://{}: managing {nodes} node(s){}",
+        "kiln sync ready on {}://{}: managing {nodes} node(s){}",
+        args.tls.scheme(),
         handle.addr(),
         args.mlflow
             .as_deref()

@@ -36,10 +36,15 @@ impl Heartbeat {
             anyhow::anyhow!("joining a sync service needs an admin token (--admin-token or KILN_ADMIN_TOKEN): the service pushes to the node's admin API with it")
         })?;
         let endpoint = format!("{}{SYNC_PREFIX}/nodes", join.sync_url.trim_end_matches('/'));
+        let scheme = if state.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let url = join
             .advertise_url
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
+            .unwrap_or_else(|| format!("{scheme}://{addr}"));
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         std::thread::Builder::new()
@@ -50,7 +55,10 @@ impl Heartbeat {
 }
 
 fn beat(state: &State, endpoint: &str, url: &str, token: &str, stop: &AtomicBool) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let agent: ureq::Agent = state
+        .config
+        .client_tls
+        .agent_config()
         .timeout_global(Some(TIMEOUT))
         .http_status_as_error(false)
         .build()
@@ -58,6 +66,7 @@ fn beat(state: &State, endpoint: &str, url: &str, token: &str, stop: &AtomicBool
     let authorization = format!("Bearer {token}");
     let mut interval = DEFAULT_INTERVAL;
     let mut failing = false;
+    let mut last_error = String::new();
     tracing::info!(sync = endpoint, url, "joining the sync service");
     while !stop.load(Ordering::Acquire) {
         let request = JoinRequest {
@@ -70,7 +79,7 @@ fn beat(state: &State, endpoint: &str, url: &str, token: &str, stop: &AtomicBool
             .post(endpoint)
             .header("authorization", &authorization)
             .send_json(&request)
-            .map_err(|e| e.to_string())
+            .map_err(|e| kiln_node_api::tls::describe_ureq_error(endpoint, &e))
             .and_then(|mut response| {
                 let status = response.status();
                 if !status.is_success() {
@@ -93,10 +102,13 @@ fn beat(state: &State, endpoint: &str, url: &str, token: &str, stop: &AtomicBool
                 }
             }
             Err(error) => {
-                if !failing {
+                // Once per outage, and again when the reason changes (refused, then a
+                // TLS error once the service is up).
+                if !failing || error != last_error {
                     tracing::warn!(sync = endpoint, error = %error, "heartbeat to the sync service failed; serving on and retrying");
                 }
                 failing = true;
+                last_error = error;
             }
         }
         sleep_unless_stopped(interval, stop);

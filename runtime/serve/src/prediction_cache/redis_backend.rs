@@ -5,6 +5,7 @@
 use super::key::CacheKey;
 use anyhow::Context as _;
 use kiln_node_api::breaker::{Admit, Breaker, BreakerPolicy, Opened};
+use kiln_node_api::tls::ClientTls;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue, RedisError};
 use std::sync::{Mutex, MutexGuard};
@@ -24,6 +25,8 @@ pub(super) struct RedisBackend {
     ttl_ms: u64,
     timeout: Duration,
     breaker: Breaker,
+    /// `rediss://host:port` for TLS failures' messages (never the password), else `None`.
+    tls_origin: Option<String>,
 }
 
 enum Failure {
@@ -38,20 +41,36 @@ enum Failure {
 impl RedisBackend {
     pub(super) fn new(
         url: &str,
+        tls: &ClientTls,
         ttl: Duration,
         timeout: Duration,
         policy: BreakerPolicy,
     ) -> anyhow::Result<RedisBackend> {
-        if url.starts_with("rediss://") {
-            anyhow::bail!(
-                "prediction cache: `{url}`: rediss:// (Redis over TLS) is not supported yet (this build of Kiln has no TLS); use a redis:// URL on a network you trust"
-            );
-        }
         // Parses the URL only; the connection is opened on first use, so a Redis that is
         // down at startup does not stop the node from serving.
-        let client =
-            Client::open(url).with_context(|| format!("prediction cache: invalid Redis URL {url:?}"))?;
+        let (client, tls_origin) = if url.starts_with("rediss://") {
+            // redis builds its own rustls configuration from the process default provider.
+            kiln_node_api::tls::install_default_provider();
+            let certificates = redis::TlsCertificates {
+                client_tls: tls.client_identity_pem().map(|(client_cert, client_key)| {
+                    redis::ClientTlsConfig {
+                        client_cert,
+                        client_key,
+                    }
+                }),
+                root_cert: tls.roots_pem(),
+            };
+            let client = Client::build_with_tls(url, certificates)
+                .with_context(|| "prediction cache: invalid rediss:// URL or TLS settings".to_string())?;
+            let origin = format!("rediss://{}", client.get_connection_info().addr);
+            (client, Some(origin))
+        } else {
+            let client =
+                Client::open(url).with_context(|| format!("prediction cache: invalid Redis URL {url:?}"))?;
+            (client, None)
+        };
         Ok(RedisBackend {
+            tls_origin,
             client,
             conn: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
@@ -121,7 +140,10 @@ impl RedisBackend {
             Ok(Err(e)) => {
                 // The connection is broken (refused, reset, closed): open a new one next time.
                 self.lock_conn().take();
-                e.to_string()
+                self.tls_origin
+                    .as_deref()
+                    .and_then(|origin| kiln_node_api::tls::describe_error(origin, &e))
+                    .unwrap_or_else(|| e.to_string())
             }
             Err(_) => format!("no answer within {} ms", self.timeout.as_millis()),
         };
