@@ -207,7 +207,7 @@ fn kiln_serve_over_https_answers_curl_and_python_with_the_ca_and_refuses_a_wrong
     );
     assert!(refused.stdout.is_empty());
     let py = python_post(&predict, HOUSE, &pki.path("wrong-ca.pem"), None);
-    assert_eq!(py["refused"], "verify", "{py}");
+    assert_eq!(py["refused"], "SSLCertVerificationError", "{py}");
     assert!(
         py["reason"]
             .as_str()
@@ -392,17 +392,12 @@ fn a_managed_node_and_the_sync_service_speak_mutual_tls() {
         String::from_utf8_lossy(&anonymous.stdout)
     );
     let py = python_post(&predict, HOUSE, &pki.path("ca.pem"), None);
+    // TLS 1.3: the handshake completes on the client's side, then the node sends
+    // "certificate required" and closes; Python reports the alert or the EOF after it.
+    let reason = py["reason"].as_str().unwrap_or("").to_uppercase();
     assert!(
-        py["refused"].is_string(),
+        py["status"].is_null() && (reason.contains("CERTIFICATE_REQUIRED") || py["refused"] == "SSLEOFError"),
         "python without a client certificate: {py}"
-    );
-    assert!(
-        py["reason"]
-            .as_str()
-            .unwrap_or("")
-            .to_uppercase()
-            .contains("CERTIFICATE_REQUIRED"),
-        "{py}"
     );
     // A client certificate from another CA is refused too.
     let stranger_key = tempfile::NamedTempFile::new().expect("temp file");
