@@ -71,6 +71,21 @@ pub struct VersionRoute {
     /// Registry aliases, for selectors (`champion`).
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Whether any client may name this version (`x-kiln-version`, a version selector, a
+    /// bundle download) without a viewer token: set by whoever builds the table for a
+    /// Production or aliased version and for the target of a rollout. Absent (an older
+    /// table) means restricted; a version with weight > 0 is open either way
+    /// ([`VersionRoute::is_open`]).
+    #[serde(default)]
+    pub open: bool,
+}
+
+impl VersionRoute {
+    /// Whether any client may name this version: it is marked open, or it takes traffic
+    /// already (weight > 0).
+    pub fn is_open(&self) -> bool {
+        self.open || self.weight > 0
+    }
 }
 
 impl RoutingTable {

@@ -178,16 +178,28 @@ fn spin_variables_split_traffic_and_kiln_export_spin_serves_the_registry() {
     let infer =
         |s: &SpinServer, headers: &[(&str, &str)]| post(s, "/v2/models/echo/infer", &request, headers);
 
-    // As exported: v1 takes the traffic, v2 (Staging) is reachable by name.
+    // As exported: v1 takes the traffic; v2 (Staging, weight 0) is loaded but restricted,
+    // and an edge takes no tokens, so naming it is refused (403) however it is named.
     let spin = spin_app::spin_up(&home, &manifest, &[]);
     for _ in 0..10 {
         assert_eq!(echo_version(&infer(&spin, &[])), 1);
     }
+    for refused in [
+        post(&spin, "/v2/models/echo/versions/2/infer", &request, &[]),
+        infer(&spin, &[("x-kiln-version", "Staging")]),
+        infer(
+            &spin,
+            &[("x-kiln-version", "2"), ("authorization", "Bearer kiln_any")],
+        ),
+    ] {
+        assert_eq!(refused.status, 403, "{}", refused.body);
+        assert_eq!(refused.json()["kind"], "restricted_version", "{}", refused.body);
+    }
     assert_eq!(
-        echo_version(&post(&spin, "/v2/models/echo/versions/2/infer", &request, &[])),
-        2
+        echo_version(&post(&spin, "/v2/models/echo/versions/1/infer", &request, &[])),
+        1,
+        "the open version stays nameable"
     );
-    assert_eq!(echo_version(&infer(&spin, &[("x-kiln-version", "Staging")])), 2);
     let meta = spin.send("GET", "/v2/models/echo/versions/2", None, &[]).json();
     assert_eq!(meta["parameters"]["stage"], "Staging", "{meta}");
     assert!(

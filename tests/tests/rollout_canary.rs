@@ -66,14 +66,17 @@ fn a_promoted_version_is_canaried_to_100_percent_with_no_failed_request() {
         audit.contains("rollout.start") && audit.contains("rollout.succeed"),
         "{audit}"
     );
-    // v1 stays loaded (weight 0) on every node for an instant rollback.
+    // v1 stays loaded (weight 0) on every node for an instant rollback: it resolves (an
+    // unloaded version would be a 404), but it is restricted now (Archived, no traffic),
+    // and a managed node takes no viewer tokens, so forcing it is refused.
     for i in 0..3 {
         let (reply, _) = fleet.node(i).post_with(
             "/v2/models/echo/infer",
             &echo_body(1.0),
             &[("x-kiln-version", &v1.to_string())],
         );
-        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.status, 403, "{}", reply.body);
+        assert!(reply.body.contains("restricted_version"), "{}", reply.body);
     }
 }
 

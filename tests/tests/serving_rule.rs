@@ -51,8 +51,15 @@ fn kiln_serve_the_fleet_and_the_edges_serve_the_champion_when_nothing_is_in_prod
         "the fleet does not deploy a model with no serving version"
     );
 
-    // `kiln serve` on the same registry.
+    // `kiln serve` on the same registry. Staging versions are restricted: naming one needs
+    // a viewer token.
     let serve = fleet.registry.serve("serve", &[]);
+    let viewer = format!(
+        "Bearer {}",
+        fleet
+            .kiln(&["tokens", "create", "--name", "rule-viewer", "--role", "viewer"])
+            .trim()
+    );
     let infer = |model: &str, headers: &[(&str, &str)]| {
         let (r, hs) = serve.post_with(&format!("/v2/models/{model}/infer"), &echo_body(1.0), headers);
         let version = hs
@@ -65,17 +72,28 @@ fn kiln_serve_the_fleet_and_the_edges_serve_the_champion_when_nothing_is_in_prod
         assert_eq!(infer("echo", &[]), Ok(v2), "kiln serve follows the champion");
     }
     assert_eq!(
-        infer("echo", &[("x-kiln-version", "Staging")]),
+        infer(
+            "echo",
+            &[("x-kiln-version", "Staging"), ("authorization", &viewer)]
+        ),
         Ok(v3),
         "Staging is loaded, by name"
     );
+    let anonymous = infer("echo", &[("x-kiln-version", "Staging")]).expect_err("Staging is restricted");
+    assert!(anonymous.starts_with("403"), "{anonymous}");
     let refused = infer("staged", &[]).expect_err("no unnamed traffic for a Staging-only model");
     assert!(
         refused.starts_with("404")
             && refused.contains("no version that takes requests without a version selector"),
         "{refused}"
     );
-    assert_eq!(infer("staged", &[("x-kiln-version", "Staging")]), Ok(s1));
+    assert_eq!(
+        infer(
+            "staged",
+            &[("x-kiln-version", "Staging"), ("authorization", &viewer)]
+        ),
+        Ok(s1)
+    );
 
     // The Spin app `kiln export spin` writes, hosted by `kiln spin up`.
     let out = fleet.registry.path().join("spin-app");

@@ -84,6 +84,7 @@ pub fn app(
                 weight: 100,
                 stage: stage.to_string(),
                 aliases: aliases.to_vec(),
+                open: true,
             }],
             shadow: None,
         },
@@ -135,6 +136,8 @@ pub fn handle(
             path,
             headers,
             body,
+            // No token store here: restricted versions are not nameable on this edge.
+            reader: None,
         },
         &BrowserEnv,
     )

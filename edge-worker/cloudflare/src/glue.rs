@@ -208,6 +208,8 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Resp
             path: &path,
             headers: &headers,
             body: &body,
+            // No token store here: restricted versions are not nameable on this edge.
+            reader: None,
         },
         &WorkersEnv,
     );

@@ -11,6 +11,7 @@
 //! from this crate, so `kiln serve`, the Spin component, the Cloudflare Worker and the
 //! browser package answer the same request with the same bytes.
 
+use crate::access::{Caller, Naming, Reader};
 use crate::error::{ApiError, Failure, Protocol};
 use crate::oip::InferRequest;
 use crate::routing::{ModelRoutes, Route, RouteError, Selection, Served};
@@ -29,6 +30,10 @@ pub struct Request<'a> {
     /// Header names in any case.
     pub headers: &'a [(String, String)],
     pub body: &'a [u8],
+    /// The identity the host authenticated from the request's bearer token, allowed to
+    /// name restricted versions of the models it may read ([`crate::access`]); `None` for
+    /// anonymous requests and on hosts without tokens.
+    pub reader: Option<&'a dyn Reader>,
 }
 
 /// What to answer.
@@ -230,6 +235,7 @@ pub fn begin<T: Version>(models: &Models<T>, req: &Request<'_>, env: &dyn Env) -
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let forced = header(req.headers, FORCE_VERSION_HEADER);
     let routing_key = header(req.headers, ROUTING_KEY_HEADER);
+    let caller = Caller::of(req.headers, req.reader);
     let selection = |selector| Selection {
         forced,
         selector,
@@ -245,7 +251,7 @@ pub fn begin<T: Version>(models: &Models<T>, req: &Request<'_>, env: &dyn Env) -
     let wrong_method = || done(Err(ApiError::method_not_allowed(req.method, path)));
     match segs.as_slice() {
         ["v1", "models", name, "predict"] if post => {
-            started_seed(models, name, req.body, selection(None), point, started)
+            started_seed(models, name, req.body, selection(None), caller, point, started)
         }
         ["v2"] if get => done(Ok(Response::json(200, &infer::server_metadata()))),
         ["v2", "health", "live"] if get => done(Ok(Response::json(200, &json!({ "live": true })))),
@@ -260,9 +266,11 @@ pub fn begin<T: Version>(models: &Models<T>, req: &Request<'_>, env: &dyn Env) -
         ["v2", "models", name, "versions", v, "ready"] if get => done(ready(models, name, Some(v))),
         ["v2", "models", name, "config"] if get => done(config(models, name, None)),
         ["v2", "models", name, "versions", v, "config"] if get => done(config(models, name, Some(v))),
-        ["v2", "models", name, "infer"] if post => started_infer(models, name, selection(None), point, req),
+        ["v2", "models", name, "infer"] if post => {
+            started_infer(models, name, selection(None), caller, point, req)
+        }
         ["v2", "models", name, "versions", v, "infer"] if post => {
-            started_infer(models, name, selection(Some(v)), point, req)
+            started_infer(models, name, selection(Some(v)), caller, point, req)
         }
         ["v1", "models", _, "predict"]
         | ["v2", "models", _, "infer"]
@@ -293,27 +301,50 @@ fn refused(endpoint: Endpoint, model: Option<&str>, version: Option<String>, e: 
     with_version(Err(e), version, inference)
 }
 
+/// Routes a request and lets its caller name the version it got, when it named one.
+fn routed<T: Version>(
+    routes: &ModelRoutes<T>,
+    name: &str,
+    selection: Selection<'_>,
+    caller: Caller<'_>,
+    point: impl FnOnce() -> u64,
+) -> Result<Route<T>, ApiError> {
+    let route = routes.route(name, selection, point)?;
+    let naming = match (selection.forced, selection.selector) {
+        (Some(_), _) => Some(Naming::Header),
+        (None, Some(_)) => Some(Naming::Selector),
+        (None, None) => None,
+    };
+    if let Some(how) = naming {
+        caller.may_name(name, route.served.as_ref(), how)?;
+    }
+    Ok(route)
+}
+
 fn started_seed<T: Version>(
     models: &Models<T>,
     name: &str,
     body: &[u8],
     selection: Selection<'_>,
+    caller: Caller<'_>,
     point: impl FnOnce() -> u64,
     started: f64,
 ) -> Step<T> {
     let known = models.contains_key(name).then_some(name);
     let mut chosen = None;
-    match seed_call(models, name, body, selection, point, started, &mut chosen) {
+    match seed_call(models, name, body, selection, caller, point, started, &mut chosen) {
         Ok(call) => Step::Run(call),
         Err(e) => Step::Done(refused(Endpoint::Seed, known, chosen, e)),
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn seed_call<T: Version>(
     models: &Models<T>,
     name: &str,
     body: &[u8],
     selection: Selection<'_>,
+    caller: Caller<'_>,
     point: impl FnOnce() -> u64,
     started: f64,
     chosen: &mut Option<String>,
@@ -322,12 +353,14 @@ fn seed_call<T: Version>(
     let routes = routes(models, name)?;
     let version = request.version.clone();
     // The selection borrows the request's selector only for the routing call.
-    let route = routes.route(
+    let route = routed(
+        routes,
         name,
         Selection {
             selector: version.as_deref(),
             ..selection
         },
+        caller,
         point,
     )?;
     *chosen = Some(route.served.label().to_string());
@@ -353,11 +386,12 @@ fn started_infer<T: Version>(
     models: &Models<T>,
     name: &str,
     selection: Selection<'_>,
+    caller: Caller<'_>,
     point: impl FnOnce() -> u64,
     req: &Request<'_>,
 ) -> Step<T> {
     let known = models.contains_key(name).then_some(name);
-    let route = match routes(models, name).and_then(|r| Ok(r.route(name, selection, point)?)) {
+    let route = match routes(models, name).and_then(|r| routed(r, name, selection, caller, point)) {
         Ok(route) => route,
         Err(e) => return Step::Done(refused(Endpoint::Infer, known, None, e)),
     };

@@ -37,6 +37,8 @@ pub struct EdgeVersion {
     pub weight: u32,
     pub stage: String,
     pub aliases: Vec<String>,
+    /// Whether the routes mark it open to every client (see [`crate::access`]).
+    pub open: bool,
 }
 
 impl Served for EdgeVersion {
@@ -51,6 +53,9 @@ impl Served for EdgeVersion {
     }
     fn weight(&self) -> u32 {
         self.weight
+    }
+    fn open(&self) -> bool {
+        self.open
     }
 }
 
@@ -132,6 +137,7 @@ impl EdgeApp {
                         weight: route.map_or(0, |r| r.weight),
                         stage: route.map(|r| r.stage.clone()).unwrap_or_default(),
                         aliases: route.map(|r| r.aliases.clone()).unwrap_or_default(),
+                        open: route.is_some_and(|r| r.open),
                         model,
                     }),
                 );

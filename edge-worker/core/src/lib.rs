@@ -5,6 +5,7 @@
 //! the browser package) through [`EdgeApp`], so every host gives the same answers and the
 //! same errors for the same request.
 
+pub mod access;
 pub mod api;
 pub mod binary;
 pub mod edge;
@@ -15,6 +16,7 @@ pub mod routes;
 pub mod routing;
 pub mod seed;
 
+pub use access::{Caller, Naming, Reader};
 pub use api::{Call, Endpoint, Env, Inference, Models, Request, Response, Step, Version, begin};
 pub use edge::{Backend, EdgeApp, EdgeModel, EdgeVersion};
 pub use error::{ApiError, Failure, FailureKind, Protocol};

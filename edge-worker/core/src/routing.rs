@@ -16,6 +16,9 @@ pub trait Served {
     fn aliases(&self) -> &[String];
     /// Share of the model's weighted traffic (0: explicit selectors only).
     fn weight(&self) -> u32;
+    /// Whether the routing table marks it open to every client
+    /// ([`VersionRoute::open`](kiln_node_api::VersionRoute::open); see [`crate::access`]).
+    fn open(&self) -> bool;
 }
 
 /// The served versions of one model, how selectors map to them, and its shadow.
@@ -288,6 +291,9 @@ mod tests {
         }
         fn weight(&self) -> u32 {
             self.1
+        }
+        fn open(&self) -> bool {
+            self.0 == 1
         }
     }
 

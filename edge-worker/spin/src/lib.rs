@@ -184,6 +184,8 @@ mod component {
                 path: &path,
                 headers: &headers,
                 body: &body,
+                // No token store here: restricted versions are not nameable on this edge.
+                reader: None,
             },
             &Env,
         );

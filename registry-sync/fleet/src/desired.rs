@@ -23,6 +23,16 @@ pub struct Desired {
     pub prefetch: BTreeMap<String, Vec<String>>,
 }
 
+/// Whether any client may name a version (force it, select it, download its bundle)
+/// without a viewer token: it is in Production, carries an alias, or takes traffic
+/// (`weight` > 0). Every other version a table holds (Staging, kept warm for a rollback,
+/// rolled back) is restricted; see `kiln_api::access`. A rollout's target is also open
+/// while it warms ([`model_routing`]).
+pub fn is_open(v: &ModelVersion, weight: u32) -> bool {
+    weight > 0 || v.stage == Stage::Production || !v.aliases.is_empty()
+}
+
+/// A version's route with `weight`, open to every client when [`is_open`] says so.
 pub(crate) fn route(v: &ModelVersion, weight: u32) -> VersionRoute {
     VersionRoute {
         version: v.version,
@@ -30,6 +40,7 @@ pub(crate) fn route(v: &ModelVersion, weight: u32) -> VersionRoute {
         weight,
         stage: v.stage.to_string(),
         aliases: v.aliases.clone(),
+        open: is_open(v, weight),
     }
 }
 
@@ -49,7 +60,12 @@ pub fn model_routing(
             // A first deployment has no traffic to protect.
             weight = 100;
         }
-        routing.versions.push(route(to, weight));
+        // The target is open while it warms at weight 0 too: it is about to take traffic,
+        // and the sync service's smoke test names it.
+        routing.versions.push(VersionRoute {
+            open: true,
+            ..route(to, weight)
+        });
         if let Some(from) = from {
             routing.versions.push(route(from, 100 - weight.min(100)));
         }
@@ -249,6 +265,18 @@ mod tests {
         };
         // Warming the first step: loaded, no traffic.
         assert_eq!(weights(&rollout(0, Phase::Warming)), vec![(2, 0), (1, 100)]);
+        // ... and open, for the smoke test; the old version is open while it serves.
+        let warming = model_routing(&versions, None, Some(&rollout(0, Phase::Warming))).unwrap();
+        assert!(warming.versions.iter().all(|v| v.open), "{warming:?}");
+        let done = model_routing(&versions, None, Some(&rollout(3, Phase::Analysing))).unwrap();
+        assert_eq!(
+            done.versions
+                .iter()
+                .map(|v| (v.version, v.open))
+                .collect::<Vec<_>>(),
+            vec![(2, true), (1, false)],
+            "the old version at weight 0 (no stage, no alias) is restricted"
+        );
         assert_eq!(weights(&rollout(0, Phase::Analysing)), vec![(2, 5), (1, 95)]);
         // Warming step 2 keeps step 1's weight until the smoke test passed.
         assert_eq!(weights(&rollout(1, Phase::Smoke)), vec![(2, 5), (1, 95)]);
@@ -270,6 +298,10 @@ mod tests {
                 .map(|v| (v.version, v.weight))
                 .collect::<Vec<_>>(),
             vec![(2, 100), (1, 0)]
+        );
+        assert!(
+            r.versions[0].open && !r.versions[1].open,
+            "the previous version kept warm is restricted: {r:?}"
         );
         let fm = FleetModel {
             weights: Some([(1, 90), (2, 10)].into()),

@@ -8,5 +8,5 @@ pub mod desired;
 pub mod gitops;
 pub mod serving;
 
-pub use desired::{Desired, compute, model_routing};
+pub use desired::{Desired, compute, is_open, model_routing};
 pub use serving::{SERVED_ALIAS, edge_table, local_table, serving_version, targets};

@@ -114,6 +114,7 @@ pub fn edge_table(registry: &Registry) -> Result<RoutingTable, RegistryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::desired::is_open;
 
     fn v(version: u64, stage: Stage, aliases: &[&str]) -> ModelVersion {
         ModelVersion {
@@ -167,5 +168,25 @@ mod tests {
             [(3, 0)],
             "no serving version: no unnamed traffic"
         );
+    }
+
+    #[test]
+    fn production_aliased_and_weighted_versions_are_open_staging_is_not() {
+        let t = local_table(
+            1,
+            vec![
+                v(1, Stage::Production, &[]),
+                v(2, Stage::None, &["challenger"]),
+                v(3, Stage::Staging, &[]),
+            ],
+        );
+        let open: Vec<(u64, bool)> = t.models["m"]
+            .versions
+            .iter()
+            .map(|r| (r.version, r.open))
+            .collect();
+        assert_eq!(open, [(1, true), (2, true), (3, false)]);
+        assert!(is_open(&v(4, Stage::Staging, &[]), 5), "a canary is open");
+        assert!(!is_open(&v(4, Stage::Archived, &[]), 0));
     }
 }

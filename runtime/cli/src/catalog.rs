@@ -3,9 +3,14 @@
 //! unnamed traffic on its serving version (`kiln-fleet`'s rule: Production, else
 //! `champion`). The CLI writes the same database from other processes; SQLite's WAL lets
 //! the server read while they write.
+//!
+//! It also tells the server which bearer tokens of the inference port are readers: the
+//! registry's tokens of the viewer role or above, limited to the models they cover (a
+//! `node` token reads nothing).
 
 use kiln_node_api::RoutingTable;
 use kiln_registry::Registry;
+use kiln_registry::auth::{Action, Identity};
 use kiln_serve::Catalog;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,10 +43,30 @@ impl Catalog for RegistryCatalog {
         self.registry.blob_path(digest)
     }
 
+    fn authenticate(&self, token: &str) -> anyhow::Result<Option<Arc<dyn kiln_api::Reader>>> {
+        let identity = self.registry.authenticate(token)?;
+        Ok(identity
+            .filter(|i| i.check(Action::Read, None).is_ok())
+            .map(|i| Arc::new(TokenReader(i)) as Arc<dyn kiln_api::Reader>))
+    }
+
     fn stored_digests(&self) -> anyhow::Result<Vec<String>> {
         let mut digests: Vec<String> = self.registry.list(None)?.into_iter().map(|v| v.digest).collect();
         digests.sort();
         digests.dedup();
         Ok(digests)
+    }
+}
+
+/// A registry token that may read (viewer or higher), as the inference port sees it.
+struct TokenReader(Identity);
+
+impl kiln_api::Reader for TokenReader {
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    fn may_read(&self, model: &str) -> bool {
+        self.0.check(Action::Read, Some(model)).is_ok()
     }
 }

@@ -4,6 +4,7 @@
 //! ([`bootstrap`]) and the edge exporters ([`export`]). This is the only crate that uses
 //! both the registry (`registry-sync/`) and the host (`runtime/`).
 
+pub mod access_args;
 pub mod args;
 pub mod bootstrap;
 pub mod catalog;

@@ -5,6 +5,7 @@
 
 use kiln_node_api::RoutingTable;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The source of truth for what to serve.
 pub trait Catalog: Send + Sync + 'static {
@@ -18,5 +19,13 @@ pub trait Catalog: Send + Sync + 'static {
     /// Every component digest the catalog holds (served or not), for the node state.
     fn stored_digests(&self) -> anyhow::Result<Vec<String>> {
         Ok(self.routing()?.digests())
+    }
+    /// The reader a bearer token of the inference port stands for: one allowed to name
+    /// restricted versions of the models it may read (`kiln_api::access`). `None` for a
+    /// token that is not one. Called on a blocking thread, at most once per token every
+    /// few seconds (the server caches the answer). The default knows no tokens (a managed
+    /// node's store).
+    fn authenticate(&self, _token: &str) -> anyhow::Result<Option<Arc<dyn kiln_api::Reader>>> {
+        Ok(None)
     }
 }

@@ -5,12 +5,13 @@
 //! component, the Cloudflare Worker and the browser package answer with; this file only
 //! moves bytes between axum and it, and counts and logs what it answered.
 
+use crate::access::Caller;
 use crate::inference::{self, CacheUse};
 use crate::metrics::UNKNOWN_MODEL;
 use crate::state::State;
 use axum::body::Body;
-use axum::extract::State as Shared;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, State as Shared};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -59,6 +60,7 @@ impl kiln_api::Env for ServeEnv {
 /// Kiln's HTTP API (the router's fallback).
 pub(crate) async fn api(
     Shared(state): Shared<Arc<State>>,
+    caller: Option<Extension<Caller>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -78,6 +80,8 @@ pub(crate) async fn api(
         path: uri.path(),
         headers: &headers,
         body: &body,
+        // Set by `access::authenticate` on every route that may name a version.
+        reader: caller.as_ref().and_then(|c| c.reader.as_deref()),
     };
     let env = ServeEnv {
         ready: state.is_ready(),

@@ -9,6 +9,7 @@
 //! It sees the registry only through the [`Catalog`] trait: the `kiln` binary supplies the
 //! registry's catalog.
 
+pub mod access;
 pub mod catalog;
 mod http;
 mod inference;
@@ -22,6 +23,7 @@ mod state;
 pub mod table;
 mod ui;
 
+pub use access::{AccessConfig, RateLimit, RateLimitKey};
 pub use catalog::Catalog;
 pub use node::store::{NodeStore, NodeStoreError};
 pub use reload::LoadReport;

@@ -6,7 +6,8 @@ use kiln_node_api::{Histogram, ShadowStats, VersionStats};
 use prometheus::core::Collector;
 use prometheus::proto::Metric;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::collections::BTreeMap;
 
@@ -36,6 +37,8 @@ pub struct Metrics {
     reloads: IntCounterVec,
     load_failures: IntCounterVec,
     shadow: IntCounterVec,
+    /// Requests refused with 429 by `--rate-limit`.
+    pub(crate) rate_limited: IntCounter,
 }
 
 /// Results of a shadow request, the `result` label of `kiln_shadow_requests_total`.
@@ -192,6 +195,13 @@ impl Metrics {
                 &["model", "version", "result"],
             ),
         )?;
+        let rate_limited = register(
+            &r,
+            IntCounter::new(
+                "kiln_rate_limited_total",
+                "Requests refused with 429 by the per-client rate limit (--rate-limit); never counted in kiln_requests_total",
+            ),
+        )?;
         let build_info = register(
             &r,
             IntGaugeVec::new(
@@ -221,6 +231,7 @@ impl Metrics {
             reloads,
             load_failures,
             shadow,
+            rate_limited,
         })
     }
 

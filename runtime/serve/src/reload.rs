@@ -126,6 +126,7 @@ impl<'a> Loader<'a> {
             stage: v.stage.clone(),
             aliases: v.aliases.clone(),
             weight: v.weight,
+            open: v.open,
             model,
         }))
     }

@@ -6,6 +6,7 @@
 //! `kiln-api` through [`crate::http`]), Prometheus `/metrics`, the node admin API
 //! (`/admin/v1/...`) and the browser playground (`/ui/...`).
 
+use crate::access;
 use crate::catalog::Catalog;
 use crate::http::{self, HttpError};
 use crate::node::store::NodeStore;
@@ -149,13 +150,26 @@ fn router(state: Arc<State>) -> Router {
             .route("/", any(admin::off))
             .route("/{*rest}", any(admin::off)),
     };
+    // The browser playground and the bundles it loads, and everything else: Kiln's HTTP
+    // API (seed, OIP v2) or unknown, which kiln-api answers. Bearer tokens and the rate
+    // limit apply to these only.
+    let guarded = Router::new()
+        .merge(ui::routes())
+        .fallback(http::api)
+        .method_not_allowed_fallback(method_not_allowed);
+    let gate = access::Gate {
+        catalog: state.catalog.clone(),
+        config: state.config.access.clone(),
+        rejected: state.metrics.rate_limited.clone(),
+    };
+    let guarded = access::guard(guarded, gate).with_state(state.clone());
     Router::new()
         .nest(kiln_node_api::ADMIN_PREFIX, admin)
         .route("/metrics", get(metrics_text))
-        // The browser playground and the bundles it loads.
-        .merge(ui::routes())
-        // Everything else is Kiln's HTTP API (seed, OIP v2) or unknown: kiln-api answers.
-        .fallback(http::api)
+        // Health is never limited (kiln-api answers it, without a caller).
+        .route("/v2/health/live", any(http::api))
+        .route("/v2/health/ready", any(http::api))
+        .fallback_service(guarded)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(http::json_errors))
         .layer(DefaultBodyLimit::max(limit))

@@ -39,6 +39,8 @@ pub struct ServeConfig {
     pub tls: Option<ServerTls>,
     /// What the node's own calls (heartbeats to the sync service) trust and present.
     pub client_tls: ClientTls,
+    /// Bearer tokens and rate limits of the inference port.
+    pub access: crate::access::AccessConfig,
 }
 
 /// Where a managed node announces itself.
@@ -65,6 +67,7 @@ impl Default for ServeConfig {
             max_shadow_in_flight: 32,
             tls: None,
             client_tls: ClientTls::default(),
+            access: crate::access::AccessConfig::default(),
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct ServedModel {
     pub aliases: Vec<String>,
     /// Share of the model's weighted traffic (0: explicit selectors only).
     pub weight: u32,
+    /// Whether the routing table marks it open to every client (`kiln_api::access`).
+    pub open: bool,
     /// The loaded component.
     pub model: Arc<LoadedModel>,
 }
@@ -44,6 +46,9 @@ impl Served for ServedModel {
     }
     fn weight(&self) -> u32 {
         self.weight
+    }
+    fn open(&self) -> bool {
+        self.open
     }
 }
 

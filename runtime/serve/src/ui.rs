@@ -10,14 +10,15 @@
 //! - `GET /v1/models/{name}/versions/{version}/bundle`: the Kiln bundle a version's
 //!   component carries, its SHA-256 in `x-kiln-bundle-sha256`.
 
+use crate::access::Caller;
 use crate::http::HttpError;
 use crate::state::State;
 use axum::Router;
-use axum::extract::{Path, State as Shared};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Extension, Path, State as Shared};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use kiln_api::ApiError;
+use kiln_api::{ApiError, Naming};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -159,11 +160,25 @@ async fn bundle_of(state: &Arc<State>, digest: &str) -> Result<Arc<ServedBundle>
 
 /// `GET /v1/models/{name}/versions/{version}/bundle`: `{version}` is a number, stage,
 /// alias or `latest`, as everywhere else.
+/// A restricted version's bundle needs a viewer token (`kiln_api::access`).
 async fn bundle(
     Shared(state): Shared<Arc<State>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, HttpError> {
     let served = state.table().resolve(&name, &version)?;
+    let headers: Vec<(String, String)> = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| ("authorization".to_string(), v.to_string()))
+        .into_iter()
+        .collect();
+    kiln_api::Caller::of(&headers, caller.reader.as_deref()).may_name(
+        &name,
+        served.as_ref(),
+        Naming::Bundle,
+    )?;
     let bundle = bundle_of(&state, &served.digest).await?;
     let header_value = |v: &str| HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static(""));
     Ok((
@@ -207,6 +222,8 @@ async fn models(Shared(state): Shared<Arc<State>>) -> Result<Response, HttpError
                 "stage": served.stage,
                 "aliases": served.aliases,
                 "weight": served.weight,
+                // Restricted versions need a viewer token to load or to select.
+                "open": kiln_api::access::is_open(served.as_ref()),
                 "digest": served.digest,
                 "bundle_url": format!("/v1/models/{name}/versions/{}/bundle", served.version),
                 "bundle_sha256": bundle_sha256,

@@ -63,6 +63,9 @@ pub struct ServeArgs {
     /// --client-cert, --client-key.
     #[command(flatten)]
     pub client_tls: ClientTlsArgs,
+    /// Rate limits of the inference port: --rate-limit, --rate-limit-burst, --rate-limit-key.
+    #[command(flatten)]
+    pub access: crate::access_args::AccessArgs,
 }
 
 impl ServeArgs {
@@ -143,6 +146,7 @@ pub fn run(host: Arc<Host>, registry: Arc<Registry>, args: &ServeArgs, banner: b
             join,
             tls,
             client_tls,
+            access: args.access.config()?,
             ..ServeConfig::default()
         };
         let listener = tokio::net::TcpListener::bind(args.listen)

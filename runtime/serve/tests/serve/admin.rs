@@ -68,7 +68,14 @@ fn admin_state_counts_requests_per_version_from_the_metrics() {
         let r = post(
             &predict,
             row.to_string().as_bytes(),
-            &[("x-kiln-version", "2".to_string())],
+            &[
+                ("x-kiln-version", "2".to_string()),
+                // v2 is Staging: restricted, nameable with a viewer token.
+                (
+                    "authorization",
+                    format!("Bearer {}", crate::catalog::VIEWER_TOKEN),
+                ),
+            ],
         );
         assert_eq!(r.status, 200);
     }

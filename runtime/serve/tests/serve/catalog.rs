@@ -6,6 +6,7 @@ use kiln_node_api::RoutingTable;
 use kiln_serve::Catalog;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Serialize, Deserialize, Default)]
 struct File {
@@ -145,5 +146,24 @@ impl Catalog for DirCatalog {
 
     fn component_path(&self, digest: &str) -> PathBuf {
         self.dir.path().join(format!("{digest}.wasm"))
+    }
+
+    /// [`VIEWER_TOKEN`] reads every model; no other token is known.
+    fn authenticate(&self, token: &str) -> anyhow::Result<Option<Arc<dyn kiln_api::Reader>>> {
+        Ok((token == VIEWER_TOKEN).then(|| Arc::new(Viewer) as Arc<dyn kiln_api::Reader>))
+    }
+}
+
+/// The one bearer token the test catalog accepts as a viewer's, for restricted versions.
+pub const VIEWER_TOKEN: &str = "kiln_test_viewer";
+
+struct Viewer;
+
+impl kiln_api::Reader for Viewer {
+    fn name(&self) -> &str {
+        "test-viewer"
+    }
+    fn may_read(&self, _model: &str) -> bool {
+        true
     }
 }

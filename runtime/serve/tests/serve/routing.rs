@@ -6,7 +6,8 @@ use kiln_node_api::{ModelRouting, RoutingTable, VersionRoute, choose_weighted, r
 use serde_json::json;
 use std::collections::BTreeMap;
 
-/// One version of a routing table.
+/// One version of a routing table, open to every client as `kiln-fleet` would mark it
+/// (Production, aliased, or taking traffic).
 pub fn route(version: u64, digest: &str, weight: u32, stage: &str, aliases: &[&str]) -> VersionRoute {
     VersionRoute {
         version,
@@ -14,6 +15,7 @@ pub fn route(version: u64, digest: &str, weight: u32, stage: &str, aliases: &[&s
         weight,
         stage: stage.to_string(),
         aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        open: weight > 0 || stage == "Production" || !aliases.is_empty(),
     }
 }
 
