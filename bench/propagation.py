@@ -107,10 +107,13 @@ def run_fleet(kiln_bin: str, n: int, rounds: int, workdir: Path, cache_dir: Path
     kiln("rollout", "policy", "echo", "--strategy", "direct")
     kiln("models", "promote", "echo", "1", "Production")
 
+    # Nodes join with a join token, and keep TOKEN as a fixed admin token for the state reads below.
+    join_token = home / "join.token"
+    join_token.write_text(kiln("tokens", "create", "--name", "bench-join", "--role", "node"))
     sync_addr = f"127.0.0.1:{free_port()}"
     procs: list[subprocess.Popen] = []
     sync = subprocess.Popen(
-        [kiln_bin, "sync", "run", "--listen", sync_addr, "--token", TOKEN],
+        [kiln_bin, "sync", "run", "--listen", sync_addr],
         env=env, stdout=subprocess.DEVNULL, stderr=open(workdir / f"sync-{n}.log", "w"),
     )
     procs.append(sync)
@@ -118,9 +121,9 @@ def run_fleet(kiln_bin: str, n: int, rounds: int, workdir: Path, cache_dir: Path
     try:
         for i in range(n):
             addr = f"127.0.0.1:{free_port()}"
-            node_env = dict(env, KILN_HOME=str(workdir / f"node-{n}-{i}"))
+            node_env = dict(env, KILN_HOME=str(workdir / f"node-{n}-{i}"), KILN_ADMIN_TOKEN=TOKEN)
             procs.append(subprocess.Popen(
-                [kiln_bin, "serve", "--listen", addr, "--join", f"http://{sync_addr}", "--admin-token", TOKEN,
+                [kiln_bin, "serve", "--listen", addr, "--join", f"http://{sync_addr}", "--join-token-file", str(join_token),
                  "--node-name", f"edge-{i + 1}", "--cache", "off"],
                 env=node_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))

@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from propagation import BODY, TOKEN, free_port, served_version, wait  # noqa: E402
+from propagation import BODY, free_port, served_version, wait  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,8 +58,10 @@ def main() -> None:
     golden.write_text(BODY.decode())
     kiln("models", "register", str(ROOT / "examples/models/echo4.onnx"), "--name", "echo", "--golden", str(golden))
     kiln("models", "promote", "echo", "1", "Production")
+    join_token = work / "join.token"
+    join_token.write_text(kiln("tokens", "create", "--name", "bench-join", "--role", "node"))
     sync_addr = f"127.0.0.1:{free_port()}"
-    procs = [subprocess.Popen([args.kiln_bin, "sync", "run", "--listen", sync_addr, "--token", TOKEN, "--check-interval", "250ms"],
+    procs = [subprocess.Popen([args.kiln_bin, "sync", "run", "--listen", sync_addr, "--check-interval", "250ms"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     addrs = []
     rows = []
@@ -67,7 +69,7 @@ def main() -> None:
         for i in range(3):
             addr = f"127.0.0.1:{free_port()}"
             procs.append(subprocess.Popen(
-                [args.kiln_bin, "serve", "--listen", addr, "--join", f"http://{sync_addr}", "--admin-token", TOKEN,
+                [args.kiln_bin, "serve", "--listen", addr, "--join", f"http://{sync_addr}", "--join-token-file", str(join_token),
                  "--node-name", f"edge-{i + 1}", "--cache", "off"],
                 env=dict(env, KILN_HOME=str(work / f"node-{i}")), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             addrs.append(addr)

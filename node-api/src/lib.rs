@@ -309,6 +309,31 @@ pub struct JoinRequest {
 pub struct JoinReply {
     /// How often the node should repeat its heartbeat, in milliseconds.
     pub heartbeat_ms: u64,
+    /// New credentials for this node: on its first join (with a join token), and whenever
+    /// the service has no admin credential for it (after the service restarted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<NodeCredentials>,
+}
+
+/// The two secrets of one node: its own credential towards the sync service, and the one
+/// the sync service presents to its admin API. Both are random per node, so no node can
+/// act as another or call another's admin API.
+#[derive(Serialize, Deserialize, Clone, Default, PartialEq, Eq)]
+pub struct NodeCredentials {
+    /// The node's credential for its next heartbeats (given once, on the first join).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_token: Option<String>,
+    /// What the sync service sends to this node's admin API from now on.
+    pub admin_token: String,
+}
+
+impl std::fmt::Debug for NodeCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCredentials")
+            .field("node_token", &self.node_token.as_ref().map(|_| "[redacted]"))
+            .field("admin_token", &"[redacted]")
+            .finish()
+    }
 }
 
 #[cfg(test)]

@@ -9,8 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The fleet token of test fleets.
-pub const TOKEN: &str = "test-fleet-token";
+/// Creates a token with `role` on the registry in `home` (as its owner) and returns it.
+pub fn make_token(home: &KilnHome, name: &str, role: &str) -> String {
+    let out = home.run(&["tokens", "create", "--name", name, "--role", role]);
+    let token = out.trim().to_string();
+    assert!(token.starts_with("kiln_"), "not a token: {out}");
+    token
+}
 
 /// One edge node.
 pub struct Node {
@@ -27,6 +32,10 @@ pub struct Fleet {
     pub sync: Option<Server>,
     pub sync_args: Vec<String>,
     pub nodes: Vec<Node>,
+    /// An admin token of the registry (for the sync API's status and the registry API).
+    pub admin: String,
+    /// A file holding the join token (role `node`) the nodes join with.
+    pub join_token: std::path::PathBuf,
 }
 
 /// Polls `check` until it returns Some or `limit` passes (then panics with `what` and the
@@ -54,12 +63,19 @@ pub fn wait_for<T>(
 impl Fleet {
     /// A registry, `kiln sync run` (with `sync_args`) and `n` joined nodes `edge-1..n`.
     pub fn start(n: usize, sync_args: &[&str]) -> Fleet {
+        let registry = KilnHome::new();
+        let admin = make_token(&registry, "fleet-admin", "admin");
+        let join_token = registry.path().join("join.token");
+        std::fs::write(&join_token, make_token(&registry, "fleet-join", "node"))
+            .expect("writing the join token");
         let mut fleet = Fleet {
-            registry: KilnHome::new(),
+            registry,
             sync_addr: format!("127.0.0.1:{}", free_port()),
             sync: None,
             sync_args: sync_args.iter().map(|s| s.to_string()).collect(),
             nodes: Vec::new(),
+            admin,
+            join_token,
         };
         fleet.start_sync();
         for i in 1..=n {
@@ -82,8 +98,6 @@ impl Fleet {
             "run".into(),
             "--listen".into(),
             self.sync_addr.clone(),
-            "--token".into(),
-            TOKEN.into(),
             "--check-interval".into(),
             "200ms".into(),
             "--backoff-max".into(),
@@ -109,6 +123,7 @@ impl Fleet {
     /// Starts (or restarts) node `i` on its address and waits until it is ready.
     pub fn start_node(&mut self, i: usize) {
         let join = format!("http://{}", self.sync_addr);
+        let join_token = self.join_token.display().to_string();
         let node = &mut self.nodes[i];
         let server = node.home.serve_on(
             "serve",
@@ -116,8 +131,8 @@ impl Fleet {
             &[
                 "--join",
                 &join,
-                "--admin-token",
-                TOKEN,
+                "--join-token-file",
+                &join_token,
                 "--node-name",
                 &node.name,
                 "--cache",
@@ -125,6 +140,16 @@ impl Fleet {
             ],
         );
         node.server = Some(server);
+    }
+
+    /// The admin credential the sync service gave node `i` when it joined (from the
+    /// node's store), for tests that call the node admin API themselves.
+    pub fn node_admin_token(&self, i: usize) -> String {
+        let path = self.nodes[i].home.path().join("node").join("credentials.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let v: Value = serde_json::from_str(&text).expect("credentials JSON");
+        v["admin_token"].as_str().expect("admin_token").to_string()
     }
 
     /// Kills node `i` (SIGKILL).

@@ -57,6 +57,23 @@ fn the_readme_fleet_tour_runs_as_written() {
             .any(|l| l.split_whitespace().nth(1) == Some("3") && l.contains("None")),
         "{stdout}"
     );
+    // Step 4: the deployer token was refused Production; the audit log names the tokens.
+    assert!(stdout.contains("refused: ci is a deployer"), "{stdout}");
+    assert!(stderr.contains("maintainer"), "{stderr}");
+    let audit: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("register") || l.contains("transition_stage"))
+        .collect();
+    assert!(
+        audit.iter().any(|l| l.contains(" ci ") && l.contains("register")),
+        "{stdout}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.contains(" release ") && l.contains("transition_stage")),
+        "{stdout}"
+    );
     for action in [
         "rollout.start",
         "rollout.step",

@@ -146,7 +146,7 @@ fn a_corrupted_upload_is_refused_and_the_node_keeps_serving_its_version() {
         .into();
     let mut r = agent
         .put(fleet.node(0).url(&format!("/admin/v1/components/{digest}")))
-        .header("authorization", &format!("Bearer {}", kiln_tests::fleet::TOKEN))
+        .header("authorization", &format!("Bearer {}", fleet.node_admin_token(0)))
         .send(&bytes[..])
         .expect("PUT");
     assert_eq!(r.status().as_u16(), 422);
@@ -158,7 +158,7 @@ fn a_corrupted_upload_is_refused_and_the_node_keeps_serving_its_version() {
     // Nothing stored; version 1 keeps serving.
     let mut r = agent
         .head(fleet.node(0).url(&format!("/admin/v1/components/{digest}")))
-        .header("authorization", &format!("Bearer {}", kiln_tests::fleet::TOKEN))
+        .header("authorization", &format!("Bearer {}", fleet.node_admin_token(0)))
         .call()
         .expect("HEAD");
     assert_eq!(r.status().as_u16(), 404);

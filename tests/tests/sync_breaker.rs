@@ -7,7 +7,7 @@
 //! The broken node is a listener on the node's own port that accepts each connection and
 //! closes it at once (a node that crashes on every request), counting the connections.
 
-use kiln_tests::fleet::{Fleet, TOKEN, echo_body, wait_for};
+use kiln_tests::fleet::{Fleet, echo_body, wait_for};
 use serde_json::Value;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ fn node_status(fleet: &Fleet) -> Value {
     let url = format!("http://{}/sync/v1/status", fleet.sync_addr);
     let mut r = agent
         .get(&url)
-        .header("authorization", &format!("Bearer {TOKEN}"))
+        .header("authorization", &format!("Bearer {}", fleet.admin))
         .call()
         .expect("GET /sync/v1/status");
     let status: Value =

@@ -2,7 +2,7 @@
 //! is uploaded to every node that serves its model and compiled there in the background,
 //! so its promotion only switches routing.
 
-use kiln_tests::fleet::{Fleet, TOKEN, echo_body, echo_component, wait_for};
+use kiln_tests::fleet::{Fleet, echo_body, echo_component, wait_for};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ fn node_state(fleet: &Fleet, i: usize) -> Value {
         .into();
     let mut r = agent
         .get(fleet.node(i).url("/admin/v1/state"))
-        .header("authorization", &format!("Bearer {TOKEN}"))
+        .header("authorization", &format!("Bearer {}", fleet.node_admin_token(i)))
         .call()
         .expect("GET state");
     serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default()).expect("state JSON")

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "tls-test-fleet-token";
 const HOUSE: &str = r#"{"features": [1850, 3, 2, 15, 6000, 1, 12.5, 7, 2, 1]}"#;
 
 /// A test CA, certificates it signed, and an unrelated CA, as PEM files.
@@ -242,6 +241,13 @@ fn kiln_serve_over_https_answers_curl_and_python_with_the_ca_and_refuses_a_wrong
 fn a_managed_node_and_the_sync_service_speak_mutual_tls() {
     let pki = Pki::new(&["sync", "node"], &["sync-client", "node-client"]);
     let registry = home_with_house_price();
+    let join_token = registry.path().join("join.token");
+    std::fs::write(
+        &join_token,
+        kiln_tests::fleet::make_token(&registry, "tls-join", "node"),
+    )
+    .unwrap();
+    let join_token = join_token.display().to_string();
     let node_home = KilnHome::new();
     let sync_addr = format!("127.0.0.1:{}", free_port());
     let node_addr = format!("127.0.0.1:{}", free_port());
@@ -261,8 +267,6 @@ fn a_managed_node_and_the_sync_service_speak_mutual_tls() {
             "run",
             "--listen",
             &sync_addr,
-            "--token",
-            TOKEN,
             "--check-interval",
             "200ms",
             "--backoff-max",
@@ -308,8 +312,8 @@ fn a_managed_node_and_the_sync_service_speak_mutual_tls() {
             &node_addr,
             "--join",
             &sync_url,
-            "--admin-token",
-            TOKEN,
+            "--join-token-file",
+            &join_token,
             "--node-name",
             "edge-1",
             "--cache",
@@ -430,6 +434,13 @@ fn a_managed_node_and_the_sync_service_speak_mutual_tls() {
 fn the_sync_service_and_a_node_given_the_wrong_ca_say_so() {
     let pki = Pki::new(&["sync", "node"], &[]);
     let registry = home_with_house_price();
+    let join_token = registry.path().join("join.token");
+    std::fs::write(
+        &join_token,
+        kiln_tests::fleet::make_token(&registry, "tls-join", "node"),
+    )
+    .unwrap();
+    let join_token = join_token.display().to_string();
     let node_home = KilnHome::new();
     let sync_addr = format!("127.0.0.1:{}", free_port());
     let node_addr = format!("127.0.0.1:{}", free_port());
@@ -446,8 +457,6 @@ fn the_sync_service_and_a_node_given_the_wrong_ca_say_so() {
             "run",
             "--listen",
             &sync_addr,
-            "--token",
-            TOKEN,
             "--check-interval",
             "200ms",
             "--backoff-max",
@@ -472,8 +481,8 @@ fn the_sync_service_and_a_node_given_the_wrong_ca_say_so() {
             &node_addr,
             "--join",
             &sync_url,
-            "--admin-token",
-            TOKEN,
+            "--join-token-file",
+            &join_token,
             "--node-name",
             "edge-1",
             "--cache",
@@ -679,5 +688,77 @@ fn the_prediction_cache_speaks_rediss_with_the_ca_and_refuses_a_wrong_one() {
         redis.cli(&pki, &["DBSIZE"]).trim(),
         "1",
         "only the first server's entry"
+    );
+}
+
+/// `kiln registry serve` over HTTPS: the CLI with `--registry https://… --registry-ca`
+/// works, a wrong CA is refused with the clear message, and a Python client with the CA
+/// gets the same 401 JSON an untokened caller gets.
+#[test]
+fn the_registry_server_speaks_tls_to_the_cli_and_python() {
+    let pki = Pki::new(&["registry"], &[]);
+    let home = KilnHome::new();
+    let admin = kiln_tests::fleet::make_token(&home, "root", "admin");
+    let token_file = pki.path("root.token");
+    std::fs::write(&token_file, &admin).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (cert, key, ca, wrong) = (
+        pki.arg("registry.pem"),
+        pki.arg("registry.key"),
+        pki.arg("ca.pem"),
+        pki.arg("wrong-ca.pem"),
+    );
+    let server = home.spawn(
+        &[
+            "registry",
+            "serve",
+            "--listen",
+            &addr,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+        &addr,
+    );
+    let url = format!("https://{addr}");
+    wait_https_ready(&server, &format!("{url}/openapi.json"), &["--cacert", &ca]);
+    let cli = |ca: &str| {
+        let empty = tempfile::tempdir().unwrap();
+        home.command()
+            .env("KILN_HOME", empty.path())
+            .args(["--registry", &url, "--registry-ca", ca, "--token-file"])
+            .arg(&token_file)
+            .args(["tokens", "list"])
+            .output()
+            .unwrap()
+    };
+    let ok = cli(&ca);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("root"));
+    let refused = cli(&wrong);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains(&format!("TLS: the certificate of {url} is not trusted")),
+        "{err}"
+    );
+    let answer = python_post(&format!("{url}/api/v1/tokens"), "{}", &pki.path("ca.pem"), None);
+    // urllib raises on 401 (an HTTPError whose reason is the status text): the handshake
+    // went through and the refusal is the server's, not TLS's.
+    assert_ne!(answer["refused"], "verify", "{answer}");
+    assert_eq!(answer["reason"], "Unauthorized", "{answer}");
+    let wrong_answer = python_post(
+        &format!("{url}/api/v1/tokens"),
+        "{}",
+        &pki.path("wrong-ca.pem"),
+        None,
+    );
+    assert!(
+        wrong_answer["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("CERTIFICATE_VERIFY_FAILED"),
+        "{wrong_answer}"
     );
 }

@@ -20,7 +20,7 @@ use kiln_registry::{ModelVersion, Registry, RegistryError, Stage};
 use crate::desired::{route, served_models};
 
 /// The alias that names the version to serve when a model has no Production version.
-pub const SERVED_ALIAS: &str = "champion";
+pub const SERVED_ALIAS: &str = kiln_registry::auth::CHAMPION;
 
 /// The serving version among one model's versions (see the module docs), if any.
 pub fn serving_version<'a>(versions: impl IntoIterator<Item = &'a ModelVersion>) -> Option<u64> {

@@ -185,6 +185,11 @@ impl Registry {
             return Ok(false);
         };
         tx.execute("DELETE FROM nodes WHERE name = ?1", [name])?;
+        // Its credential goes with it: the name can be joined again only with a join token.
+        tx.execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+            params![crate::auth::node_token_name(name), now_rfc3339()],
+        )?;
         audit::append(
             &tx,
             actor,
@@ -210,7 +215,13 @@ impl Registry {
         let existing = self.node(name)?;
         let changed = match &existing {
             Some(n) if n.url == url.trim_end_matches('/') => false,
-            // A node named in a config file keeps its source.
+            // Only the configuration moves a node it names.
+            Some(n) if n.source == NodeSource::Config => {
+                return Err(RegistryError::Conflict(format!(
+                    "node {name} is configured at {}; a heartbeat cannot move it to {url} (change it with `kiln sync add-node` or the GitOps file)",
+                    n.url
+                )));
+            }
             Some(n) => self.upsert_node(name, url, n.source, actor)?,
             None => self.upsert_node(name, url, NodeSource::Join, actor)?,
         };

@@ -11,6 +11,7 @@
 //! log is hash-chained so tampering is detectable by [`Registry::verify_audit`].
 
 mod audit;
+pub mod auth;
 mod blob;
 pub mod duration;
 mod error;
@@ -33,11 +34,4 @@ pub use mutations::StageTransition;
 pub use plan::{PlanOverrides, RolloutPlan, Strategy};
 pub use registry::Registry;
 
-/// Who to record in the audit log: `$KILN_ACTOR`, else `$USER`, else `"unknown"`.
-pub fn default_actor() -> String {
-    ["KILN_ACTOR", "USER", "USERNAME"]
-        .iter()
-        .filter_map(|var| std::env::var(var).ok())
-        .find(|value| !value.trim().is_empty())
-        .unwrap_or_else(|| "unknown".to_string())
-}
+pub use auth::{Action, Identity, Role};

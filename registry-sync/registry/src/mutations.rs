@@ -17,7 +17,7 @@ use crate::registry::{ensure_model, ensure_version, get_version};
 use kiln_types::format::now_rfc3339;
 
 /// What a stage transition did, for callers that report it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StageTransition {
     /// The version after the transition.
     pub version: ModelVersion,

@@ -180,7 +180,7 @@ impl RolloutPlan {
 
 /// Changes to a plan, each optional: the `kiln rollout start` / `policy` flags and a
 /// GitOps file's `rollout = {...}` table (keys spelled with underscores) are both this.
-#[derive(Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PlanOverrides {
     /// `canary`, `blue-green` or `direct`.

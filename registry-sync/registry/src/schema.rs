@@ -141,6 +141,30 @@ const MIGRATIONS: &[(&str, &str)] = &[
     );
     "#,
     ),
+    (
+        "API tokens",
+        r#"
+    -- Identities of the registry server's callers. Only the SHA-256 of a token is kept;
+    -- revoked tokens keep their row (the audit log names them), so a name is unique only
+    -- among live tokens.
+    CREATE TABLE tokens (
+        id             INTEGER PRIMARY KEY,
+        name           TEXT NOT NULL,
+        hash           TEXT NOT NULL UNIQUE,
+        role           TEXT NOT NULL CHECK (role IN ('viewer','deployer','maintainer','admin','node')),
+        models         TEXT NOT NULL,
+        prefix         TEXT NOT NULL,
+        created_at     TEXT NOT NULL,
+        created_by     TEXT NOT NULL,
+        expires_at     TEXT,
+        expires_unix   INTEGER,
+        revoked_at     TEXT,
+        last_used_at   TEXT,
+        last_used_unix INTEGER
+    );
+    CREATE UNIQUE INDEX one_live_token_per_name ON tokens(name) WHERE revoked_at IS NULL;
+    "#,
+    ),
 ];
 
 /// Brings the schema up to date.

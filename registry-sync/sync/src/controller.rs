@@ -266,10 +266,10 @@ fn smoke_test(shared: &Shared, r: &Rollout, nodes: &[String]) -> anyhow::Result<
             .filter_map(|n| urls.get(n).map(|u| (n.clone(), u.clone())))
             .map(|(node, url)| {
                 let golden = &golden;
-                let token = shared.config.token.clone();
+                let token = shared.node_auth(&node);
                 let tls = shared.config.client_tls.clone();
                 scope.spawn(move || -> Option<String> {
-                    let client = NodeClient::new(&url, token.as_deref(), &tls);
+                    let client = NodeClient::new(&url, token, &tls);
                     for (i, pair) in golden.iter().enumerate() {
                         let outcome = client
                             .infer(&r.model, r.to_version, &pair.request)

@@ -2,15 +2,16 @@
 
 use kiln_node_api::tls::{ClientTls, describe_ureq_error};
 use kiln_node_api::{ADMIN_PREFIX, AdminReply, NodeState, RoutingTable};
+use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 
-/// A node's admin API, with the fleet token.
+/// A node's admin API, with the node's admin credential.
 #[derive(Clone)]
 pub struct NodeClient {
     agent: ureq::Agent,
     upload_agent: ureq::Agent,
     base: String,
-    auth: Option<String>,
+    auth: Option<SecretString>,
 }
 
 fn agent(tls: &ClientTls, total: Duration) -> ureq::Agent {
@@ -25,20 +26,28 @@ fn agent(tls: &ClientTls, total: Duration) -> ureq::Agent {
 impl NodeClient {
     /// A client for the node at `base` (`http://host:port` or `https://host:port`, then
     /// verified with `tls`, which also holds the client certificate for mutual TLS).
-    pub fn new(base: &str, token: Option<&str>, tls: &ClientTls) -> NodeClient {
+    pub fn new(base: &str, token: Option<SecretString>, tls: &ClientTls) -> NodeClient {
         NodeClient {
             agent: agent(tls, Duration::from_secs(5)),
             // A push waits for the node to load and warm every new version.
             upload_agent: agent(tls, Duration::from_secs(120)),
             base: base.trim_end_matches('/').to_string(),
-            auth: token.map(|t| format!("Bearer {t}")),
+            auth: token,
         }
     }
 
-    /// Adds the fleet token when there is one.
+    /// The same client presenting `token` (a node's credential changes when it re-joins).
+    pub fn with_token(&self, token: Option<SecretString>) -> NodeClient {
+        NodeClient {
+            auth: token,
+            ..self.clone()
+        }
+    }
+
+    /// Adds the node's admin credential when there is one.
     fn authed<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
         match &self.auth {
-            Some(a) => req.header("authorization", a),
+            Some(a) => req.header("authorization", format!("Bearer {}", a.expose_secret())),
             None => req,
         }
     }
@@ -103,13 +112,16 @@ impl NodeClient {
     ) -> anyhow::Result<serde_json::Value> {
         let what = format!("smoke request to {model}/{version}");
         let body = serde_json::to_vec(request)?;
-        let req = self
-            .agent
-            .post(format!(
-                "{}/v2/models/{model}/versions/{version}/infer",
-                self.base
-            ))
-            .header("content-type", "application/json");
+        // With the node's admin credential: the version under test may not take traffic
+        // yet, and forcing such a version needs an identity the node trusts.
+        let req = self.authed(
+            self.agent
+                .post(format!(
+                    "{}/v2/models/{model}/versions/{version}/infer",
+                    self.base
+                ))
+                .header("content-type", "application/json"),
+        );
         self.answer(&what, req.send(&body[..]), |s| s == 200)
     }
 }

@@ -15,14 +15,19 @@ use kiln_node_api::tls::{ClientTls, ServerTls};
 use kiln_node_api::{NodeState, RoutingTable};
 use kiln_registry::{Registry, RegistryError, RolloutPlan};
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, TextEncoder};
+use secrecy::SecretString;
 
 /// Settings of the sync service.
 #[derive(Clone, Debug)]
 pub struct SyncConfig {
     /// Address of the join/status API.
     pub listen: SocketAddr,
-    /// The fleet token: nodes' admin API and the join API both require it.
-    pub token: Option<String>,
+    /// The admin token of nodes that never joined (config nodes started with
+    /// `--admin-token-file`); joined nodes get a credential of their own.
+    pub token: Option<SecretString>,
+    /// Let nodes join without a token: only for a service listening on loopback, and
+    /// then said in its log and its status.
+    pub insecure_no_auth: bool,
     /// Control loop period.
     pub tick: Duration,
     /// How often a converged node is re-checked (and its counters read).
@@ -58,6 +63,7 @@ impl Default for SyncConfig {
         SyncConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             token: None,
+            insecure_no_auth: false,
             tick: Duration::from_millis(100),
             check_interval: Duration::from_secs(1),
             concurrency: 16,
@@ -287,6 +293,9 @@ impl SyncMetrics {
 
 /// State shared by the control loop, node workers and the API.
 pub struct Shared {
+    /// The admin credential the service presents to each joined node (memory only: after
+    /// a restart, each node gets a new one with its next heartbeat).
+    pub credentials: Mutex<HashMap<String, SecretString>>,
     pub registry: Arc<Registry>,
     pub config: SyncConfig,
     desired: Mutex<Desired>,
@@ -314,6 +323,7 @@ impl Shared {
             config,
             desired: Mutex::new(Desired::default()),
             runtimes: Mutex::new(HashMap::new()),
+            credentials: Mutex::new(HashMap::new()),
             restart_hints: Mutex::new(HashSet::new()),
             retry_hints: Mutex::new(HashSet::new()),
             metrics: SyncMetrics::new()?,
@@ -476,6 +486,45 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .get(node)
             .is_some_and(|w| w.url == url.trim_end_matches('/'))
+    }
+
+    /// The token to present to `node`'s admin API: its own credential once it joined,
+    /// else the configured admin token of config nodes.
+    pub fn node_auth(&self, node: &str) -> Option<SecretString> {
+        self.credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .cloned()
+            .or_else(|| self.config.token.clone())
+    }
+
+    /// Whether the service holds an admin credential for `node`.
+    pub fn has_credential(&self, node: &str) -> bool {
+        self.credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(node)
+    }
+
+    /// Makes a new admin credential for `node`, remembers it and returns it (to send once).
+    pub fn new_credential(&self, node: &str) -> anyhow::Result<String> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("the system's random source failed: {e}"))?;
+        let token = format!("kiln_adm_{}", hex::encode(bytes));
+        self.credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.to_string(), SecretString::from(token.clone()));
+        Ok(token)
+    }
+
+    /// Forgets `node`'s credential (it left the fleet).
+    pub fn forget_credential(&self, node: &str) {
+        self.credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(node);
     }
 
     /// Whether `node` restarted or drifted since its worker last looked (and forgets it).

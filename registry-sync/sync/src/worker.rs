@@ -82,7 +82,7 @@ fn spawn(shared: Arc<Shared>, node: String, url: String) -> WorkerHandle {
         wake: wake.clone(),
         stop: stop.clone(),
         breaker: breaker.clone(),
-        client: NodeClient::new(&url, shared.config.token.as_deref(), &shared.config.client_tls),
+        client: NodeClient::new(&url, None, &shared.config.client_tls),
         shared,
         node: node.clone(),
     };
@@ -216,7 +216,8 @@ impl Worker {
                     tracing::info!(node, "probing a node whose circuit breaker is open");
                 }
                 let permit = shared.permits.acquire();
-                let result = converge(shared, &self.client, &desired);
+                let client = self.client.with_token(shared.node_auth(&self.node));
+                let result = converge(shared, &client, &desired);
                 drop(permit);
                 last_check = Some(Instant::now());
                 let before = (rt.status.clone(), rt.applied_generation);
@@ -286,7 +287,8 @@ impl Worker {
                 if rt.status == "converged"
                     && let Some(state) = rt.last_state.as_ref()
                 {
-                    prefetch(shared, &self.client, node, state);
+                    let client = self.client.with_token(shared.node_auth(node));
+                    prefetch(shared, &client, node, state);
                 }
             }
             // Sleep until something can change: the next check, the backoff's or the

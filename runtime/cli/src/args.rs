@@ -3,8 +3,8 @@
 
 use crate::commands::{
     audit::AuditCommand, compile::CompileArgs, export::ExportCommand, inspect::InspectArgs,
-    models::ModelsCommand, predict::PredictArgs, rollout::RolloutCommand, serve::ServeArgs,
-    spin::SpinCommand, sync::SyncCommand,
+    models::ModelsCommand, predict::PredictArgs, registry::RegistryCommand, rollout::RolloutCommand,
+    serve::ServeArgs, spin::SpinCommand, sync::SyncCommand, tokens::TokensCommand,
 };
 use clap::{Parser, Subcommand};
 use kiln_host::{HostConfig, Isolation};
@@ -20,8 +20,30 @@ use std::time::Duration;
 pub struct Cli {
     #[command(flatten)]
     pub host: HostArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where the registry commands (`models`, `audit`, `rollout`, `sync` but `run`, `tokens`)
+/// send their calls: a registry server, or the local `$KILN_HOME` when none is given.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct RegistryArgs {
+    /// A registry server to use instead of $KILN_HOME: https://registry.example:7080.
+    #[arg(long = "registry", global = true, env = "KILN_REGISTRY", value_name = "URL")]
+    pub registry_url: Option<String>,
+    /// A file holding the token for --registry (else the KILN_TOKEN environment variable).
+    #[arg(
+        long = "token-file",
+        global = true,
+        env = "KILN_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub registry_token_file: Option<PathBuf>,
+    /// Also trust this PEM CA (besides the system's roots) for the --registry server.
+    #[arg(long, global = true, env = "KILN_REGISTRY_CA", value_name = "FILE")]
+    pub registry_ca: Option<PathBuf>,
 }
 
 /// Flags every subcommand takes: where Kiln keeps its state, and the sandbox's limits.
@@ -113,6 +135,16 @@ pub enum Command {
     Sync {
         #[command(subcommand)]
         command: SyncCommand,
+    },
+    /// The registry server: every registry operation over HTTP/JSON with tokens and roles.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
+    /// API tokens of the registry server: create (printed once), list, revoke.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
     },
     /// Progressive rollouts: start, status, pause, resume, promote, abort, rollback, policy.
     Rollout {

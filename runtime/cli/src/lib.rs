@@ -13,12 +13,14 @@ pub mod export;
 pub mod lazy_host;
 pub mod register;
 pub mod render;
+pub mod secrets;
 pub mod shutdown;
 pub mod tls_args;
 
 use anyhow::Context;
-use args::{Cli, Command};
+use args::{Cli, Command, RegistryArgs};
 use kiln_registry::Registry;
+use kiln_registry_server::{Authorized, RegistryApi, RemoteRegistry};
 use lazy_host::LazyHost;
 use std::path::Path;
 use std::sync::Arc;
@@ -32,33 +34,46 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(args) => println!("{}", commands::predict::run(&host.get()?, args)?),
         Command::Inspect(args) => print!("{}", commands::inspect::run(&host.get()?, args)?),
         Command::Models { command } => {
-            let registry = open_registry(&home)?;
+            let registry = registry_api(&cli.registry, &home)?;
             let prepare = |file: &Path, name: &str, golden: &[serde_json::Value]| {
                 register::prepare(&host.get()?, file, name, golden)
             };
-            print_block(&commands::models::run(&registry, command, &prepare)?);
+            print_block(&commands::models::run(&*registry, command, &prepare)?);
         }
         Command::Audit { command } => {
-            print_block(&commands::audit::run(&*open_registry(&home)?, command)?);
+            print_block(&commands::audit::run(
+                &*registry_api(&cli.registry, &home)?,
+                command,
+            )?);
         }
         Command::Serve(args) => commands::serve::run(host.get()?, open_registry(&home)?, &args, false)?,
         Command::Up(args) => commands::up::run(host.get()?, open_registry(&home)?, &args)?,
-        Command::Sync { command } => {
-            let registry = open_registry(&home)?;
-            match command {
-                commands::sync::SyncCommand::Run(args) => {
-                    commands::sync::serve(Arc::new(host), registry, &args)?
-                }
-                other => print_block(&commands::sync::run(&registry, other)?),
+        Command::Sync { command } => match command {
+            commands::sync::SyncCommand::Run(args) => {
+                commands::sync::serve(Arc::new(host), open_registry(&home)?, &args)?
             }
-        }
+            other => print_block(&commands::sync::run(
+                &*registry_api(&cli.registry, &home)?,
+                other,
+            )?),
+        },
         Command::Rollout { command } => {
             print_block(&commands::rollout::run(
-                &*open_registry(&home)?,
+                &*registry_api(&cli.registry, &home)?,
                 command,
-                &kiln_registry::RolloutPlan::default(),
             )?);
         }
+        Command::Tokens { command } => {
+            print_block(&commands::tokens::run(
+                &*registry_api(&cli.registry, &home)?,
+                command,
+            )?);
+        }
+        Command::Registry { command } => match command {
+            commands::registry::RegistryCommand::Serve(args) => {
+                commands::registry::serve(open_registry(&home)?, &args)?
+            }
+        },
         Command::Spin { command } => commands::spin::run(host.get()?, command)?,
         Command::Export { command } => print!("{}", commands::export::run(&*open_registry(&home)?, command)?),
     }
@@ -70,6 +85,38 @@ pub fn open_registry(home: &Path) -> anyhow::Result<Arc<Registry>> {
     Ok(Arc::new(Registry::open(home).with_context(|| {
         format!("opening the registry in {}", home.display())
     })?))
+}
+
+/// The registry the registry commands use: the server `--registry`/`KILN_REGISTRY` names,
+/// with the token from `--token-file` or `KILN_TOKEN`; else `$KILN_HOME` as its owner
+/// (audited as `local:<os user>`).
+pub fn registry_api(args: &RegistryArgs, home: &Path) -> anyhow::Result<Box<dyn RegistryApi>> {
+    let Some(url) = args.registry_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+        return Ok(Box::new(Authorized::local(open_registry(home)?)));
+    };
+    kiln_node_api::check_http_url(url).map_err(|e| anyhow::anyhow!("--registry {e}"))?;
+    let token = match &args.registry_token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?,
+        None => std::env::var("KILN_TOKEN").map_err(|_| {
+            anyhow::anyhow!(
+                "--registry {url} needs a token: put it in a file and pass --token-file FILE (or KILN_TOKEN_FILE), or set KILN_TOKEN"
+            )
+        })?,
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        anyhow::bail!("the registry token is empty");
+    }
+    let tls = kiln_node_api::tls::ClientTls::from_pem_files(args.registry_ca.as_deref(), None)?;
+    let agent: ureq::Agent = tls
+        .agent_config()
+        .http_status_as_error(false)
+        .timeout_connect(Some(std::time::Duration::from_secs(5)))
+        .timeout_global(Some(std::time::Duration::from_secs(600)))
+        .build()
+        .into();
+    Ok(Box::new(RemoteRegistry::new(url, token, agent)))
 }
 
 /// Prints command output with exactly one trailing newline.

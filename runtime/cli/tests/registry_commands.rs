@@ -9,7 +9,9 @@ use kiln_cli::commands::audit::{self, AuditCommand};
 use kiln_cli::commands::models::{self, ModelsCommand};
 use kiln_cli::commands::sync::{self, SyncCommand};
 use kiln_registry::{GoldenPair, Prepared, Registry, Stage};
+use kiln_registry_server::Authorized;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 struct ModelsCli {
@@ -42,14 +44,17 @@ fn fake_prepare(file: &Path, _name: &str, requests: &[Value]) -> anyhow::Result<
 
 struct Fixture {
     dir: tempfile::TempDir,
-    registry: Registry,
+    registry: Arc<Registry>,
+    /// The registry as the CLI uses it on `$KILN_HOME`: its owner.
+    api: Authorized,
 }
 
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::open(&dir.path().join("home")).unwrap();
-        Fixture { dir, registry }
+        let registry = Arc::new(Registry::open(&dir.path().join("home")).unwrap());
+        let api = Authorized::local(registry.clone());
+        Fixture { dir, registry, api }
     }
 
     fn file(&self, name: &str, content: &[u8]) -> String {
@@ -60,12 +65,12 @@ impl Fixture {
 
     fn models(&self, args: &[&str]) -> anyhow::Result<String> {
         let cli = ModelsCli::try_parse_from(std::iter::once("models").chain(args.iter().copied()))?;
-        models::run(&self.registry, cli.cmd, &fake_prepare)
+        models::run(&self.api, cli.cmd, &fake_prepare)
     }
 
     fn audit(&self, args: &[&str]) -> anyhow::Result<String> {
         let cli = AuditCli::try_parse_from(std::iter::once("audit").chain(args.iter().copied()))?;
-        audit::run(&self.registry, cli.cmd)
+        audit::run(&self.api, cli.cmd)
     }
 }
 
@@ -342,17 +347,18 @@ fn the_cli_prints_the_plan_then_no_changes_after_apply() {
     }
     let path = dir.path().join("kiln.toml");
     std::fs::write(&path, GITOPS_FILE).unwrap();
-    let run_sync = sync::run;
-    let out = run_sync(&reg, SyncCommand::Plan { file: path.clone() }).unwrap();
+    let api = Authorized::local(Arc::new(reg));
+    let run_sync = |cmd| sync::run(&api, cmd);
+    let out = run_sync(SyncCommand::Plan { file: path.clone() }).unwrap();
     assert!(out.contains("+ node edge-1"), "{out}");
     assert!(out.contains("4 change(s); `kiln sync apply"), "{out}");
-    let out = run_sync(&reg, SyncCommand::Apply { file: path.clone() }).unwrap();
+    let out = run_sync(SyncCommand::Apply { file: path.clone() }).unwrap();
     assert!(out.starts_with("applied 4 change(s):"), "{out}");
     assert!(
         out.contains("house-price 3 is now Production: `kiln sync` serves it at once"),
         "{out}"
     );
-    let out = run_sync(&reg, SyncCommand::Plan { file: path.clone() }).unwrap();
+    let out = run_sync(SyncCommand::Plan { file: path.clone() }).unwrap();
     assert_eq!(
         out,
         format!("no changes: the live state matches {}", path.display())

@@ -132,8 +132,8 @@ pub async fn serve(
 
 fn router(state: Arc<State>) -> Router {
     let limit = state.config.max_body_bytes;
-    let admin = match state.config.admin_token {
-        Some(_) => Router::new()
+    let admin = match state.admin_enabled() {
+        true => Router::new()
             .route("/state", get(admin::node_state))
             .route(
                 "/components/{digest}",
@@ -146,7 +146,7 @@ fn router(state: Arc<State>) -> Router {
             ))
             // Components are far larger than inference requests: their own limit.
             .layer(DefaultBodyLimit::max(state.config.max_upload_bytes)),
-        None => Router::new()
+        false => Router::new()
             .route("/", any(admin::off))
             .route("/{*rest}", any(admin::off)),
     };

@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+use kiln_node_api::NodeCredentials;
+use secrecy::SecretString;
+
 /// Server settings.
 #[derive(Clone)]
 pub struct ServeConfig {
@@ -24,8 +27,10 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// The prediction cache; `None` serves every request uncached.
     pub cache: Option<Arc<PredictionCache>>,
-    /// Bearer token of the node admin API (`/admin/v1`); `None` turns the API off.
-    pub admin_token: Option<String>,
+    /// A fixed bearer token of the node admin API (`/admin/v1`), for a node the sync
+    /// service manages without a join; a joined node also accepts the credential it was
+    /// given. Neither: the admin API is off.
+    pub admin_token: Option<SecretString>,
     /// Largest admin request body (a component upload), in bytes.
     pub max_upload_bytes: usize,
     /// The node's name in its state and heartbeats (default: the bound address).
@@ -51,6 +56,9 @@ pub struct JoinConfig {
     /// The URL the sync service reaches this node at (default `http://<bound address>`, or
     /// `https://` when the node serves TLS).
     pub advertise_url: Option<String>,
+    /// The join token (a `node`-role token) for the first join; later heartbeats use the
+    /// node's own credential.
+    pub join_token: Option<SecretString>,
 }
 
 impl Default for ServeConfig {
@@ -93,6 +101,8 @@ pub(crate) struct State {
     pub(crate) started: Instant,
     /// Set when the server binds, unless configured.
     pub(crate) bound_name: OnceLock<String>,
+    /// What the sync service gave this node when it joined (kept in the node store).
+    pub(crate) credentials: RwLock<Option<NodeCredentials>>,
 }
 
 impl State {
@@ -103,7 +113,12 @@ impl State {
         store: Option<Arc<NodeStore>>,
         config: ServeConfig,
     ) -> anyhow::Result<State> {
+        let credentials = match &store {
+            Some(store) => store.credentials()?,
+            None => None,
+        };
         Ok(State {
+            credentials: RwLock::new(credentials),
             host,
             catalog,
             shadow_slots: Arc::new(tokio::sync::Semaphore::new(config.max_shadow_in_flight)),
@@ -165,6 +180,29 @@ impl State {
             .clone()
             .or_else(|| self.bound_name.get().cloned())
             .unwrap_or_else(|| self.config.listen.to_string())
+    }
+
+    /// Whether `token` may call the admin API: the fixed admin token, or the credential
+    /// the sync service gave this node.
+    pub(crate) fn admin_token_matches(&self, token: &str) -> bool {
+        use secrecy::ExposeSecret;
+        let fixed = self
+            .config
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| kiln_node_api::tokens_match(token, t.expose_secret()));
+        let given = self
+            .credentials
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|c| kiln_node_api::tokens_match(token, &c.admin_token));
+        fixed || given
+    }
+
+    /// Whether the admin API is on: a fixed token, or a join (which brings a credential).
+    pub(crate) fn admin_enabled(&self) -> bool {
+        self.config.admin_token.is_some() || self.config.join.is_some()
     }
 
     /// `managed` or `registry`.

@@ -3,7 +3,8 @@
 use anyhow::bail;
 use clap::Subcommand;
 use comfy_table::{Table, presets};
-use kiln_registry::{AuditEntry, Registry};
+use kiln_registry::AuditEntry;
+use kiln_registry_server::RegistryApi;
 
 use crate::render::{compact, trim_lines, truncate};
 
@@ -24,7 +25,7 @@ pub enum AuditCommand {
 }
 
 /// Runs a `kiln audit` subcommand; `verify` fails (non-zero exit) when it finds problems.
-pub fn run(registry: &Registry, cmd: AuditCommand) -> anyhow::Result<String> {
+pub fn run(registry: &dyn RegistryApi, cmd: AuditCommand) -> anyhow::Result<String> {
     match cmd {
         AuditCommand::Log { model, json } => {
             let entries = registry.audit_log(model.as_deref())?;
@@ -43,7 +44,7 @@ pub fn run(registry: &Registry, cmd: AuditCommand) -> anyhow::Result<String> {
             } else {
                 let mut msg = format!(
                     "audit log of {} failed verification ({} entries read):",
-                    registry.home().display(),
+                    registry.location(),
                     report.entries
                 );
                 for problem in &report.problems {

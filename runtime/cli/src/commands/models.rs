@@ -9,9 +9,10 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use comfy_table::{Table, presets};
 use kiln_registry::{
-    ModelVersion, NewVersion, Prepared, Registry, Stage, StageTransition, default_actor, validate_alias,
-    validate_name,
+    ModelVersion, NewVersion, Prepared, Stage, StageTransition, validate_alias, validate_name,
 };
+use kiln_registry_server::RegistryApi;
+use kiln_registry_server::api::Registered;
 use kiln_types::format::human_size;
 use serde_json::Value;
 
@@ -158,11 +159,10 @@ pub enum ModelsCommand {
 /// Runs a `kiln models` subcommand and returns the text to print.
 #[allow(clippy::type_complexity)] // spelled out so the binary's closure needs no named type
 pub fn run(
-    registry: &Registry,
+    registry: &dyn RegistryApi,
     cmd: ModelsCommand,
     prepare: &dyn Fn(&Path, &str, &[Value]) -> anyhow::Result<Prepared>,
 ) -> anyhow::Result<String> {
-    let actor = default_actor();
     match cmd {
         ModelsCommand::Register {
             file,
@@ -199,19 +199,16 @@ pub fn run(
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let prepared = prepare(&file, &name, &requests)
                 .with_context(|| format!("preparing {} for registration", file.display()))?;
-            let (mut version, created) = registry.register(
-                NewVersion {
-                    name: name.clone(),
-                    component: prepared.component,
-                    source_digest: prepared.source_digest,
-                    description,
-                    tags,
-                    lineage,
-                    signature: prepared.signature,
-                    golden: prepared.golden,
-                },
-                &actor,
-            )?;
+            let Registered { mut version, created } = registry.register(NewVersion {
+                name: name.clone(),
+                component: prepared.component,
+                source_digest: prepared.source_digest,
+                description,
+                tags,
+                lineage,
+                signature: prepared.signature,
+                golden: prepared.golden,
+            })?;
             let mut out = if created {
                 format!(
                     "registered {} version {} (digest sha256:{}…, {})",
@@ -229,19 +226,13 @@ pub fn run(
                 )
             };
             if let Some(stage) = stage {
-                let t = registry.transition_stage_detailed(
-                    &name,
-                    version.version,
-                    stage,
-                    stage == Stage::Production,
-                    &actor,
-                )?;
+                let t = registry.transition(&name, version.version, stage, stage == Stage::Production)?;
                 out.push('\n');
                 out.push_str(&describe_transition(&t));
                 version = t.version;
             }
             for alias in &aliases {
-                version = registry.set_alias(&name, alias, version.version, &actor)?;
+                version = registry.set_alias(&name, alias, version.version)?;
                 out.push_str(&format!("\nalias {alias} → {} version {}", name, version.version));
             }
             if json {
@@ -285,7 +276,7 @@ pub fn run(
             } else {
                 archive_existing
             };
-            let t = registry.transition_stage_detailed(&name, version, stage, archive, &actor)?;
+            let t = registry.transition(&name, version, stage, archive)?;
             Ok(describe_transition(&t))
         }
         ModelsCommand::Alias {
@@ -295,19 +286,19 @@ pub fn run(
             delete,
         } => {
             let previous = registry
-                .resolve_in(&name, &format!("@{alias}"))
+                .resolve(&format!("{name}@{alias}"))
                 .ok()
                 .map(|v| v.version);
             match (delete, version) {
                 (true, _) => {
-                    registry.delete_alias(&name, &alias, &actor)?;
+                    registry.delete_alias(&name, &alias)?;
                     let was = previous
                         .map(|v| format!(" (was version {v})"))
                         .unwrap_or_default();
                     Ok(format!("deleted alias {alias} of {name}{was}"))
                 }
                 (false, Some(version)) => {
-                    registry.set_alias(&name, &alias, version, &actor)?;
+                    registry.set_alias(&name, &alias, version)?;
                     let was = match previous {
                         Some(v) if v != version => format!(" (was version {v})"),
                         Some(_) => " (unchanged)".to_string(),
@@ -333,25 +324,25 @@ pub fn run(
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let mut out = Vec::new();
             for (key, value) in tags {
-                registry.set_tag(&name, version, &key, &value, &actor)?;
+                registry.set_tag(&name, version, &key, &value)?;
                 out.push(format!("{name} version {version}: tag {key}={value}"));
             }
             for key in delete {
-                registry.delete_tag(&name, version, &key, &actor)?;
+                registry.delete_tag(&name, version, &key)?;
                 out.push(format!("{name} version {version}: removed tag {key}"));
             }
             Ok(out.join("\n"))
         }
         ModelsCommand::Describe { name, version, text } => {
-            registry.set_description(&name, version, &text, &actor)?;
+            registry.describe(&name, version, &text)?;
             Ok(format!("{name} version {version}: description updated"))
         }
         ModelsCommand::Archive { name, version } => {
-            let t = registry.transition_stage_detailed(&name, version, Stage::Archived, false, &actor)?;
+            let t = registry.transition(&name, version, Stage::Archived, false)?;
             Ok(describe_transition(&t))
         }
         ModelsCommand::Delete { name, version, force } => {
-            registry.delete_version(&name, version, force, &actor)?;
+            registry.delete_version(&name, version, force)?;
             Ok(format!("deleted {name} version {version}"))
         }
         ModelsCommand::Lineage { reference } => {

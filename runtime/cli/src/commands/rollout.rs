@@ -2,11 +2,12 @@
 //! registry database; the running `kiln sync` carries them out (so they work from any
 //! machine sharing the registry, and survive a restart of the service).
 
-use anyhow::bail;
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets};
-use kiln_registry::rollout::{Rollout, RolloutState};
-use kiln_registry::{PlanOverrides, Registry, RolloutPlan, default_actor};
+use kiln_registry::rollout::Rollout;
+use kiln_registry::{PlanOverrides, RolloutPlan};
+use kiln_registry_server::RegistryApi;
+use kiln_registry_server::api::{Finish, RolledBack};
 
 use crate::render::{trim_lines, truncate};
 
@@ -40,9 +41,9 @@ pub struct PlanArgs {
 }
 
 impl PlanArgs {
-    /// The plan: these flags over `base`.
-    pub fn plan(&self, base: RolloutPlan) -> anyhow::Result<RolloutPlan> {
-        let overrides = PlanOverrides {
+    /// The flags as changes to a plan.
+    pub fn overrides(&self) -> PlanOverrides {
+        PlanOverrides {
             strategy: self.strategy.clone(),
             steps: self.steps.clone(),
             interval: self.interval.clone(),
@@ -51,8 +52,12 @@ impl PlanArgs {
             max_p99: self.max_p99.clone(),
             max_disagreement: self.max_disagreement,
             min_requests: self.min_requests,
-        };
-        Ok(overrides.apply(base)?)
+        }
+    }
+
+    /// The plan: these flags over `base`.
+    pub fn plan(&self, base: RolloutPlan) -> anyhow::Result<RolloutPlan> {
+        Ok(self.overrides().apply(base)?)
     }
 }
 
@@ -153,33 +158,17 @@ fn table(rollouts: &[Rollout]) -> String {
 }
 
 /// Runs a `kiln rollout` command; returns what to print.
-pub fn run(registry: &Registry, cmd: RolloutCommand, default_policy: &RolloutPlan) -> anyhow::Result<String> {
-    let actor = default_actor();
-    let active = |name: &str| -> anyhow::Result<Rollout> {
-        match registry.active_rollout(name)? {
-            Some(r) => Ok(r),
-            None => bail!("model `{name}` has no active rollout (see `kiln rollout status {name}`)"),
-        }
-    };
+pub fn run(registry: &dyn RegistryApi, cmd: RolloutCommand) -> anyhow::Result<String> {
     Ok(match cmd {
         RolloutCommand::Start { name, to, plan } => {
-            let base = registry
-                .rollout_policy(&name)?
-                .unwrap_or_else(|| default_policy.clone());
-            let plan = plan.plan(base)?;
-            let r = registry.start_rollout(&name, to, plan, "cli", &actor)?;
+            let r = registry.rollout_start(&name, to, plan.overrides())?;
             format!(
                 "started {}\n`kiln sync` carries it out; watch it with `kiln rollout status {name}`",
                 describe(&r)
             )
         }
         RolloutCommand::Status { name, json } => {
-            let mut rollouts = registry.rollouts(name.as_deref(), 50)?;
-            if name.is_none() {
-                // The active ones and the latest of each model.
-                let mut seen = std::collections::HashSet::new();
-                rollouts.retain(|r| seen.insert(r.model.clone()) || r.state.is_active());
-            }
+            let rollouts = registry.rollouts(name.as_deref())?;
             if json {
                 serde_json::to_string_pretty(&rollouts)?
             } else if rollouts.is_empty() {
@@ -189,54 +178,36 @@ pub fn run(registry: &Registry, cmd: RolloutCommand, default_policy: &RolloutPla
             }
         }
         RolloutCommand::Pause { name } => {
-            let r = registry.pause_rollout(&name, true, "paused by an operator", &actor)?;
-            format!("paused {}", describe(&r))
+            format!("paused {}", describe(&registry.rollout_pause(&name, true)?))
         }
         RolloutCommand::Resume { name } => {
-            let r = registry.pause_rollout(&name, false, "resumed by an operator", &actor)?;
-            format!("resumed {}", describe(&r))
+            format!("resumed {}", describe(&registry.rollout_pause(&name, false)?))
         }
-        RolloutCommand::Promote { name } => {
-            let r = active(&name)?;
-            let r =
-                registry.finish_rollout(r.id, RolloutState::Succeeded, "promoted by an operator", &actor)?;
-            format!("promoted {}", describe(&r))
-        }
-        RolloutCommand::Abort { name } => {
-            let r = active(&name)?;
-            let r = registry.finish_rollout(r.id, RolloutState::Aborted, "aborted by an operator", &actor)?;
-            format!("aborted {}", describe(&r))
-        }
-        RolloutCommand::Rollback { name } => match registry.active_rollout(&name)? {
-            Some(r) => {
-                let r = registry.finish_rollout(
-                    r.id,
-                    RolloutState::RolledBack,
-                    "rolled back by an operator",
-                    &actor,
-                )?;
-                format!("rolled back {}", describe(&r))
-            }
-            None => {
-                let fm = registry.revert_to_previous(&name, &actor)?;
-                format!(
-                    "{name}: version {} serves again (it was kept warm); version {} is kept warm for a roll forward",
-                    fm.stable.unwrap_or_default(),
-                    fm.previous.unwrap_or_default()
-                )
-            }
+        RolloutCommand::Promote { name } => format!(
+            "promoted {}",
+            describe(&registry.rollout_finish(&name, Finish::Promote)?)
+        ),
+        RolloutCommand::Abort { name } => format!(
+            "aborted {}",
+            describe(&registry.rollout_finish(&name, Finish::Abort)?)
+        ),
+        RolloutCommand::Rollback { name } => match registry.rollout_rollback(&name)? {
+            RolledBack::Rollout { rollout } => format!("rolled back {}", describe(&rollout)),
+            RolledBack::Reverted { stable, previous } => format!(
+                "{name}: version {} serves again (it was kept warm); version {} is kept warm for a roll forward",
+                stable.unwrap_or_default(),
+                previous.unwrap_or_default()
+            ),
         },
         RolloutCommand::Policy { name, plan, clear } => {
             if clear {
-                registry.set_rollout_policy(&name, None, &actor)?;
+                registry.rollout_policy(&name, None)?;
                 format!("{name}: rollout policy cleared (the service default applies)")
             } else {
-                let base = registry
-                    .rollout_policy(&name)?
-                    .unwrap_or_else(|| default_policy.clone());
-                let p = plan.plan(base)?;
-                registry.set_rollout_policy(&name, Some(&p), &actor)?;
-                format!("{name}: promoting a version starts {}", p.summary())
+                match registry.rollout_policy(&name, Some(plan.overrides()))? {
+                    Some(p) => format!("{name}: promoting a version starts {}", p.summary()),
+                    None => format!("{name}: the service default applies"),
+                }
             }
         }
     })

@@ -7,7 +7,9 @@ use kiln_node_api::tls::ClientTls;
 use kiln_registry::Registry;
 use kiln_serve::prediction_cache::{CacheConfig, PredictionCache};
 use kiln_serve::{JoinConfig, NodeStore, ServeConfig, Server};
+use secrecy::SecretString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +49,18 @@ pub struct ServeArgs {
     /// The URL the sync service reaches this node at (default: http://<bound address>).
     #[arg(long, env = "KILN_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
-    /// Bearer token of the node admin API (/admin/v1); unset, the admin API is off.
+    /// A file holding the join token (`kiln tokens create --role node`) for --join; the
+    /// environment variable KILN_JOIN_TOKEN works too. Needed for the first join only:
+    /// the sync service then gives the node a credential of its own (kept in
+    /// $KILN_HOME/node/credentials.json).
+    #[arg(long, env = "KILN_JOIN_TOKEN_FILE", value_name = "FILE")]
+    pub join_token_file: Option<PathBuf>,
+    /// A file holding a fixed admin token for the node admin API (/admin/v1), for a node
+    /// the sync service manages without a join (it then needs the same token).
+    #[arg(long, env = "KILN_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// The fixed admin token itself (visible in `ps` when given as a flag: use
+    /// --admin-token-file or KILN_ADMIN_TOKEN).
     #[arg(long, env = "KILN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// The node's name in its state and heartbeats (default: its listen address).
@@ -93,15 +106,14 @@ impl ServeArgs {
         self.managed || self.join.is_some()
     }
 
-    /// The admin token, refusing combinations that cannot work.
-    fn admin_token(&self) -> anyhow::Result<Option<String>> {
-        let token = self.admin_token.clone().filter(|t| !t.trim().is_empty());
-        if self.join.is_some() && token.is_none() {
-            anyhow::bail!(
-                "--join needs --admin-token (or KILN_ADMIN_TOKEN): the sync service authenticates with it, both ways"
-            );
-        }
-        Ok(token)
+    /// The fixed admin token, from its file, its environment variable or its flag.
+    fn admin_token(&self) -> anyhow::Result<Option<SecretString>> {
+        crate::secrets::secret(
+            self.admin_token_file.as_deref(),
+            "--admin-token-file",
+            self.admin_token.as_deref(),
+            "--admin-token",
+        )
     }
 
     /// Where to join, checked.
@@ -116,6 +128,11 @@ impl ServeArgs {
         Ok(Some(JoinConfig {
             sync_url,
             advertise_url: self.advertise_url.clone(),
+            join_token: crate::secrets::secret_from(
+                self.join_token_file.as_deref(),
+                "--join-token-file",
+                "KILN_JOIN_TOKEN",
+            )?,
         }))
     }
 }

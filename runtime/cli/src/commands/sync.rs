@@ -10,10 +10,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets};
-use kiln_fleet::gitops::{self, Change, VersionEffect};
+use kiln_fleet::gitops;
+use kiln_registry::auth::Identity;
 use kiln_registry::duration::parse_ms;
-use kiln_registry::fleet::{NodeRecord, NodeSource};
-use kiln_registry::{Registry, RolloutPlan, default_actor};
+use kiln_registry::fleet::NodeRecord;
+use kiln_registry::{Registry, RolloutPlan};
+use kiln_registry_server::RegistryApi;
+use kiln_registry_server::api::ChangeView;
 use kiln_sync::{MlflowPoller, SyncConfig, SyncService};
 
 use super::rollout::PlanArgs;
@@ -29,9 +32,22 @@ pub struct SyncRunArgs {
     /// Address of the join/status API nodes talk to.
     #[arg(long, env = "KILN_SYNC_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
-    /// The fleet token: sent to nodes' admin API, required from joining nodes.
-    #[arg(long, env = "KILN_ADMIN_TOKEN", hide_env_values = true)]
+    /// A file holding the fixed admin token of nodes that never join (started with the
+    /// same --admin-token-file); joined nodes get a credential of their own.
+    #[arg(long, env = "KILN_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// The fixed admin token itself (visible in `ps` as a flag: use --admin-token-file or
+    /// KILN_ADMIN_TOKEN).
+    #[arg(long = "token", env = "KILN_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Let nodes join and read the status without a token. Only on a loopback address,
+    /// and said in the log and the status: for trying Kiln on one machine.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Allow plain HTTP on a non-loopback address (tokens would cross the network in clear
+    /// text).
+    #[arg(long)]
+    pub insecure_plaintext: bool,
     /// A GitOps file (kiln.toml) to apply at start.
     #[arg(long, env = "KILN_SYNC_CONFIG")]
     pub config: Option<std::path::PathBuf>,
@@ -79,7 +95,13 @@ impl SyncRunArgs {
         }
         Ok(SyncConfig {
             listen: self.listen,
-            token: self.token.clone().filter(|t| !t.is_empty()),
+            token: crate::secrets::secret(
+                self.admin_token_file.as_deref(),
+                "--admin-token-file",
+                self.token.as_deref(),
+                "--token",
+            )?,
+            insecure_no_auth: self.insecure_no_auth,
             check_interval: Duration::from_millis(parse_ms(&self.check_interval)?.max(50)),
             concurrency: self.concurrency.max(1),
             backoff_max: Duration::from_millis(parse_ms(&self.backoff_max)?.max(100)),
@@ -176,28 +198,22 @@ fn nodes_table(nodes: &[NodeRecord], generation: u64) -> String {
 }
 
 /// Runs a `kiln sync` command other than `run`; returns what to print.
-pub fn run(registry: &Registry, cmd: SyncCommand) -> anyhow::Result<String> {
-    let actor = default_actor();
+pub fn run(registry: &dyn RegistryApi, cmd: SyncCommand) -> anyhow::Result<String> {
     Ok(match cmd {
         SyncCommand::Run(_) => anyhow::bail!("`kiln sync run` runs through `commands::sync::serve`"),
         SyncCommand::Status { json } => {
-            let nodes = registry.nodes()?;
-            let generation = registry.routing_generation()?;
-            let rollouts = registry.active_rollouts()?;
+            let status = registry.fleet_status()?;
+            let (nodes, generation, rollouts) = (&status.nodes, status.generation, &status.rollouts);
             if json {
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "generation": generation,
-                    "nodes": nodes,
-                    "rollouts": rollouts,
-                }))?
+                serde_json::to_string_pretty(&status)?
             } else {
                 let mut out = if nodes.is_empty() {
                     "no nodes: add one with `kiln sync add-node NAME URL` or start `kiln serve --join`"
                         .to_string()
                 } else {
-                    nodes_table(&nodes, generation)
+                    nodes_table(nodes, generation)
                 };
-                for r in &rollouts {
+                for r in rollouts {
                     let (w, shadow) = r.current_weight();
                     out.push_str(&format!(
                         "\nrollout {} of {}: {} → {}, {}, {}, {}",
@@ -218,21 +234,21 @@ pub fn run(registry: &Registry, cmd: SyncCommand) -> anyhow::Result<String> {
             }
         }
         SyncCommand::AddNode { name, url } => {
-            if registry.upsert_node(&name, &url, NodeSource::Config, &actor)? {
+            if registry.add_node(&name, &url)? {
                 format!("node {name} at {url} added; `kiln sync run` converges it")
             } else {
                 format!("node {name} at {url} was already there")
             }
         }
         SyncCommand::RemoveNode { name } => {
-            if registry.remove_node(&name, &actor)? {
+            if registry.remove_node(&name)? {
                 format!("node {name} removed (it keeps serving its last routing table)")
             } else {
                 anyhow::bail!("no node named {name}")
             }
         }
         SyncCommand::Plan { file } => {
-            let changes = gitops::plan(registry, &gitops::load(&file)?)?;
+            let changes = registry.gitops(&read_gitops(&file)?, false)?;
             if changes.is_empty() {
                 format!("no changes: the live state matches {}", file.display())
             } else {
@@ -245,26 +261,14 @@ pub fn run(registry: &Registry, cmd: SyncCommand) -> anyhow::Result<String> {
             }
         }
         SyncCommand::Apply { file } => {
-            let changes = gitops::apply(registry, &gitops::load(&file)?, &actor)?;
+            let changes = registry.gitops(&read_gitops(&file)?, true)?;
             if changes.is_empty() {
                 format!("no changes: the live state matches {}", file.display())
             } else {
                 let mut out = format!("applied {} change(s):\n{}", changes.len(), change_lines(&changes));
-                for change in &changes {
-                    if let Change::Production {
-                        model, to, effect, ..
-                    } = change
-                    {
-                        let next = match effect {
-                            VersionEffect::Rollout { .. } => "`kiln sync` starts the rollout",
-                            VersionEffect::FirstDeployment => "`kiln sync` serves it at once",
-                            VersionEffect::InProgress(_) => "`kiln sync` carries on with the rollout",
-                            VersionEffect::AlreadyServed | VersionEffect::StaticWeights => {
-                                "the fleet's routing does not change"
-                            }
-                        };
-                        out.push_str(&format!("\n{model} {to} is now Production: {next}"));
-                    }
+                for next in changes.iter().filter_map(|c| c.next.as_deref()) {
+                    out.push('\n');
+                    out.push_str(next);
                 }
                 out
             }
@@ -272,10 +276,18 @@ pub fn run(registry: &Registry, cmd: SyncCommand) -> anyhow::Result<String> {
     })
 }
 
-fn change_lines(changes: &[Change]) -> String {
+/// A GitOps file's text, checked locally first so a typo is reported with the file's name.
+fn read_gitops(file: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the GitOps file {}", file.display()))?;
+    gitops::parse(&text).with_context(|| format!("in {}", file.display()))?;
+    Ok(text)
+}
+
+fn change_lines(changes: &[ChangeView]) -> String {
     changes
         .iter()
-        .map(Change::to_string)
+        .map(|c| c.text.as_str())
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -289,13 +301,22 @@ pub fn serve(host: Arc<LazyHost>, registry: Arc<Registry>, args: &SyncRunArgs) -
     config.client_tls = args.client_tls.load()?;
     if let Some(path) = &args.config {
         let file = gitops::load(path)?;
-        let changes = gitops::apply(&registry, &file, &default_actor())?;
+        let changes = gitops::apply(&registry, &file, &Identity::local().name)?;
         for c in &changes {
             eprintln!("applied {c}");
         }
         apply_file_settings(&mut config, &file.sync, args)?;
     }
     let client_tls = config.client_tls.clone();
+    check_listener(&config, args)?;
+    if config.insecure_no_auth {
+        tracing::warn!(listen = %config.listen, "--insecure-no-auth: nodes join and read the status without a token");
+        eprintln!("warning: --insecure-no-auth: nodes join without a token (loopback only)");
+    } else if !registry.has_tokens()? {
+        eprintln!(
+            "no tokens yet: nodes cannot join and the API answers 401. Create a join token with `kiln tokens create --name fleet-join --role node`, and an admin one with `--role admin`"
+        );
+    }
     let mut service = SyncService::new(registry.clone(), config);
     if let Some(uri) = &args.mlflow {
         let watch = args
@@ -339,6 +360,24 @@ pub fn serve(host: Arc<LazyHost>, registry: Arc<Registry>, args: &SyncRunArgs) -
     runtime.block_on(crate::shutdown::shutdown_signal());
     handle.shutdown();
     Ok(())
+}
+
+/// Refuses listeners that would let the fleet be steered from the network: joins without
+/// authentication anywhere but loopback, and plain HTTP (tokens in clear text) anywhere
+/// but loopback unless asked for.
+fn check_listener(config: &SyncConfig, args: &SyncRunArgs) -> anyhow::Result<()> {
+    if config.insecure_no_auth && !config.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing --insecure-no-auth on {}: unauthenticated joins are allowed only on a loopback address (127.0.0.1); create a join token with `kiln tokens create --name NAME --role node` instead",
+            config.listen
+        );
+    }
+    super::registry::check_plaintext(
+        config.listen,
+        config.tls.is_some(),
+        args.insecure_plaintext,
+        "--insecure-plaintext",
+    )
 }
 
 /// A GitOps file's `[sync]` settings, where the command line left the defaults.

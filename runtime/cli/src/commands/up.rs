@@ -9,7 +9,7 @@ use super::serve::{self, ServeArgs};
 
 /// Bootstraps the examples (reusing what the registry holds) and serves.
 pub fn run(host: Arc<Host>, registry: Arc<Registry>, args: &ServeArgs) -> anyhow::Result<()> {
-    let actor = kiln_registry::default_actor();
+    let actor = kiln_registry::Identity::local().name;
     for b in crate::bootstrap::bootstrap(&host, &registry, &actor)? {
         eprintln!(
             "{} {}/{}",

@@ -1,6 +1,7 @@
 //! The node admin API under `/admin/v1`, for the sync service: the node's state, component
-//! uploads and routing pushes. Off unless a token is configured; every request then needs
-//! `Authorization: Bearer <token>`.
+//! uploads and routing pushes. Off unless the node joins a sync service or has a fixed
+//! admin token; every request then needs `Authorization: Bearer <token>`: the credential
+//! the sync service gave this node when it joined, or the fixed token.
 
 use super::push;
 use super::store::NodeStoreError;
@@ -14,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use kiln_api::ApiError;
-use kiln_node_api::{AdminReply, RoutingTable, bearer_token, is_sha256_hex, tokens_match};
+use kiln_node_api::{AdminReply, RoutingTable, bearer_token, is_sha256_hex};
 use std::sync::Arc;
 
 const NOT_MANAGED: &str =
@@ -24,24 +25,23 @@ const NOT_MANAGED: &str =
 pub(crate) async fn off() -> HttpError {
     HttpError(ApiError::new(
         StatusCode::NOT_FOUND.as_u16(),
-        "the node admin API is off; start kiln serve with --admin-token (or KILN_ADMIN_TOKEN) to enable it",
+        "the node admin API is off; start kiln serve with --join (the sync service gives it a credential) or --admin-token-file to enable it",
     ))
 }
 
-/// Equality in time independent of where the inputs differ, and of their lengths: both
-/// sides are hashed first, so a caller timing 401s learns nothing about the token.
-/// Lets a request through only with the right bearer token.
+/// Lets a request through only with the right bearer token (compared in time independent
+/// of the token: `kiln_node_api::tokens_match`).
 pub(crate) async fn authorize(Shared(state): Shared<Arc<State>>, request: Request, next: Next) -> Response {
-    let Some(expected) = state.config.admin_token.as_deref() else {
+    if !state.admin_enabled() {
         return off().await.into_response();
-    };
+    }
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token);
     let message = match given {
-        Some(token) if tokens_match(token, expected) => return next.run(request).await,
+        Some(token) if state.admin_token_matches(token) => return next.run(request).await,
         Some(_) => "the admin token is wrong",
         None => "the admin API needs an `Authorization: Bearer <token>` header",
     };

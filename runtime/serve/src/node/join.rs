@@ -1,9 +1,12 @@
 //! Joining a sync service: a managed node announces itself (`POST /sync/v1/nodes`) and
 //! repeats it as a heartbeat at the interval the service answers with. The service being
 //! down never stops the node serving: failures are logged once per outage and retried.
+//! The first join presents the join token; the reply carries the node's own credential
+//! (kept in the node store) and the one the service will present to its admin API.
 
 use crate::state::{JoinConfig, State};
-use kiln_node_api::{JoinReply, JoinRequest, SYNC_PREFIX};
+use kiln_node_api::{JoinReply, JoinRequest, NodeCredentials, SYNC_PREFIX};
+use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,9 +35,18 @@ impl Heartbeat {
     /// Starts heartbeats for a node bound at `addr`. Blocking HTTP on its own thread:
     /// one small request a second does not deserve an async client.
     pub(crate) fn start(state: Arc<State>, join: &JoinConfig, addr: SocketAddr) -> anyhow::Result<Heartbeat> {
-        let token = state.config.admin_token.clone().ok_or_else(|| {
-            anyhow::anyhow!("joining a sync service needs an admin token (--admin-token or KILN_ADMIN_TOKEN): the service pushes to the node's admin API with it")
-        })?;
+        let has_credential = state
+            .credentials
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|c| c.node_token.is_some());
+        if !has_credential && join.join_token.is_none() && state.store.is_some() {
+            tracing::warn!(
+                "joining without a join token (--join-token-file): only a sync service started with --insecure-no-auth lets this node in"
+            );
+        }
+        let join_token = join.join_token.clone();
         let endpoint = format!("{}{SYNC_PREFIX}/nodes", join.sync_url.trim_end_matches('/'));
         let scheme = if state.config.tls.is_some() {
             "https"
@@ -49,12 +61,60 @@ impl Heartbeat {
         let flag = stop.clone();
         std::thread::Builder::new()
             .name("kiln-heartbeat".into())
-            .spawn(move || beat(&state, &endpoint, &url, &token, &flag))?;
+            .spawn(move || beat(&state, &endpoint, &url, join_token.as_ref(), &flag))?;
         Ok(Heartbeat { stop })
     }
 }
 
-fn beat(state: &State, endpoint: &str, url: &str, token: &str, stop: &AtomicBool) {
+/// The bearer token of the next heartbeat: the node's own credential once it has one, the
+/// join token before.
+fn authorization(state: &State, join_token: Option<&SecretString>) -> Option<String> {
+    let own = state
+        .credentials
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|c| c.node_token.clone());
+    own.or_else(|| join_token.map(|t| t.expose_secret().to_string()))
+        .map(|t| format!("Bearer {}", t.trim()))
+}
+
+fn uses_own_credential(state: &State) -> bool {
+    state
+        .credentials
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_some_and(|c| c.node_token.is_some())
+}
+
+fn forget_own_credential(state: &State) {
+    let mut held = state.credentials.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = held.as_mut() {
+        c.node_token = None;
+    }
+    tracing::warn!("the sync service refused this node's credential; joining again with the join token");
+}
+
+/// Takes the credentials a reply brings: kept in memory and in the node store.
+fn accept(state: &State, given: NodeCredentials) {
+    let mut held = state.credentials.write().unwrap_or_else(|p| p.into_inner());
+    let merged = NodeCredentials {
+        node_token: given
+            .node_token
+            .or_else(|| held.as_ref().and_then(|c| c.node_token.clone())),
+        admin_token: given.admin_token,
+    };
+    if let Some(store) = &state.store
+        && let Err(e) = store.set_credentials(&merged)
+    {
+        tracing::error!(error = %e, "could not keep the node credentials; a restart will need the join token again");
+    }
+    *held = Some(merged);
+    tracing::info!("the sync service gave this node new credentials");
+}
+
+fn beat(state: &State, endpoint: &str, url: &str, join_token: Option<&SecretString>, stop: &AtomicBool) {
     let agent: ureq::Agent = state
         .config
         .client_tls
@@ -63,7 +123,6 @@ fn beat(state: &State, endpoint: &str, url: &str, token: &str, stop: &AtomicBool
         .http_status_as_error(false)
         .build()
         .into();
-    let authorization = format!("Bearer {token}");
     let mut interval = DEFAULT_INTERVAL;
     let mut failing = false;
     let mut last_error = String::new();
@@ -75,14 +134,20 @@ fn beat(state: &State, endpoint: &str, url: &str, token: &str, stop: &AtomicBool
             instance_id: state.instance_id.clone(),
             generation: state.table().generation,
         };
-        let outcome = agent
-            .post(endpoint)
-            .header("authorization", &authorization)
+        let bearer = authorization(state, join_token);
+        let used_own = bearer.is_some() && uses_own_credential(state);
+        let mut post = agent.post(endpoint);
+        if let Some(bearer) = bearer {
+            post = post.header("authorization", bearer);
+        }
+        let mut refused = false;
+        let outcome = post
             .send_json(&request)
             .map_err(|e| kiln_node_api::tls::describe_ureq_error(endpoint, &e))
             .and_then(|mut response| {
                 let status = response.status();
                 if !status.is_success() {
+                    refused = status.as_u16() == 401;
                     let body = response.body_mut().read_to_string().unwrap_or_default();
                     return Err(format!("HTTP {status}: {}", body.trim()));
                 }
@@ -97,6 +162,9 @@ fn beat(state: &State, endpoint: &str, url: &str, token: &str, stop: &AtomicBool
                     tracing::warn!(sync = endpoint, "the sync service answers again");
                 }
                 failing = false;
+                if let Some(credentials) = reply.credentials {
+                    accept(state, credentials);
+                }
                 if reply.heartbeat_ms > 0 {
                     interval = Duration::from_millis(reply.heartbeat_ms).clamp(MIN_INTERVAL, MAX_INTERVAL);
                 }
@@ -109,6 +177,11 @@ fn beat(state: &State, endpoint: &str, url: &str, token: &str, stop: &AtomicBool
                 }
                 failing = true;
                 last_error = error;
+                if refused && used_own {
+                    // The service revoked this node's credential (`kiln sync remove-node`):
+                    // join again with the join token, if the node has one.
+                    forget_own_credential(state);
+                }
             }
         }
         sleep_unless_stopped(interval, stop);

@@ -5,7 +5,7 @@
 //! once what it served before.
 
 use crate::catalog::Catalog;
-use kiln_node_api::{RoutingTable, is_sha256_hex};
+use kiln_node_api::{NodeCredentials, RoutingTable, is_sha256_hex};
 use std::path::{Path, PathBuf};
 
 /// Why a node store operation failed; the admin API maps the kinds to statuses.
@@ -150,6 +150,43 @@ impl NodeStore {
         })?;
         let path = self.routing_path();
         kiln_types::durable::write(&path, &json).map_err(io(format!("storing {}", path.display())))
+    }
+
+    fn credentials_path(&self) -> PathBuf {
+        self.dir.join("credentials.json")
+    }
+
+    /// The credentials the sync service gave this node when it joined, if any.
+    pub fn credentials(&self) -> Result<Option<NodeCredentials>, NodeStoreError> {
+        let path = self.credentials_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| NodeStoreError::Io {
+                    context: format!("reading {}", path.display()),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(format!("reading {}", path.display()))(e)),
+        }
+    }
+
+    /// Keeps the node's credentials (owner-only file), so a restarted node reports as
+    /// itself rather than joining again.
+    pub fn set_credentials(&self, credentials: &NodeCredentials) -> Result<(), NodeStoreError> {
+        let path = self.credentials_path();
+        let json = serde_json::to_vec(credentials).map_err(|e| NodeStoreError::Io {
+            context: "encoding the node credentials".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        kiln_types::durable::write(&path, &json).map_err(io(format!("storing {}", path.display())))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io(format!("restricting {}", path.display())))?;
+        }
+        Ok(())
     }
 }
 

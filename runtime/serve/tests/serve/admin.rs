@@ -22,7 +22,7 @@ fn admin_api_is_off_without_a_token() {
         assert_eq!(r.status, 404, "{path}");
         let error = r.json()["error"].as_str().unwrap().to_string();
         assert!(
-            error.contains("admin API is off") && error.contains("--admin-token"),
+            error.contains("admin API is off") && error.contains("--admin-token-file"),
             "{error}"
         );
     }

@@ -1,13 +1,20 @@
 //! Joining a sync service: the node announces itself with its name, URL, instance id and
-//! served generation, with the bearer token, at the interval the service asks for, and
-//! keeps serving (and retrying) while the service is down.
+//! served generation, with the join token once and then the credential the service gave
+//! it, at the interval the service asks for, and keeps serving (and retrying) while the
+//! service is down. (The real service is in tests/tests/registry_fleet.rs and the fleet tests.)
 
 use crate::*;
 use axum::http::HeaderMap;
-use kiln_node_api::{JoinReply, JoinRequest};
+use kiln_node_api::{JoinReply, JoinRequest, NodeCredentials};
 use kiln_serve::JoinConfig;
 use std::sync::Mutex;
 use std::time::Instant;
+
+/// The join token the node starts with, the credential the service gives it, and the admin
+/// token the service will present.
+const JOIN_TOKEN: &str = "kiln_join-token-for-the-test";
+const NODE_TOKEN: &str = "kiln_node-credential-for-the-test";
+const GIVEN_ADMIN_TOKEN: &str = "kiln_adm_given-by-the-service";
 
 type Seen = Arc<Mutex<Vec<(Option<String>, JoinRequest)>>>;
 
@@ -36,8 +43,17 @@ fn fake_sync() -> FakeSync {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
                 let request: JoinRequest = serde_json::from_slice(&body).expect("a JoinRequest");
-                record.lock().unwrap().push((auth, request));
-                axum::Json(JoinReply { heartbeat_ms: 50 })
+                let mut seen = record.lock().unwrap();
+                seen.push((auth, request));
+                // The first join gets the node's credentials, as the real service does.
+                let credentials = (seen.len() == 1).then(|| NodeCredentials {
+                    node_token: Some(NODE_TOKEN.into()),
+                    admin_token: GIVEN_ADMIN_TOKEN.into(),
+                });
+                axum::Json(JoinReply {
+                    heartbeat_ms: 50,
+                    credentials,
+                })
             }
         }),
     );
@@ -59,6 +75,7 @@ fn join_config(sync_url: &str, advertise: Option<&str>) -> ServeConfig {
         join: Some(JoinConfig {
             sync_url: sync_url.to_string(),
             advertise_url: advertise.map(str::to_string),
+            join_token: Some(JOIN_TOKEN.to_string().into()),
         }),
         ..admin_config()
     }
@@ -77,8 +94,45 @@ fn join_heartbeats_announce_the_node_with_the_token_at_the_requested_interval() 
     let seen = sync.seen.lock().unwrap().clone();
     let state: kiln_node_api::NodeState =
         serde_json::from_slice(&admin("GET", &server.url("/admin/v1/state"), b"").body).unwrap();
-    for (auth, request) in &seen {
-        assert_eq!(auth.as_deref(), Some(format!("Bearer {TOKEN}").as_str()));
+    // The join token once; then the node's own credential.
+    assert_eq!(
+        seen[0].0.as_deref(),
+        Some(format!("Bearer {JOIN_TOKEN}").as_str())
+    );
+    for (auth, _) in &seen[1..] {
+        assert_eq!(auth.as_deref(), Some(format!("Bearer {NODE_TOKEN}").as_str()));
+    }
+    // The admin API now takes the credential the service gave (and still the fixed one),
+    // and the credentials survive in the node store (owner-only).
+    let given = send(
+        "GET",
+        &server.url("/admin/v1/state"),
+        b"",
+        &[("authorization", format!("Bearer {GIVEN_ADMIN_TOKEN}"))],
+    );
+    assert_eq!(given.status, 200);
+    let wrong = send(
+        "GET",
+        &server.url("/admin/v1/state"),
+        b"",
+        &[("authorization", "Bearer nope".to_string())],
+    );
+    assert_eq!(wrong.status, 401);
+    let stored = std::fs::read_to_string(dir.path().join("credentials.json")).unwrap();
+    assert!(
+        stored.contains(NODE_TOKEN) && stored.contains(GIVEN_ADMIN_TOKEN),
+        "{stored}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("credentials.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "credentials readable by others: {mode:o}");
+    }
+    for (_, request) in &seen {
         assert_eq!(request.name, "edge-1");
         assert_eq!(request.url, server.base, "advertised at the bound address");
         assert_eq!(request.instance_id, state.instance_id);

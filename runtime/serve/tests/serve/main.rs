@@ -171,7 +171,7 @@ pub const TOKEN: &str = "test-admin-token";
 /// A config with the admin API on (token [`TOKEN`]).
 pub fn admin_config() -> ServeConfig {
     ServeConfig {
-        admin_token: Some(TOKEN.to_string()),
+        admin_token: Some(TOKEN.to_string().into()),
         ..ServeConfig::default()
     }
 }
