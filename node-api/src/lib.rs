@@ -42,6 +42,56 @@ pub struct RoutingTable {
     pub generation: u64,
     /// Routes by model name.
     pub models: BTreeMap<String, ModelRouting>,
+    /// The registry tokens that may name restricted versions on this node (viewer or
+    /// higher): what the sync service sends its nodes, which have no registry. Empty
+    /// everywhere else (edges get none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readers: Vec<ReaderGrant>,
+}
+
+/// A token allowed to read some models, as a node without a registry checks it: by the
+/// SHA-256 of the token (the registry keeps no more than that either).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReaderGrant {
+    /// The token's name (the identity).
+    pub name: String,
+    /// SHA-256 (hex) of the token.
+    pub token_sha256: String,
+    /// Model-name patterns it is limited to; empty = every model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+}
+
+impl ReaderGrant {
+    /// Whether the grant covers `model`.
+    pub fn covers(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|p| glob_match(p, model))
+    }
+}
+
+/// `*` matches any run of characters, `?` one; everything else itself (model-name
+/// patterns of tokens).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// How one model's traffic is split.

@@ -121,6 +121,47 @@ fn nodes_hold_their_own_credentials_and_report_only_for_themselves() {
         (Some("fleet-admin"), Some("admin"))
     );
 
+    // The tokens that may read (viewer and up, not node tokens) reach the nodes, which
+    // have no registry, by hash; a revoked one leaves with the next push.
+    let readers = |i: usize| -> Vec<String> {
+        let mut r = agent()
+            .get(fleet.node(i).url("/admin/v1/state"))
+            .header("authorization", &format!("Bearer {}", fleet.node_admin_token(i)))
+            .call()
+            .unwrap();
+        let state: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        state["routing"]["readers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|g| g["token_sha256"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let viewer = fleet.kiln(&["tokens", "create", "--name", "dashboards", "--role", "viewer"]);
+    let viewer_hash = kiln_types::digest(viewer.trim().as_bytes());
+    wait_for(
+        Duration::from_secs(30),
+        "the viewer token to reach edge-1",
+        || readers(0).contains(&viewer_hash).then_some(()),
+        || fleet.sync_log_tail(),
+    );
+    let listed = readers(0);
+    assert!(listed.contains(&kiln_types::digest(fleet.admin.as_bytes())));
+    assert!(
+        !listed.contains(&kiln_types::digest(join.trim().as_bytes())),
+        "a node token is no reader"
+    );
+    assert!(listed.iter().all(|h| !h.starts_with("kiln_")), "hashes only");
+    fleet.kiln(&["tokens", "revoke", "dashboards"]);
+    wait_for(
+        Duration::from_secs(30),
+        "the revoked token to leave edge-1",
+        || (!readers(0).contains(&viewer_hash)).then_some(()),
+        || fleet.sync_log_tail(),
+    );
+
     // Removing a node revokes its credential; it joins again with the join token and
     // gets new credentials (a node is evicted for good by revoking the join token too).
     fleet.kiln(&["sync", "remove-node", "edge-2"]);

@@ -6,7 +6,7 @@
 //! while health stays up. Before this, any client could name any loaded version and
 //! download its weights.
 
-use kiln_tests::fleet::{echo_body, echo_component};
+use kiln_tests::fleet::{echo_body, echo_component, wait_for};
 use kiln_tests::kiln_process::{KilnHome, Server, free_port};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -298,7 +298,7 @@ fn by_path_with(server: &Server, authorization: &str) -> Answer {
 }
 
 #[test]
-fn a_rolled_back_version_on_a_managed_node_is_not_forceable_even_with_a_token() {
+fn a_rolled_back_version_on_a_managed_node_opens_only_to_tokens_its_routing_lists() {
     let home = KilnHome::new();
     let admin = "node-admin-secret-for-tests";
     let addr = format!("127.0.0.1:{}", free_port());
@@ -361,13 +361,55 @@ fn a_rolled_back_version_on_a_managed_node_is_not_forceable_even_with_a_token() 
         &send(&server, "GET", "/v1/models/echo/versions/2/bundle", &[], None),
         "rolled back, bundle",
     );
-    // A managed node has no registry to check tokens against: no token opens it.
+    // A managed node has no registry: it knows the tokens the sync service lists in its
+    // routing table (by SHA-256), and none are listed yet.
     let viewer = token(&home, "viewer", "viewer", None);
     let error = refused_as_restricted(
         &by_path_with(&server, &format!("Bearer {viewer}")),
-        "rolled back, viewer token on a managed node",
+        "rolled back, viewer token not listed on the node",
     );
     assert!(error.contains("not a viewer token here"), "{error}");
+    // The next push lists it (and a grant limited to another model).
+    let scoped = token(&home, "fraud-viewer", "viewer", Some("fraud-*"));
+    let mut table = table;
+    table["generation"] = json!(4);
+    table["readers"] = json!([
+        {"name": "viewer", "token_sha256": kiln_types::digest(viewer.as_bytes())},
+        {"name": "fraud-viewer", "token_sha256": kiln_types::digest(scoped.as_bytes()), "models": ["fraud-*"]},
+    ]);
+    let status = admin_put(
+        &server,
+        "/admin/v1/routing",
+        admin,
+        "application/json",
+        table.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{}", server.log());
+    // The server caches a token's answer for up to 10 s (the refusal above included).
+    wait_for(
+        Duration::from_secs(15),
+        "the listed viewer token to open the rolled-back version",
+        || {
+            let a = by_path_with(&server, &format!("Bearer {viewer}"));
+            (a.status == 200).then_some(())
+        },
+        || server.log(),
+    );
+    assert_eq!(
+        served(
+            &by_path_with(&server, &format!("Bearer {viewer}")),
+            "listed viewer"
+        ),
+        "2"
+    );
+    refused_as_restricted(
+        &by_path_with(&server, &format!("Bearer {scoped}")),
+        "rolled back, a grant for other models",
+    );
+    refused_as_restricted(
+        &by_path_with(&server, "Bearer kiln_made-up"),
+        "rolled back, a made-up token",
+    );
 }
 
 #[test]

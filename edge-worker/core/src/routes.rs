@@ -107,6 +107,7 @@ mod tests {
         let table = RoutingTable {
             generation: 7,
             models: r.models.clone(),
+            readers: Vec::new(),
         };
         let json = serde_json::to_string(&table).unwrap();
         assert_eq!(Routes::parse(&json).unwrap(), r);

@@ -152,8 +152,12 @@ pub fn compute(
 ) -> Result<Desired, RegistryError> {
     let all_nodes: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     let (by_model, models) = served_models(registry, &all_nodes, rollouts)?;
+    // The tokens nodes accept for restricted versions are part of what nodes serve: a
+    // token created, revoked or expired moves the generation, and every node gets the
+    // new list with its next push.
+    let readers = registry.reader_grants()?;
     let hash = {
-        let text = serde_json::to_string(&models.iter().collect::<Vec<_>>()).unwrap_or_default();
+        let text = serde_json::to_string(&(models.iter().collect::<Vec<_>>(), &readers)).unwrap_or_default();
         kiln_types::digest(text.as_bytes())
     };
     let generation = registry.routing_generation_for(&hash)?;
@@ -165,6 +169,7 @@ pub fn compute(
                 RoutingTable {
                     generation,
                     models: BTreeMap::new(),
+                    readers: readers.clone(),
                 },
             )
         })

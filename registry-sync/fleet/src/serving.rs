@@ -93,6 +93,8 @@ pub fn edge_table(registry: &Registry) -> Result<RoutingTable, RegistryError> {
             .into_iter()
             .map(|(name, (routing, _))| (name, routing))
             .collect(),
+        // Edges check no tokens: no grant goes to them.
+        readers: Vec::new(),
     };
     for (name, versions) in &by_version {
         if table.models.contains_key(name) {

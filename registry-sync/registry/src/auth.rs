@@ -17,7 +17,6 @@ use std::str::FromStr;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::audit;
 use crate::error::RegistryError;
@@ -231,29 +230,7 @@ pub fn os_user() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// `*` matches any run of characters, `?` one; everything else itself.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
+pub use kiln_node_api::glob_match;
 
 /// A token as listed: everything but the secret, which is never stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,7 +302,7 @@ pub struct NewToken {
 
 /// The SHA-256 (hex) a token is stored and looked up by.
 pub fn token_hash(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    kiln_types::digest(secret.as_bytes())
 }
 
 fn new_secret() -> Result<String, RegistryError> {
@@ -532,6 +509,26 @@ impl Registry {
             params![name, unix_now() as i64],
             |row| row.get(0),
         )?)
+    }
+
+    /// The live tokens that may read (viewer or higher), by hash, for fleet nodes.
+    pub fn reader_grants(&self) -> Result<Vec<kiln_node_api::ReaderGrant>, RegistryError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT name, hash, models FROM tokens
+             WHERE revoked_at IS NULL AND (expires_unix IS NULL OR expires_unix > ?1)
+               AND role IN ('viewer','deployer','maintainer','admin')
+             ORDER BY name",
+        )?;
+        let rows = stmt.query_map([unix_now() as i64], |row| {
+            let models: String = row.get(2)?;
+            Ok(kiln_node_api::ReaderGrant {
+                name: row.get(0)?,
+                token_sha256: row.get(1)?,
+                models: serde_json::from_str(&models).unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Whether any live token exists (a server with none cannot be used: it says how to

@@ -32,7 +32,13 @@ impl<E: Into<ApiError>> From<E> for HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        to_axum(kiln_api::Response::from(self.0))
+        let mut error = self.0;
+        // Internal failures (the node store, the playground's files) name paths: those go
+        // to the log, the answer names a reference.
+        if error.status == 500 && error.kind == Some("host_error") {
+            error.message = crate::redact::internal_message("the server failed", &error.message);
+        }
+        to_axum(kiln_api::Response::from(error))
     }
 }
 

@@ -162,7 +162,14 @@ pub(crate) fn failure(e: &HostError) -> Failure {
         HostError::Model(_) => FailureKind::Model,
         HostError::Host(_) => FailureKind::Host,
     };
-    Failure::new(kind, e.to_string())
+    let message = match e {
+        // The host's own failures can name files and caches: those details go to the log.
+        HostError::Host(_) => {
+            crate::redact::internal_message("the host failed to run the model", &e.to_string())
+        }
+        other => other.to_string(),
+    };
+    Failure::new(kind, message)
 }
 
 /// Runs one call on tokio's blocking pool.

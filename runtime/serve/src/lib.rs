@@ -16,6 +16,7 @@ mod inference;
 pub mod metrics;
 pub mod node;
 pub mod prediction_cache;
+mod redact;
 mod reload;
 mod server;
 mod shadow;

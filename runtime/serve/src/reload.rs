@@ -206,6 +206,7 @@ pub(crate) fn rebuild(
         Table {
             generation: routing.generation,
             models,
+            readers: routing.readers.clone(),
         },
         report,
     ))

@@ -76,6 +76,8 @@ pub struct Table {
     pub generation: u64,
     /// Routes by model name.
     pub models: BTreeMap<String, ModelRoutes>,
+    /// The tokens a managed node accepts for restricted versions (from its routing table).
+    pub readers: Vec<kiln_node_api::ReaderGrant>,
 }
 
 impl Table {
@@ -109,6 +111,7 @@ impl Table {
                 .iter()
                 .map(|(name, r)| (name.clone(), r.routing.clone()))
                 .collect(),
+            readers: self.readers.clone(),
         }
     }
 }

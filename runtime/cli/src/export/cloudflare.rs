@@ -132,6 +132,7 @@ pub fn export(registry: &Registry, out: &Path) -> anyhow::Result<Exported> {
         serde_json::to_string(&RoutingTable {
             generation: table.generation,
             models: table.models.clone(),
+            readers: Vec::new(),
         })?
     };
     let new_toml = with_vars(&toml_text, &models_var, &routes_var)

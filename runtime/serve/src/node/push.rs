@@ -126,6 +126,7 @@ pub(crate) async fn push(state: &Arc<State>, pushed: RoutingTable) -> Result<Adm
             Table {
                 generation: table.generation,
                 models,
+                readers: table.readers.clone(),
             },
             report,
         ))

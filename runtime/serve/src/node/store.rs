@@ -7,6 +7,7 @@
 use crate::catalog::Catalog;
 use kiln_node_api::{NodeCredentials, RoutingTable, is_sha256_hex};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Why a node store operation failed; the admin API maps the kinds to statuses.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +206,29 @@ impl Catalog for NodeStore {
 
     fn stored_digests(&self) -> anyhow::Result<Vec<String>> {
         Ok(self.digests()?)
+    }
+
+    /// A token the sync service listed in this node's routing table (by its SHA-256).
+    fn authenticate(&self, token: &str) -> anyhow::Result<Option<Arc<dyn kiln_api::Reader>>> {
+        let hash = kiln_types::digest(token.trim().as_bytes());
+        Ok(NodeStore::routing(self)?
+            .readers
+            .into_iter()
+            .find(|g| kiln_node_api::tokens_match(&g.token_sha256, &hash))
+            .map(|g| Arc::new(GrantReader(g)) as Arc<dyn kiln_api::Reader>))
+    }
+}
+
+/// A reader grant of the routing table, as the inference port sees it.
+struct GrantReader(kiln_node_api::ReaderGrant);
+
+impl kiln_api::Reader for GrantReader {
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    fn may_read(&self, model: &str) -> bool {
+        self.0.covers(model)
     }
 }
 

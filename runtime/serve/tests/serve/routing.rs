@@ -27,6 +27,7 @@ pub fn table(generation: u64, models: Vec<(&str, Vec<VersionRoute>, Option<Versi
             .into_iter()
             .map(|(name, versions, shadow)| (name.to_string(), ModelRouting { versions, shadow }))
             .collect(),
+        readers: Vec::new(),
     }
 }
 
