@@ -400,9 +400,17 @@ fn worker_routes_split_traffic_by_weight_and_keep_sticky_keys() {
         versions_seen(&worker, 20, None).iter().all(|v| v == "2"),
         "0/100 must all go to version 2"
     );
-    // A version with weight 0 still answers when asked for by name.
+    // A version with weight 0 is loaded but restricted, and a Worker takes no tokens:
+    // naming it is refused (403), as on every host.
     let r = worker.post(
         "/v2/models/house_price_forest/versions/1/infer",
+        &String::from_utf8(request_json("house_price_forest")).unwrap_or_default(),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["kind"], "restricted_version", "{}", r.body);
+    // The version with the traffic may be named.
+    let r = worker.post(
+        "/v2/models/house_price_forest/versions/2/infer",
         &String::from_utf8(request_json("house_price_forest")).unwrap_or_default(),
     );
     assert_eq!(r.status, 200, "{}", r.body);
