@@ -334,3 +334,75 @@ fn playground_page_buttons_load_a_version_and_show_matching_answers() {
         );
     }
 }
+
+/// The playground and a restricted (Staging) version: without a token the page refuses it
+/// and says why; with a viewer token typed into its field (kept in sessionStorage) it
+/// loads the bundle and the server answers the forced version; a token limited to another
+/// model is refused by the server.
+#[test]
+fn the_playground_needs_a_viewer_token_for_a_restricted_version() {
+    web_package::package_dir();
+    let home = KilnHome::new();
+    let v = home.register_example("mlp", "mlp");
+    home.run(&["models", "promote", "mlp", &v.to_string(), "Staging"]);
+    let viewer = kiln_tests::fleet::make_token(&home, "browser-viewer", "viewer");
+    let server = home.serve("serve", &["--cache", "off"]);
+    let browser = open_playground(&server);
+    let listed = browser.eval(
+        "return playground.state.list.models.find((m) => m.name === 'mlp').versions[0];",
+        Value::Null,
+    );
+    assert_eq!(listed["open"], false, "Staging is restricted: {listed}");
+    let cell = browser.eval(
+        "return document.querySelector('#versions tbody tr').textContent;",
+        Value::Null,
+    );
+    assert!(
+        cell.as_str().unwrap_or_default().contains("viewer token"),
+        "{cell}"
+    );
+
+    let refused = browser.run("return await playground.load('mlp', args.v);", json!({"v": v}));
+    let why = refused.expect_err("a restricted version loads only with a token");
+    assert!(
+        why.contains("restricted") && why.contains("viewer token"),
+        "{why}"
+    );
+
+    let set_token = "const f = document.getElementById('token'); f.value = args.t; \
+                     f.dispatchEvent(new Event('input')); return sessionStorage.getItem('kiln-token');";
+    let stored = browser.eval(set_token, json!({"t": viewer}));
+    assert_eq!(stored, viewer.as_str(), "the token is kept in the tab");
+    let info = browser.eval("return await playground.load('mlp', args.v);", json!({"v": v}));
+    assert_eq!(info["version"], json!(v), "{info}");
+    let body = String::from_utf8(request_json("mlp")).unwrap();
+    let both = browser.eval(
+        "return await playground.predictBoth('infer', args.body);",
+        json!({"body": body}),
+    );
+    assert_eq!(both["server"]["status"], 200, "{both}");
+    assert_outputs_match_onnxruntime(
+        "mlp (server, viewer token)",
+        &both["server"]["body"]["outputs"],
+        "mlp",
+    );
+
+    // A token limited to another model: the page sends it, the server refuses it.
+    let other = home.run(&[
+        "tokens",
+        "create",
+        "--name",
+        "fraud-only",
+        "--role",
+        "viewer",
+        "--model",
+        "fraud-*",
+    ]);
+    browser.eval(set_token, json!({"t": other.trim()}));
+    let answer = browser.eval(
+        "return await playground.onServer('mlp', args.v, 'infer', args.body);",
+        json!({"v": v, "body": body}),
+    );
+    assert_eq!(answer["status"], 403, "{answer}");
+    assert_eq!(answer["body"]["kind"], "restricted_version", "{answer}");
+}

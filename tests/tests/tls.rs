@@ -133,6 +133,42 @@ fn wait_https_ready(server: &Server, url: &str, tls_args: &[&str]) {
     );
 }
 
+/// `kiln sync run` on `addr` for `registry`, quick to converge, with `extra` flags.
+fn spawn_sync(registry: &KilnHome, addr: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "sync",
+        "run",
+        "--listen",
+        addr,
+        "--check-interval",
+        "200ms",
+        "--backoff-max",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    registry.spawn(&args, addr)
+}
+
+/// A managed node `edge-1` on `addr` joining `sync_url` with the join token in the file
+/// `join_token`, with `extra` flags.
+fn spawn_node(home: &KilnHome, addr: &str, sync_url: &str, join_token: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        addr,
+        "--join",
+        sync_url,
+        "--join-token-file",
+        join_token,
+        "--node-name",
+        "edge-1",
+        "--cache",
+        "off",
+    ];
+    args.extend_from_slice(extra);
+    home.spawn(&args, addr)
+}
+
 /// A registry home serving house-price version 1 in Production.
 fn home_with_house_price() -> KilnHome {
     let home = KilnHome::new();
@@ -261,16 +297,10 @@ fn a_managed_node_and_the_sync_service_speak_mutual_tls() {
         pki.arg("sync-client.pem"),
         pki.arg("sync-client.key"),
     );
-    let sync = registry.spawn(
+    let sync = spawn_sync(
+        &registry,
+        &sync_addr,
         &[
-            "sync",
-            "run",
-            "--listen",
-            &sync_addr,
-            "--check-interval",
-            "200ms",
-            "--backoff-max",
-            "1s",
             "--tls-cert",
             &sync_cert,
             "--tls-key",
@@ -284,7 +314,6 @@ fn a_managed_node_and_the_sync_service_speak_mutual_tls() {
             "--client-key",
             &sync_client_key,
         ],
-        &sync_addr,
     );
     let sync_url = format!("https://{sync_addr}");
     let (node_client_cert, node_client_key) = (pki.arg("node-client.pem"), pki.arg("node-client.key"));
@@ -305,19 +334,12 @@ fn a_managed_node_and_the_sync_service_speak_mutual_tls() {
 
     // The node: HTTPS requiring the sync service's certificate, joining over HTTPS with its own.
     let (node_cert, node_key) = (pki.arg("node.pem"), pki.arg("node.key"));
-    let node = node_home.spawn(
+    let node = spawn_node(
+        &node_home,
+        &node_addr,
+        &sync_url,
+        &join_token,
         &[
-            "serve",
-            "--listen",
-            &node_addr,
-            "--join",
-            &sync_url,
-            "--join-token-file",
-            &join_token,
-            "--node-name",
-            "edge-1",
-            "--cache",
-            "off",
             "--tls-cert",
             &node_cert,
             "--tls-key",
@@ -331,7 +353,6 @@ fn a_managed_node_and_the_sync_service_speak_mutual_tls() {
             "--client-key",
             &node_client_key,
         ],
-        &node_addr,
     );
     let node_url = format!("https://{node_addr}");
     let with_sync_cert = [
@@ -451,16 +472,10 @@ fn the_sync_service_and_a_node_given_the_wrong_ca_say_so() {
     let sync_url = format!("https://{sync_addr}");
     // The sync service serves HTTPS but trusts the wrong CA for its calls to nodes.
     let (sync_cert, sync_key) = (pki.arg("sync.pem"), pki.arg("sync.key"));
-    let sync = registry.spawn(
+    let sync = spawn_sync(
+        &registry,
+        &sync_addr,
         &[
-            "sync",
-            "run",
-            "--listen",
-            &sync_addr,
-            "--check-interval",
-            "200ms",
-            "--backoff-max",
-            "1s",
             "--tls-cert",
             &sync_cert,
             "--tls-key",
@@ -468,31 +483,17 @@ fn the_sync_service_and_a_node_given_the_wrong_ca_say_so() {
             "--ca-file",
             &wrong,
         ],
-        &sync_addr,
     );
     wait_https_ready(&sync, &format!("{sync_url}/metrics"), &["--cacert", &ca]);
     // The node serves HTTPS and joins the sync service without --ca-file: the system's
     // roots do not hold the test CA.
     let (node_cert, node_key) = (pki.arg("node.pem"), pki.arg("node.key"));
-    let node = node_home.spawn(
-        &[
-            "serve",
-            "--listen",
-            &node_addr,
-            "--join",
-            &sync_url,
-            "--join-token-file",
-            &join_token,
-            "--node-name",
-            "edge-1",
-            "--cache",
-            "off",
-            "--tls-cert",
-            &node_cert,
-            "--tls-key",
-            &node_key,
-        ],
+    let node = spawn_node(
+        &node_home,
         &node_addr,
+        &sync_url,
+        &join_token,
+        &["--tls-cert", &node_cert, "--tls-key", &node_key],
     );
 
     let expected_sync = format!(
