@@ -65,8 +65,13 @@ pub struct ReaderGrant {
 impl ReaderGrant {
     /// Whether the grant covers `model`.
     pub fn covers(&self, model: &str) -> bool {
-        self.models.is_empty() || self.models.iter().any(|p| glob_match(p, model))
+        patterns_cover(&self.models, model)
     }
+}
+
+/// Whether a token's model patterns cover `model`: no pattern means every model.
+pub fn patterns_cover(patterns: &[String], model: &str) -> bool {
+    patterns.is_empty() || patterns.iter().any(|p| glob_match(p, model))
 }
 
 /// `*` matches any run of characters, `?` one; everything else itself (model-name
@@ -188,7 +193,9 @@ impl RoutingTable {
 
 /// The token of an `Authorization: Bearer <token>` header value, if it is one.
 pub fn bearer_token(authorization: &str) -> Option<&str> {
-    authorization.strip_prefix("Bearer ").map(str::trim)
+    // The scheme is case-insensitive (RFC 9110, 11.1).
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Whether a presented fleet token equals the expected one, in time that depends on

@@ -191,7 +191,7 @@ impl Identity {
 
     /// Whether this identity may see or act on `model` at all.
     pub fn covers(&self, model: &str) -> bool {
-        self.models.is_empty() || self.models.iter().any(|p| glob_match(p, model))
+        kiln_node_api::patterns_cover(&self.models, model)
     }
 
     /// Allows `action` on `model` (`None`: an operation not about one model, such as
@@ -305,11 +305,13 @@ pub fn token_hash(secret: &str) -> String {
     kiln_types::digest(secret.as_bytes())
 }
 
-fn new_secret() -> Result<String, RegistryError> {
+/// A new secret: `prefix` and 256 bits from the OS random source, as hex. Registry tokens
+/// use [`TOKEN_PREFIX`]; the sync service's per-node admin credentials use their own.
+pub fn random_secret(prefix: &str) -> Result<String, RegistryError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .map_err(|e| RegistryError::Storage(anyhow::anyhow!("the system's random source failed: {e}")))?;
-    Ok(format!("{TOKEN_PREFIX}{}", hex::encode(bytes)))
+    Ok(format!("{prefix}{}", hex::encode(bytes)))
 }
 
 fn validate_token_name(name: &str) -> Result<(), RegistryError> {
@@ -341,6 +343,10 @@ fn validate_pattern(pattern: &str) -> Result<(), RegistryError> {
     }
 }
 
+/// The live (not revoked, not expired at `?1`) tokens of a role that may read.
+const LIVE_READERS: &str = "revoked_at IS NULL AND (expires_unix IS NULL OR expires_unix > ?1) \
+     AND role IN ('viewer','deployer','maintainer','admin')";
+
 const TOKEN_COLUMNS: &str =
     "name, role, models, prefix, created_at, created_by, expires_at, revoked_at, last_used_at, expires_unix";
 
@@ -371,7 +377,7 @@ impl Registry {
         for p in &new.models {
             validate_pattern(p)?;
         }
-        let secret = new_secret()?;
+        let secret = random_secret(TOKEN_PREFIX)?;
         let now = unix_now() as u64;
         let expires_unix = new.expires_in_secs.map(|s| now.saturating_add(s));
         let info = TokenInfo {
@@ -514,12 +520,9 @@ impl Registry {
     /// The live tokens that may read (viewer or higher), by hash, for fleet nodes.
     pub fn reader_grants(&self) -> Result<Vec<kiln_node_api::ReaderGrant>, RegistryError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT name, hash, models FROM tokens
-             WHERE revoked_at IS NULL AND (expires_unix IS NULL OR expires_unix > ?1)
-               AND role IN ('viewer','deployer','maintainer','admin')
-             ORDER BY name",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT name, hash, models FROM tokens WHERE {LIVE_READERS} ORDER BY name"
+        ))?;
         let rows = stmt.query_map([unix_now() as i64], |row| {
             let models: String = row.get(2)?;
             Ok(kiln_node_api::ReaderGrant {
@@ -529,6 +532,17 @@ impl Registry {
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// How many live reader tokens there are now: it drops when one expires, which no
+    /// audit entry records, so the sync service watches it to push the shorter list.
+    pub fn live_reader_count(&self) -> Result<u64, RegistryError> {
+        let conn = self.lock();
+        Ok(conn.query_row(
+            &format!("SELECT COUNT(*) FROM tokens WHERE {LIVE_READERS}"),
+            [unix_now() as i64],
+            |row| row.get(0),
+        )?)
     }
 
     /// Whether any live token exists (a server with none cannot be used: it says how to
@@ -715,5 +729,27 @@ mod tests {
         assert!(registry.remove_node("edge-1", "local:me").unwrap());
         assert!(!registry.live_token("node:edge-1").unwrap());
         assert!(registry.authenticate(&issued.secret).unwrap().is_none());
+    }
+
+    #[test]
+    fn reader_grants_hold_live_readers_only() {
+        let (_dir, registry) = crate::testing::open();
+        let new = |name: &str, role, expires_in_secs| NewToken {
+            name: name.into(),
+            role,
+            models: vec![],
+            expires_in_secs,
+        };
+        let viewer = registry.create_token(&new("v", Role::Viewer, None), "t").unwrap();
+        registry.create_token(&new("n", Role::Node, None), "t").unwrap();
+        registry
+            .create_token(&new("gone", Role::Admin, Some(0)), "t")
+            .unwrap();
+        let grants = registry.reader_grants().unwrap();
+        assert_eq!(grants.len(), 1, "{grants:?}");
+        assert_eq!(grants[0].token_sha256, token_hash(&viewer.secret));
+        assert_eq!(registry.live_reader_count().unwrap(), 1);
+        registry.revoke_token("v", "t").unwrap();
+        assert_eq!(registry.live_reader_count().unwrap(), 0);
     }
 }

@@ -131,9 +131,7 @@ fn rand_u64() -> u64 {
 
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    kiln_node_api::bearer_token(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 /// The identity a request's token names, or 401.

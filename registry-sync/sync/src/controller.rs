@@ -80,9 +80,11 @@ impl Controller {
     }
 }
 
-/// A fingerprint of everything the desired state is computed from.
-fn desired_inputs(generation: u64, nodes: &[NodeRecord], rollouts: &[Rollout]) -> String {
-    let mut key = generation.to_string();
+/// A fingerprint of everything the desired state is computed from: the registry's
+/// generation (every audited change, token creations and revocations included), the live
+/// reader tokens (a token's expiry is audited nowhere), the nodes and the rollouts.
+fn desired_inputs(generation: u64, readers: u64, nodes: &[NodeRecord], rollouts: &[Rollout]) -> String {
+    let mut key = format!("{generation}/{readers}");
     for n in nodes {
         key.push_str(&format!("|{}@{}", n.name, n.url));
     }
@@ -99,7 +101,12 @@ fn publish_desired(
     nodes: &[NodeRecord],
     rollouts: &[Rollout],
 ) -> anyhow::Result<()> {
-    let key = desired_inputs(shared.registry.generation()?, nodes, rollouts);
+    let key = desired_inputs(
+        shared.registry.generation()?,
+        shared.registry.live_reader_count()?,
+        nodes,
+        rollouts,
+    );
     if state.desired_inputs.as_deref() == Some(key.as_str()) {
         return Ok(());
     }

@@ -509,9 +509,7 @@ impl Shared {
 
     /// Makes a new admin credential for `node`, remembers it and returns it (to send once).
     pub fn new_credential(&self, node: &str) -> anyhow::Result<String> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("the system's random source failed: {e}"))?;
-        let token = format!("kiln_adm_{}", hex::encode(bytes));
+        let token = kiln_registry::auth::random_secret("kiln_adm_")?;
         self.credentials
             .lock()
             .unwrap_or_else(|p| p.into_inner())

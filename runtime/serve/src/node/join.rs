@@ -35,13 +35,7 @@ impl Heartbeat {
     /// Starts heartbeats for a node bound at `addr`. Blocking HTTP on its own thread:
     /// one small request a second does not deserve an async client.
     pub(crate) fn start(state: Arc<State>, join: &JoinConfig, addr: SocketAddr) -> anyhow::Result<Heartbeat> {
-        let has_credential = state
-            .credentials
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(|c| c.node_token.is_some());
-        if !has_credential && join.join_token.is_none() && state.store.is_some() {
+        if !uses_own_credential(&state) && join.join_token.is_none() && state.store.is_some() {
             tracing::warn!(
                 "joining without a join token (--join-token-file): only a sync service started with --insecure-no-auth lets this node in"
             );
