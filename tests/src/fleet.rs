@@ -17,6 +17,13 @@ pub fn make_token(home: &KilnHome, name: &str, role: &str) -> String {
     token
 }
 
+/// A file in `home` holding a new join token (role `node`) named `name`.
+pub fn join_token_file(home: &KilnHome, name: &str) -> std::path::PathBuf {
+    let path = home.path().join(format!("{name}.token"));
+    std::fs::write(&path, make_token(home, name, "node")).expect("writing the join token");
+    path
+}
+
 /// One edge node.
 pub struct Node {
     pub name: String,
@@ -65,9 +72,7 @@ impl Fleet {
     pub fn start(n: usize, sync_args: &[&str]) -> Fleet {
         let registry = KilnHome::new();
         let admin = make_token(&registry, "fleet-admin", "admin");
-        let join_token = registry.path().join("join.token");
-        std::fs::write(&join_token, make_token(&registry, "fleet-join", "node"))
-            .expect("writing the join token");
+        let join_token = join_token_file(&registry, "fleet-join");
         let mut fleet = Fleet {
             registry,
             sync_addr: format!("127.0.0.1:{}", free_port()),

@@ -277,13 +277,9 @@ fn kiln_serve_over_https_answers_curl_and_python_with_the_ca_and_refuses_a_wrong
 fn a_managed_node_and_the_sync_service_speak_mutual_tls() {
     let pki = Pki::new(&["sync", "node"], &["sync-client", "node-client"]);
     let registry = home_with_house_price();
-    let join_token = registry.path().join("join.token");
-    std::fs::write(
-        &join_token,
-        kiln_tests::fleet::make_token(&registry, "tls-join", "node"),
-    )
-    .unwrap();
-    let join_token = join_token.display().to_string();
+    let join_token = kiln_tests::fleet::join_token_file(&registry, "tls-join")
+        .display()
+        .to_string();
     let node_home = KilnHome::new();
     let sync_addr = format!("127.0.0.1:{}", free_port());
     let node_addr = format!("127.0.0.1:{}", free_port());
@@ -455,13 +451,9 @@ fn a_managed_node_and_the_sync_service_speak_mutual_tls() {
 fn the_sync_service_and_a_node_given_the_wrong_ca_say_so() {
     let pki = Pki::new(&["sync", "node"], &[]);
     let registry = home_with_house_price();
-    let join_token = registry.path().join("join.token");
-    std::fs::write(
-        &join_token,
-        kiln_tests::fleet::make_token(&registry, "tls-join", "node"),
-    )
-    .unwrap();
-    let join_token = join_token.display().to_string();
+    let join_token = kiln_tests::fleet::join_token_file(&registry, "tls-join")
+        .display()
+        .to_string();
     let node_home = KilnHome::new();
     let sync_addr = format!("127.0.0.1:{}", free_port());
     let node_addr = format!("127.0.0.1:{}", free_port());

@@ -57,17 +57,21 @@ fn respond(refusal: Refusal) -> Response {
 
 /// The identity behind a request's bearer token, or why there is none.
 fn identity(shared: &Shared, headers: &HeaderMap) -> Result<Option<Identity>, Refusal> {
-    let Some(token) = kiln_registry_server::bearer(headers) else {
+    if kiln_registry_server::bearer(headers).is_none() {
         return Ok(None);
-    };
-    match shared.registry.authenticate(token) {
-        Ok(Some(id)) => Ok(Some(id)),
-        Ok(None) => Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "the token is unknown, expired or revoked",
-        )),
-        Err(e) => Err(registry_refusal(e)),
     }
+    kiln_registry_server::authenticate(&shared.registry, headers)
+        .map(Some)
+        .map_err(|e| match e {
+            kiln_registry_server::ApiError::Unauthenticated(m) => refuse(StatusCode::UNAUTHORIZED, m),
+            other => {
+                tracing::error!(error = %other, "checking a token");
+                refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the sync service failed to check the token (see its log)",
+                )
+            }
+        })
 }
 
 /// Admits a join or heartbeat: with a join token (a `node`-role token) a node joins once
