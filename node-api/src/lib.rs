@@ -273,6 +273,11 @@ pub struct VersionStats {
     pub server_errors: u64,
     /// Requests refused with a 4xx (bad input; not the version's fault).
     pub client_errors: u64,
+    /// Requests shed with a 503 `overloaded` because the node or the model's bulkhead
+    /// was full: counted in `requests`, in neither error count (capacity, not the
+    /// version's fault).
+    #[serde(default)]
+    pub overloaded: u64,
     /// Latency of the requests, in seconds.
     pub latency: Histogram,
 }
@@ -290,6 +295,7 @@ impl VersionStats {
             requests: self.requests - earlier.requests,
             server_errors: self.server_errors.saturating_sub(earlier.server_errors),
             client_errors: self.client_errors.saturating_sub(earlier.client_errors),
+            overloaded: self.overloaded.saturating_sub(earlier.overloaded),
             latency: self.latency.since(&earlier.latency),
         }
     }
@@ -299,6 +305,7 @@ impl VersionStats {
         self.requests += other.requests;
         self.server_errors += other.server_errors;
         self.client_errors += other.client_errors;
+        self.overloaded += other.overloaded;
         self.latency.add(&other.latency);
     }
 }

@@ -241,6 +241,7 @@ mod tests {
             requests,
             server_errors: errors,
             client_errors: 0,
+            overloaded: 0,
             latency: Histogram {
                 bounds: vec![0.001, 0.01],
                 counts: vec![requests, requests],
