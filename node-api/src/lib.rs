@@ -3,13 +3,15 @@
 //! on the same version on every node, and on the edge workers too).
 //!
 //! Nothing here does I/O: these are the JSON shapes of the node admin API and the sync
-//! service's join API, plus the pure functions both sides need, and the circuit breaker
-//! both use in front of the peers they call ([`breaker`]). The one exception is behind the
+//! service's join API, plus the pure functions both sides need, the circuit breaker
+//! both use in front of the peers they call ([`breaker`]) and the retry policy of every
+//! Kiln client ([`retry`]). The one exception is behind the
 //! `tls` cargo feature (off by default, so the wasm32 edges never link it): `tls`, the
 //! rustls setup every Kiln server and client shares.
 
 pub mod breaker;
 pub mod histogram;
+pub mod retry;
 pub mod routing;
 #[cfg(feature = "tls")]
 pub mod tls;
