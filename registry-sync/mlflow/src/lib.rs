@@ -30,6 +30,7 @@ pub use client::{
     CALL_TIMEOUT, CONNECT_TIMEOUT, DOWNLOAD_TIMEOUT, MlflowClient, MlflowError, MlflowVersion,
     RegisteredModel, Run,
 };
+pub use onnx_external::inline_external_data;
 pub use source::{
     ImportOutcome, MlflowChange, MlflowSource, MlflowSourceConfig, TAG_MODEL, TAG_RUN_ID, TAG_SOURCE,
     TAG_VERSION, Watch,

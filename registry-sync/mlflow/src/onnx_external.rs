@@ -56,7 +56,7 @@ const MAX_DEPTH: usize = 64;
 /// Returns `onnx` with every external tensor's bytes inlined, or `None` when it has none.
 /// `load` reads a side file by its `location` (relative to the model, already checked
 /// to stay inside the model's directory); each file is read once.
-pub(crate) fn inline_external_data(
+pub fn inline_external_data(
     onnx: &[u8],
     load: &mut dyn FnMut(&str) -> anyhow::Result<Vec<u8>>,
 ) -> anyhow::Result<Option<Vec<u8>>> {
