@@ -183,7 +183,14 @@ impl MlflowClient {
         Ok(answer.files)
     }
 
+    /// Downloads with retries (the file is rewritten from the start on each attempt).
     pub(crate) fn download_proxied(&self, path: &str, dest: &Path) -> Result<u64, MlflowError> {
+        self.guarded("mlflow-artifacts download", || {
+            self.download_proxied_once(path, dest)
+        })
+    }
+
+    fn download_proxied_once(&self, path: &str, dest: &Path) -> Result<u64, MlflowError> {
         const CALL: &str = "mlflow-artifacts download";
         let url = format!(
             "{}/api/2.0/mlflow-artifacts/artifacts/{}",
@@ -202,10 +209,14 @@ impl MlflowClient {
                 error,
             })?;
         let status = response.status().as_u16();
+        let retry_after = super::client::retry_after(&response);
         let mut body = response.into_body();
         if status != 200 {
             let text = body.read_to_string().unwrap_or_default();
-            return Err(api_error(CALL, &url, status, &text));
+            return Err(super::client::with_retry_after(
+                api_error(CALL, &url, status, &text),
+                retry_after,
+            ));
         }
         let io = |error| MlflowError::Io {
             path: dest.to_path_buf(),

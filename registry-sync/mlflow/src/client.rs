@@ -1,11 +1,20 @@
 //! A blocking client for the parts of MLflow's REST API 2.0 that Kiln imports from: the
 //! model registry, runs (for lineage) and the tracking server's artifact proxy.
+//!
+//! Every call is a GET, so every call is safe to repeat: a transport failure, a 5xx, a
+//! 408 or a 429 (after its `Retry-After`, up to 4 s) is retried under [`MLFLOW_RETRY`].
+//! Calls go through the tracking server's circuit breaker ([`MLFLOW_BREAKER`]): after
+//! five calls that failed that way in a row, calls fail at once with
+//! [`MlflowError::Unavailable`] until the cool-down is over and a probe call succeeds.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
+use kiln_node_api::breaker::BreakerPolicy;
+use kiln_node_api::retry::{Event, Failure, Refused, RetryPolicy, Target, ThreadPause};
 use kiln_node_api::tls::ClientTls;
 use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
@@ -19,6 +28,21 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// MLflow's largest accepted `max_results` for `registered-models/search`.
 const SEARCH_PAGE_SIZE: &str = "1000";
+/// Retries of one call: four attempts, 250 ms, 500 ms, 1 s apart at most (full jitter).
+pub const MLFLOW_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 4,
+    base_delay: Duration::from_millis(250),
+    max_delay: Duration::from_secs(4),
+};
+/// The tracking server's breaker: open after five failed calls in a row, for 5 s,
+/// doubling after each failed probe up to a minute.
+pub const MLFLOW_BREAKER: BreakerPolicy = BreakerPolicy {
+    failure_threshold: 5,
+    initial_cooldown: Duration::from_secs(5),
+    max_cooldown: Duration::from_secs(60),
+};
+/// The tracking server's name in status reports and metrics.
+pub const TARGET: &str = "mlflow";
 
 /// What went wrong talking to MLflow. Callers match on it to decide whether to retry
 /// ([`MlflowError::is_transient`]) or to treat a missing object as absent
@@ -43,7 +67,16 @@ pub enum MlflowError {
         status: u16,
         error_code: String,
         message: String,
+        /// The answer's `Retry-After` (429, 503), if any.
+        retry_after: Option<Duration>,
     },
+    /// The tracking server's circuit breaker is open after repeated failures: the call was
+    /// not made.
+    #[error(
+        "MLflow {call} not attempted: the tracking server failed repeatedly and is given {}s to recover (circuit breaker open)",
+        retry_in.as_secs().max(1)
+    )]
+    Unavailable { call: &'static str, retry_in: Duration },
     /// MLflow answered 200 with a body this client could not read.
     #[error("MLflow {call} ({url}) answered with an unexpected body: {detail}")]
     Decode {
@@ -90,12 +123,23 @@ impl MlflowError {
         }
     }
 
-    /// True for failures worth retrying unchanged: network, timeouts, 5xx, 429.
+    /// True for failures worth retrying unchanged: network, timeouts, 5xx, 408, 429, and
+    /// calls not made because the breaker is open.
     pub fn is_transient(&self) -> bool {
+        matches!(self, MlflowError::Unavailable { .. }) || self.failure().is_retryable()
+    }
+
+    /// The failure as the retry policy sees it.
+    fn failure(&self) -> Failure {
         match self {
-            MlflowError::Transport { .. } => true,
-            MlflowError::Api { status, .. } => *status >= 500 || *status == 429,
-            _ => false,
+            MlflowError::Transport { .. } => Failure::Transport,
+            MlflowError::Api {
+                status, retry_after, ..
+            } => Failure::Status {
+                code: *status,
+                retry_after: *retry_after,
+            },
+            _ => Failure::Permanent,
         }
     }
 }
@@ -182,6 +226,8 @@ pub struct MlflowClient {
     agent: ureq::Agent,
     authorization: Option<String>,
     pub(super) download_timeout: Duration,
+    /// The tracking server's breaker and retry counters, shared by clones.
+    target: Arc<Target>,
 }
 
 impl MlflowClient {
@@ -231,6 +277,8 @@ impl MlflowClient {
             agent,
             authorization,
             download_timeout: DOWNLOAD_TIMEOUT,
+            // A probe is one call; a download may take DOWNLOAD_TIMEOUT.
+            target: Arc::new(Target::new(TARGET, "mlflow", MLFLOW_BREAKER, DOWNLOAD_TIMEOUT)),
         })
     }
 
@@ -238,6 +286,47 @@ impl MlflowClient {
     pub fn with_download_timeout(mut self, timeout: Duration) -> MlflowClient {
         self.download_timeout = timeout;
         self
+    }
+
+    /// The tracking server as a client target: its breaker and retry counters.
+    pub fn target(&self) -> Arc<Target> {
+        self.target.clone()
+    }
+
+    /// Runs one call (`attempt`, once per attempt) behind the breaker, with retries.
+    pub(super) fn guarded<T>(
+        &self,
+        call: &'static str,
+        attempt: impl FnMut() -> Result<T, MlflowError>,
+    ) -> Result<T, MlflowError> {
+        let on_event = |event: Event<'_, MlflowError>| match event {
+            Event::Retry {
+                attempt,
+                delay,
+                error,
+            } => {
+                tracing::debug!(call, attempt, delay_ms = delay.as_millis() as u64, error = %error, "MLflow call failed; retrying")
+            }
+            Event::Opened(_) => tracing::warn!(
+                tracking_uri = %self.base,
+                "MLflow circuit breaker open: calls fail at once until its cool-down ends"
+            ),
+            Event::Closed => {
+                tracing::info!(tracking_uri = %self.base, "MLflow answers again; circuit breaker closed")
+            }
+        };
+        self.target
+            .call(
+                &MLFLOW_RETRY,
+                &mut ThreadPause,
+                MlflowError::failure,
+                on_event,
+                attempt,
+            )
+            .map_err(|refused| match refused {
+                Refused::Failed { error, .. } => error,
+                Refused::Open { retry_in } => MlflowError::Unavailable { call, retry_in },
+            })
     }
 
     /// The tracking URI this client talks to, without a trailing slash.
@@ -408,6 +497,15 @@ impl MlflowClient {
         url: &str,
         query: &[(&str, &str)],
     ) -> Result<T, MlflowError> {
+        self.guarded(call, || self.call_json_once(call, url, query))
+    }
+
+    fn call_json_once<T: DeserializeOwned>(
+        &self,
+        call: &'static str,
+        url: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, MlflowError> {
         let response = self
             .request(url, query)
             .call()
@@ -417,6 +515,7 @@ impl MlflowClient {
                 error,
             })?;
         let status = response.status().as_u16();
+        let retry_after = retry_after(&response);
         let text = response
             .into_body()
             .read_to_string()
@@ -426,7 +525,7 @@ impl MlflowClient {
                 error,
             })?;
         if status != 200 {
-            return Err(api_error(call, url, status, &text));
+            return Err(with_retry_after(api_error(call, url, status, &text), retry_after));
         }
         serde_json::from_str(&text).map_err(|e| MlflowError::Decode {
             call,
@@ -462,7 +561,22 @@ pub(super) fn api_error(call: &'static str, url: &str, status: u16, body: &str) 
         status,
         error_code,
         message,
+        retry_after: None,
     }
+}
+
+/// An answer's `Retry-After`, read now.
+pub(super) fn retry_after<B>(response: &ureq::http::Response<B>) -> Option<Duration> {
+    let value = response.headers().get("retry-after")?.to_str().ok()?;
+    kiln_node_api::retry::parse_retry_after(value, SystemTime::now())
+}
+
+/// `error` with the answer's `Retry-After`, when it is an [`MlflowError::Api`].
+pub(super) fn with_retry_after(mut error: MlflowError, after: Option<Duration>) -> MlflowError {
+    if let MlflowError::Api { retry_after, .. } = &mut error {
+        *retry_after = after;
+    }
+    error
 }
 
 pub(super) fn excerpt(text: &str) -> String {

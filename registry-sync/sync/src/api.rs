@@ -223,6 +223,7 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
         .keys()
         .map(|n| {
             let rt = runtimes.get(n).cloned().unwrap_or_default();
+            let client = shared.node_target_status(n).unwrap_or_default();
             json!({
                 "node": n,
                 "status": rt.status,
@@ -231,6 +232,8 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
                 "failing_since": rt.failing_since,
                 "failures": rt.failures,
                 "breaker": rt.breaker,
+                "retries": client.retries,
+                "breaker_retry_in_ms": client.retry_in_ms,
                 "seen_seconds_ago": rt.last_seen.map(|t| t.elapsed().as_secs_f64()),
             })
         })
@@ -238,6 +241,7 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     Json(json!({
         "generation": desired.generation,
         "nodes": nodes,
+        "clients": shared.other_target_statuses(),
         "insecure_no_auth": shared.config.insecure_no_auth,
     }))
     .into_response()

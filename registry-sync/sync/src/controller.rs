@@ -14,8 +14,8 @@ use kiln_registry::fleet::{FleetModel, NodeRecord};
 use kiln_registry::rollout::{
     FleetCounters, NodeCounters, Phase, Rollout, RolloutState, Verdict, judge, step_figures,
 };
-use serde_json::json;
 
+use crate::alert::alert;
 use crate::node_client::NodeClient;
 use crate::smoke;
 use crate::state::Shared;
@@ -299,34 +299,6 @@ fn smoke_test(shared: &Shared, r: &Rollout, nodes: &[String]) -> anyhow::Result<
         anyhow::bail!("smoke test failed on {} node(s): {first}", failures.len());
     }
     Ok(golden.len())
-}
-
-/// Tells the alert webhook (in the background; failures are logged).
-fn alert(shared: &Shared, r: &Rollout, reason: &str) {
-    let Some(url) = shared.config.alert_webhook.clone() else {
-        return;
-    };
-    let body = json!({
-        "event": "rollout.rolled_back",
-        "model": r.model,
-        "rollout": r.id,
-        "from_version": r.from_version,
-        "to_version": r.to_version,
-        "reason": reason,
-        "time": kiln_types::format::now_rfc3339(),
-    });
-    let tls = shared.config.client_tls.clone();
-    std::thread::spawn(move || {
-        let agent: ureq::Agent = tls
-            .agent_config()
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        if let Err(e) = agent.post(&url).send_json(&body) {
-            let error = kiln_node_api::tls::describe_ureq_error(&url, &e);
-            tracing::warn!(url = %url, error = %error, "alert webhook call failed");
-        }
-    });
 }
 
 fn roll_back(shared: &Shared, r: &Rollout, reason: &str) -> anyhow::Result<()> {

@@ -9,9 +9,11 @@
 //!
 //! Layers, each using only those below it: [`state`] (settings, shared state, metrics);
 //! `node_client` and `smoke` (talking to one node); `worker` (one thread per node),
-//! `controller` (the control loop and rollouts), `api` (join, status, metrics) and
+//! `controller` (the control loop and rollouts) with `alert` (the alert webhook), `api`
+//! (join, status, metrics) and
 //! [`sources`] (MLflow); `service` starts and stops them.
 
+mod alert;
 mod api;
 mod controller;
 pub mod node_client;

@@ -1,9 +1,27 @@
-//! HTTP calls from the sync service to one node's admin API and inference endpoints.
+//! HTTP calls from the sync service to one node's admin API and inference endpoints, each
+//! retried under the node's [`RetryPolicy`] when it fails in a way worth repeating
+//! (`kiln_node_api::retry`). Every call here is safe to repeat: reading the state is a
+//! GET; a component upload is keyed by its digest (a second upload of the same bytes
+//! changes nothing); a routing push carries its generation (the same table again is a
+//! no-op); a smoke request is an inference, which changes nothing on the node.
 
+use std::sync::Arc;
+
+use kiln_node_api::breaker::BreakerPolicy;
+use kiln_node_api::retry::{Event, Failure, RetryPolicy, Target, ThreadPause};
 use kiln_node_api::tls::{ClientTls, describe_ureq_error};
 use kiln_node_api::{ADMIN_PREFIX, AdminReply, NodeState, RoutingTable};
 use secrecy::{ExposeSecret, SecretString};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+/// Retries of one call to a node: three attempts, 100 ms then up to 200 ms apart (full
+/// jitter). Short: the node worker's own backoff and the node's circuit breaker handle a
+/// node that stays down.
+pub const NODE_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    base_delay: Duration::from_millis(100),
+    max_delay: Duration::from_secs(1),
+};
 
 /// A node's admin API, with the node's admin credential.
 #[derive(Clone)]
@@ -12,6 +30,9 @@ pub struct NodeClient {
     upload_agent: ureq::Agent,
     base: String,
     auth: Option<SecretString>,
+    retry: RetryPolicy,
+    /// Where retries are counted (the node's target in the service's status and metrics).
+    target: Arc<Target>,
 }
 
 fn agent(tls: &ClientTls, total: Duration) -> ureq::Agent {
@@ -21,6 +42,27 @@ fn agent(tls: &ClientTls, total: Duration) -> ureq::Agent {
         .http_status_as_error(false)
         .build()
         .into()
+}
+
+/// A failed attempt: no answer, or an answer with an unexpected status.
+enum CallError {
+    Transport(String),
+    Status {
+        code: u16,
+        retry_after: Option<String>,
+        message: String,
+    },
+}
+
+impl CallError {
+    fn failure(&self) -> Failure {
+        match self {
+            CallError::Transport(_) => Failure::Transport,
+            CallError::Status {
+                code, retry_after, ..
+            } => Failure::status(*code, retry_after.as_deref(), SystemTime::now()),
+        }
+    }
 }
 
 impl NodeClient {
@@ -33,6 +75,23 @@ impl NodeClient {
             upload_agent: agent(tls, Duration::from_secs(120)),
             base: base.trim_end_matches('/').to_string(),
             auth: token,
+            retry: NODE_RETRY,
+            // Counted nowhere visible unless the caller gives the node's own target.
+            target: Arc::new(Target::new(
+                base,
+                "node",
+                BreakerPolicy::default(),
+                Duration::ZERO,
+            )),
+        }
+    }
+
+    /// The same client retrying under `retry` and counting its retries in `target`.
+    pub fn with_retries(&self, retry: RetryPolicy, target: Arc<Target>) -> NodeClient {
+        NodeClient {
+            retry,
+            target,
+            ..self.clone()
         }
     }
 
@@ -52,55 +111,105 @@ impl NodeClient {
         }
     }
 
-    /// The JSON answer of a call, or an error naming `what`, the status and the node's
-    /// `{"error": ...}` message.
+    /// The JSON answer of a call made by `send` (once per attempt), or an error naming
+    /// `what`, the status and the node's `{"error": ...}` message.
     fn answer<T: serde::de::DeserializeOwned>(
         &self,
         what: &str,
-        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        send: impl Fn() -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
         ok: impl Fn(u16) -> bool,
     ) -> anyhow::Result<T> {
-        let mut resp =
-            sent.map_err(|e| anyhow::anyhow!("{what}: {}", describe_ureq_error(&self.base, &e)))?;
-        let status = resp.status().as_u16();
-        let body = resp.body_mut().read_to_string().unwrap_or_default();
-        if !ok(status) {
-            let message = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or_else(|| body.chars().take(300).collect());
-            anyhow::bail!("{what}: HTTP {status}: {message}");
-        }
+        let attempt = || -> Result<String, CallError> {
+            let mut resp = send().map_err(|e| CallError::Transport(describe_ureq_error(&self.base, &e)))?;
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = resp.body_mut().read_to_string().unwrap_or_default();
+            if !ok(status) {
+                let message = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                    .unwrap_or_else(|| body.chars().take(300).collect());
+                return Err(CallError::Status {
+                    code: status,
+                    retry_after,
+                    message,
+                });
+            }
+            Ok(body)
+        };
+        let on_event = |event: Event<'_, CallError>| {
+            if let Event::Retry { attempt, delay, .. } = event {
+                tracing::debug!(node = %self.target.name(), what, attempt, delay_ms = delay.as_millis() as u64, "node call failed; retrying");
+            }
+        };
+        let body = self
+            .target
+            .retry(
+                &self.retry,
+                &mut ThreadPause,
+                CallError::failure,
+                on_event,
+                attempt,
+            )
+            .map_err(|(error, attempts)| {
+                let tries = if attempts > 1 {
+                    format!(" (after {attempts} attempts)")
+                } else {
+                    String::new()
+                };
+                match error {
+                    CallError::Transport(e) => anyhow::anyhow!("{what}: {e}{tries}"),
+                    CallError::Status { code, message, .. } => {
+                        anyhow::anyhow!("{what}: HTTP {code}: {message}{tries}")
+                    }
+                }
+            })?;
         serde_json::from_str(&body).map_err(|e| anyhow::anyhow!("{what}: bad reply: {e}"))
     }
 
     /// `GET /admin/v1/state`.
     pub fn state(&self) -> anyhow::Result<NodeState> {
-        let req = self.authed(self.agent.get(format!("{}{ADMIN_PREFIX}/state", self.base)));
-        self.answer("reading the node state", req.call(), |s| s == 200)
+        let url = format!("{}{ADMIN_PREFIX}/state", self.base);
+        self.answer(
+            "reading the node state",
+            || self.authed(self.agent.get(&url)).call(),
+            |s| s == 200,
+        )
     }
 
     /// `PUT /admin/v1/components/{digest}`.
     pub fn put_component(&self, digest: &str, bytes: &[u8]) -> anyhow::Result<AdminReply> {
         let what = format!("uploading component {}", &digest[..12.min(digest.len())]);
-        let req = self.authed(
-            self.upload_agent
-                .put(format!("{}{ADMIN_PREFIX}/components/{digest}", self.base))
-                .header("content-type", "application/wasm"),
-        );
-        self.answer(&what, req.send(bytes), |s| (200..300).contains(&s))
+        let url = format!("{}{ADMIN_PREFIX}/components/{digest}", self.base);
+        let send = || {
+            self.authed(
+                self.upload_agent
+                    .put(&url)
+                    .header("content-type", "application/wasm"),
+            )
+            .send(bytes)
+        };
+        self.answer(&what, send, |s| (200..300).contains(&s))
     }
 
     /// `PUT /admin/v1/routing`.
     pub fn put_routing(&self, table: &RoutingTable) -> anyhow::Result<AdminReply> {
         let what = format!("pushing routing generation {}", table.generation);
         let body = serde_json::to_vec(table)?;
-        let req = self.authed(
-            self.upload_agent
-                .put(format!("{}{ADMIN_PREFIX}/routing", self.base))
-                .header("content-type", "application/json"),
-        );
-        self.answer(&what, req.send(&body[..]), |s| s == 200)
+        let url = format!("{}{ADMIN_PREFIX}/routing", self.base);
+        let send = || {
+            self.authed(
+                self.upload_agent
+                    .put(&url)
+                    .header("content-type", "application/json"),
+            )
+            .send(&body[..])
+        };
+        self.answer(&what, send, |s| s == 200)
     }
 
     /// `POST /v2/models/{model}/versions/{version}/infer` with an OIP request; the answer.
@@ -114,14 +223,11 @@ impl NodeClient {
         let body = serde_json::to_vec(request)?;
         // With the node's admin credential: the version under test may not take traffic
         // yet, and forcing such a version needs an identity the node trusts.
-        let req = self.authed(
-            self.agent
-                .post(format!(
-                    "{}/v2/models/{model}/versions/{version}/infer",
-                    self.base
-                ))
-                .header("content-type", "application/json"),
-        );
-        self.answer(&what, req.send(&body[..]), |s| s == 200)
+        let url = format!("{}/v2/models/{model}/versions/{version}/infer", self.base);
+        let send = || {
+            self.authed(self.agent.post(&url).header("content-type", "application/json"))
+                .send(&body[..])
+        };
+        self.answer(&what, send, |s| s == 200)
     }
 }

@@ -63,6 +63,15 @@ impl SyncService {
                 }
             })?;
         // The first desired state before anything else, so workers start with a target.
+        if shared.config.alert_webhook.is_some() {
+            // In the status and metrics from the start, with zero retries.
+            crate::alert::target(&shared);
+        }
+        for source in &self.sources {
+            if let Some(target) = source.target() {
+                shared.add_target(target);
+            }
+        }
         let mut control = Controller::new(shared.clone());
         control.tick();
         let control = std::thread::Builder::new()

@@ -2,7 +2,10 @@
 //! whose imports promote versions in the registry (which the controller then rolls out).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use kiln_node_api::retry::Target;
 
 use serde_json::Value;
 
@@ -18,6 +21,10 @@ pub trait Source: Send + 'static {
     fn interval(&self) -> Duration;
     /// One poll: import what changed.
     fn poll(&mut self, registry: &Registry) -> anyhow::Result<()>;
+    /// The peer it calls, for the service's status and metrics (its breaker and retries).
+    fn target(&self) -> Option<Arc<Target>> {
+        None
+    }
 }
 
 /// The compile step the binary supplies (ONNX → component), shared with `kiln models register`.
@@ -55,6 +62,10 @@ impl Source for MlflowPoller {
 
     fn interval(&self) -> Duration {
         self.interval
+    }
+
+    fn target(&self) -> Option<Arc<Target>> {
+        Some(self.source.client().target())
     }
 
     fn poll(&mut self, registry: &Registry) -> anyhow::Result<()> {

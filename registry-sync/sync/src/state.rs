@@ -10,7 +10,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use kiln_fleet::Desired;
-use kiln_node_api::breaker::{Breaker, BreakerPolicy, BreakerState};
+use kiln_node_api::breaker::{BreakerPolicy, BreakerState};
+use kiln_node_api::retry::{Target, TargetStatus};
 use kiln_node_api::tls::{ClientTls, ServerTls};
 use kiln_node_api::{NodeState, RoutingTable};
 use kiln_registry::{Registry, RegistryError, RolloutPlan};
@@ -157,8 +158,9 @@ pub struct WorkerHandle {
     pub wake: Arc<Wake>,
     pub stop: Arc<AtomicBool>,
     pub url: String,
-    /// The node's circuit breaker (the worker records its calls in it).
-    pub breaker: Arc<Breaker>,
+    /// The node as a client target: its circuit breaker (the worker records its calls in
+    /// it) and its retry counters.
+    pub target: Arc<Target>,
 }
 
 /// A counting semaphore bounding concurrent node operations.
@@ -206,6 +208,8 @@ pub struct SyncMetrics {
     pushes: IntCounterVec,
     pub uploads: IntCounter,
     pub heartbeats: IntCounter,
+    client_retries: IntCounterVec,
+    client_breaker: IntGaugeVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(
@@ -250,6 +254,26 @@ impl SyncMetrics {
             &r,
             IntCounter::new("kiln_sync_heartbeats_total", "Node heartbeats received"),
         )?;
+        let client_retries = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "kiln_client_retries_total",
+                    "Retried attempts of the service's calls, by target (a node's name, mlflow, webhook) and kind (node, mlflow, webhook)",
+                ),
+                &["target", "kind"],
+            ),
+        )?;
+        let client_breaker = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "kiln_client_breaker_state",
+                    "Circuit breaker of each target the service calls: 0 closed, 1 half-open, 2 open",
+                ),
+                &["target", "kind"],
+            ),
+        )?;
         // Every label value from the start, so a scrape sees zeros rather than nothing.
         for result in ["ok", "error"] {
             pushes.with_label_values(&[result]);
@@ -261,6 +285,8 @@ impl SyncMetrics {
             pushes,
             uploads,
             heartbeats,
+            client_retries,
+            client_breaker,
         })
     }
 
@@ -285,6 +311,15 @@ impl SyncMetrics {
             .with_label_values(&["pending"])
             .set(gauge(desired.1.saturating_sub(converged + failing)));
         self.generation.set(i64::try_from(desired.0).unwrap_or(i64::MAX));
+        for target in shared.targets() {
+            let labels = [target.name(), target.kind()];
+            self.client_breaker
+                .with_label_values(&labels)
+                .set(target.breaker_gauge());
+            // Targets live as long as the service, so their counts only grow.
+            let counter = self.client_retries.with_label_values(&labels);
+            counter.inc_by(target.retries().saturating_sub(counter.get()));
+        }
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
@@ -311,6 +346,10 @@ pub struct Shared {
     /// fifty nodes reads (and holds) its bytes once.
     blobs: Mutex<HashMap<String, std::sync::Weak<Vec<u8>>>>,
     pub workers: Mutex<BTreeMap<String, WorkerHandle>>,
+    /// Every peer the service calls, as a client target: nodes by name (kept when a
+    /// node's worker restarts, so its counters only grow), then MLflow and the webhook.
+    node_targets: Mutex<BTreeMap<String, Arc<Target>>>,
+    other_targets: Mutex<BTreeMap<String, Arc<Target>>>,
     pub stop: AtomicBool,
 }
 
@@ -330,6 +369,8 @@ impl Shared {
             control_wake: Wake::default(),
             blobs: Mutex::new(HashMap::new()),
             workers: Mutex::new(BTreeMap::new()),
+            node_targets: Mutex::new(BTreeMap::new()),
+            other_targets: Mutex::new(BTreeMap::new()),
             stop: AtomicBool::new(false),
         })
     }
@@ -473,7 +514,7 @@ impl Shared {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(node.to_string());
             if let Some(w) = self.workers.lock().unwrap_or_else(|p| p.into_inner()).get(node) {
-                w.breaker.probe_now();
+                w.target.breaker.probe_now();
                 w.wake.notify();
             }
         }
@@ -540,6 +581,67 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(node)
+    }
+
+    /// Node `node` as a client target (made on first use, with the node breaker policy).
+    pub fn node_target(&self, node: &str, probe_stale_after: Duration) -> Arc<Target> {
+        self.node_targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node.to_string())
+            .or_insert_with(|| {
+                Arc::new(Target::new(
+                    node,
+                    "node",
+                    self.config.breaker_policy(),
+                    probe_stale_after,
+                ))
+            })
+            .clone()
+    }
+
+    /// The target `name` other than a node (`webhook`), made by `make` on first use.
+    pub fn other_target(&self, name: &str, make: impl FnOnce() -> Target) -> Arc<Target> {
+        self.other_targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(make()))
+            .clone()
+    }
+
+    /// Shows `target` (one a source made: MLflow's) in the status and metrics.
+    pub fn add_target(&self, target: Arc<Target>) {
+        self.other_targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(target.name().to_string(), target);
+    }
+
+    /// Every target: nodes by name, then the others by name.
+    pub fn targets(&self) -> Vec<Arc<Target>> {
+        let nodes = self.node_targets.lock().unwrap_or_else(|p| p.into_inner());
+        let others = self.other_targets.lock().unwrap_or_else(|p| p.into_inner());
+        nodes.values().chain(others.values()).cloned().collect()
+    }
+
+    /// The status of node `node`'s target, if the service has called it.
+    pub fn node_target_status(&self, node: &str) -> Option<TargetStatus> {
+        self.node_targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .map(|t| t.status())
+    }
+
+    /// The status of every target other than a node (MLflow, the webhook).
+    pub fn other_target_statuses(&self) -> Vec<TargetStatus> {
+        self.other_targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|t| t.status())
+            .collect()
     }
 
     /// Whether the service is stopping.

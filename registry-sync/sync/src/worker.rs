@@ -6,8 +6,14 @@
 //! doubling after each failed probe up to six times that), then makes one probe call
 //! (half-open) whose success closes the
 //! breaker. A heartbeat from the node ends the cool-down at once.
+//!
+//! Inside one attempt each call to the node is retried under
+//! [`NODE_RETRY`](crate::node_client::NODE_RETRY) when it fails in a way worth repeating;
+//! a probe makes one call of each kind, without retries. The breaker and the retry count
+//! are the node's [`Target`], shown in the status and the metrics.
 
-use kiln_node_api::breaker::{Admit, Breaker, Opened};
+use kiln_node_api::breaker::{Admit, Opened};
+use kiln_node_api::retry::{RetryPolicy, Target};
 use kiln_node_api::{NodeState, RoutingTable};
 use kiln_registry::fleet::{NodeRecord, NodeStatusUpdate};
 use std::collections::HashMap;
@@ -15,17 +21,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::node_client::NodeClient;
+use crate::node_client::{NODE_RETRY, NodeClient};
 use crate::state::{Shared, Wake, WorkerHandle};
 
-/// Backoff before attempt `failures + 1`: base·2^(failures−1), capped, with ±50 % jitter.
+/// Backoff before attempt `failures + 1`: the retry policy's exponential backoff with
+/// full jitter, uniform in `[0, min(max, base·2^(failures−1))]`.
 pub fn backoff(failures: u32, base: Duration, max: Duration) -> Duration {
-    if failures == 0 {
-        return Duration::ZERO;
-    }
-    let exp = base.saturating_mul(1u32 << (failures - 1).min(16)).min(max);
-    let jitter = 0.5 + (uuid::Uuid::new_v4().as_u64_pair().0 % 1000) as f64 / 1000.0;
-    exp.mul_f64(jitter).min(max)
+    let policy = RetryPolicy {
+        max_attempts: u32::MAX,
+        base_delay: base,
+        max_delay: max,
+    };
+    policy.backoff(failures, kiln_node_api::retry::random_unit())
 }
 
 /// Longest a probe call can take (a push waits for the node to load new versions).
@@ -77,12 +84,13 @@ pub fn reconcile(shared: &Arc<Shared>, nodes: &[NodeRecord]) {
 fn spawn(shared: Arc<Shared>, node: String, url: String) -> WorkerHandle {
     let wake = Arc::new(Wake::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let breaker = Arc::new(Breaker::new(shared.config.breaker_policy(), PROBE_STALE_AFTER));
+    let target = shared.node_target(&node, PROBE_STALE_AFTER);
     let worker = Worker {
         wake: wake.clone(),
         stop: stop.clone(),
-        breaker: breaker.clone(),
-        client: NodeClient::new(&url, None, &shared.config.client_tls),
+        target: target.clone(),
+        client: NodeClient::new(&url, None, &shared.config.client_tls)
+            .with_retries(NODE_RETRY, target.clone()),
         shared,
         node: node.clone(),
     };
@@ -98,7 +106,7 @@ fn spawn(shared: Arc<Shared>, node: String, url: String) -> WorkerHandle {
         wake,
         stop,
         url,
-        breaker,
+        target,
     }
 }
 
@@ -170,7 +178,7 @@ struct Worker {
     client: NodeClient,
     wake: Arc<Wake>,
     stop: Arc<AtomicBool>,
-    breaker: Arc<Breaker>,
+    target: Arc<Target>,
 }
 
 /// The node status last written to the registry.
@@ -178,7 +186,7 @@ type Persisted = (String, u64, Option<String>, String);
 
 impl Worker {
     fn run(self) {
-        let (shared, node, breaker) = (&self.shared, self.node.as_str(), &self.breaker);
+        let (shared, node, breaker) = (&self.shared, self.node.as_str(), &self.target.breaker);
         let mut next_attempt = Instant::now();
         let mut last_check = None::<Instant>;
         let mut persisted: Option<Persisted> = None;
@@ -216,7 +224,11 @@ impl Worker {
                     tracing::info!(node, "probing a node whose circuit breaker is open");
                 }
                 let permit = shared.permits.acquire();
-                let client = self.client.with_token(shared.node_auth(&self.node));
+                let mut client = self.client.with_token(shared.node_auth(&self.node));
+                if admit == Admit::Probe {
+                    // A probe is one call: its failure must not turn into more calls.
+                    client = client.with_retries(RetryPolicy::ONCE, self.target.clone());
+                }
                 let result = converge(shared, &client, &desired);
                 drop(permit);
                 last_check = Some(Instant::now());
@@ -348,21 +360,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_with_jitter_and_caps() {
+    fn backoff_doubles_with_full_jitter_and_caps() {
         let base = Duration::from_millis(100);
         let max = Duration::from_secs(5);
         assert_eq!(backoff(0, base, max), Duration::ZERO);
         for _ in 0..50 {
-            let b1 = backoff(1, base, max);
-            assert!(
-                b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(150),
-                "{b1:?}"
-            );
-            let b3 = backoff(3, base, max);
-            assert!(
-                b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(600),
-                "{b3:?}"
-            );
+            assert!(backoff(1, base, max) <= Duration::from_millis(100));
+            assert!(backoff(3, base, max) <= Duration::from_millis(400));
             assert!(backoff(30, base, max) <= max);
         }
     }

@@ -1,0 +1,146 @@
+//! The alert webhook (`--alert-webhook`): a JSON POST when a rollout is rolled back by
+//! itself, sent on its own thread so the control loop never waits for it.
+//!
+//! Delivery is at least once, within limits: a transport failure, a 5xx, a 408 or a 429
+//! (after its `Retry-After`, up to 5 s) is retried under [`WEBHOOK_RETRY`]; any other
+//! answer ends it. A POST is not idempotent by itself, so each alert carries an `id`
+//! (also sent as the `Idempotency-Key` header) that is the same on every attempt: a
+//! receiver that saw the alert before (its answer was lost) can drop the repeat. After
+//! [`WEBHOOK_BREAKER`]'s threshold of alerts that failed in that way, the webhook's
+//! circuit breaker opens: alerts are then logged (with their body) and not sent until the
+//! cool-down is over, and the next alert is the probe.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use kiln_node_api::breaker::BreakerPolicy;
+use kiln_node_api::retry::{Event, Failure, Refused, RetryPolicy, Target, ThreadPause};
+use kiln_registry::rollout::Rollout;
+use serde_json::json;
+
+use crate::state::Shared;
+
+/// Retries of one alert: four attempts, 500 ms, 1 s, 2 s apart at most (full jitter).
+pub const WEBHOOK_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 4,
+    base_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(5),
+};
+
+/// The webhook's breaker: open after three failed alerts, for 30 s, doubling after each
+/// failed probe up to 5 minutes.
+pub const WEBHOOK_BREAKER: BreakerPolicy = BreakerPolicy {
+    failure_threshold: 3,
+    initial_cooldown: Duration::from_secs(30),
+    max_cooldown: Duration::from_secs(300),
+};
+
+/// The webhook's name in the status and the metrics.
+pub const TARGET: &str = "webhook";
+
+/// A failed attempt: no answer, or a status other than 2xx.
+enum AlertError {
+    Transport(String),
+    Status { code: u16, retry_after: Option<String> },
+}
+
+impl AlertError {
+    fn failure(&self) -> Failure {
+        match self {
+            AlertError::Transport(_) => Failure::Transport,
+            AlertError::Status { code, retry_after } => {
+                Failure::status(*code, retry_after.as_deref(), SystemTime::now())
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            AlertError::Transport(e) => e.clone(),
+            AlertError::Status { code, .. } => format!("HTTP {code}"),
+        }
+    }
+}
+
+/// The webhook's target (made on first use).
+pub fn target(shared: &Shared) -> Arc<Target> {
+    // A probe waits at most 5 s per attempt; one older than a minute was abandoned.
+    shared.other_target(TARGET, || {
+        Target::new(TARGET, "webhook", WEBHOOK_BREAKER, Duration::from_secs(60))
+    })
+}
+
+/// Tells the alert webhook that rollout `r` was rolled back (in the background; the
+/// outcome is logged).
+pub fn alert(shared: &Shared, r: &Rollout, reason: &str) {
+    let Some(url) = shared.config.alert_webhook.clone() else {
+        return;
+    };
+    let id = format!("kiln-rollout-{}-rolled-back", r.id);
+    let body = json!({
+        "id": id,
+        "event": "rollout.rolled_back",
+        "model": r.model,
+        "rollout": r.id,
+        "from_version": r.from_version,
+        "to_version": r.to_version,
+        "reason": reason,
+        "time": kiln_types::format::now_rfc3339(),
+    });
+    let tls = shared.config.client_tls.clone();
+    let target = target(shared);
+    let spawned = std::thread::Builder::new()
+        .name("sync-alert".into())
+        .spawn(move || {
+            let agent: ureq::Agent = tls
+                .agent_config()
+                .timeout_global(Some(Duration::from_secs(5)))
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let attempt = || -> Result<(), AlertError> {
+                let response = agent
+                    .post(&url)
+                    .header("idempotency-key", &id)
+                    .send_json(&body)
+                    .map_err(|e| AlertError::Transport(kiln_node_api::tls::describe_ureq_error(&url, &e)))?;
+                let code = response.status().as_u16();
+                if (200..300).contains(&code) {
+                    return Ok(());
+                }
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                Err(AlertError::Status { code, retry_after })
+            };
+            let on_event = |event: Event<'_, AlertError>| match event {
+                Event::Retry {
+                    attempt,
+                    delay,
+                    error,
+                } => tracing::info!(url = %url, attempt, delay_ms = delay.as_millis() as u64, error = %error.describe(), "alert webhook call failed; retrying"),
+                Event::Opened(_) => tracing::warn!(url = %url, "alert webhook circuit breaker open: alerts are logged, not sent, until its cool-down ends"),
+                Event::Closed => tracing::info!(url = %url, "alert webhook answers again; circuit breaker closed"),
+            };
+            match target.call(
+                &WEBHOOK_RETRY,
+                &mut ThreadPause,
+                AlertError::failure,
+                on_event,
+                attempt,
+            ) {
+                Ok(()) => tracing::debug!(url = %url, id = %id, "alert delivered"),
+                Err(Refused::Failed { error, attempts }) => {
+                    tracing::warn!(url = %url, attempts, error = %error.describe(), alert = %body, "alert webhook call failed; alert not delivered")
+                }
+                Err(Refused::Open { retry_in }) => {
+                    tracing::warn!(url = %url, retry_in_ms = retry_in.as_millis() as u64, alert = %body, "alert webhook circuit breaker open; alert not sent")
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the alert thread");
+    }
+}
