@@ -39,6 +39,8 @@ pub struct Metrics {
     shadow: IntCounterVec,
     /// Requests refused with 429 by `--rate-limit`.
     pub(crate) rate_limited: IntCounter,
+    client_retries: IntCounterVec,
+    client_breaker: IntGaugeVec,
 }
 
 /// Results of a shadow request, the `result` label of `kiln_shadow_requests_total`.
@@ -202,6 +204,26 @@ impl Metrics {
                 "Requests refused with 429 by the per-client rate limit (--rate-limit); never counted in kiln_requests_total",
             ),
         )?;
+        let client_retries = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "kiln_client_retries_total",
+                    "Retried attempts of this server's own calls, by target (sync: the sync service a managed node heartbeats to) and kind",
+                ),
+                &["target", "kind"],
+            ),
+        )?;
+        let client_breaker = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "kiln_client_breaker_state",
+                    "Circuit breaker of each target this server calls (sync): 0 closed, 1 half-open, 2 open",
+                ),
+                &["target", "kind"],
+            ),
+        )?;
         let build_info = register(
             &r,
             IntGaugeVec::new(
@@ -232,7 +254,20 @@ impl Metrics {
             load_failures,
             shadow,
             rate_limited,
+            client_retries,
+            client_breaker,
         })
+    }
+
+    /// Counts a retried attempt of a call to `target` (a peer this server calls).
+    pub fn client_retry(&self, target: &str, kind: &str) {
+        self.client_retries.with_label_values(&[target, kind]).inc();
+    }
+
+    /// Records the breaker state of `target`: 0 closed, 1 half-open, 2 open.
+    pub fn client_breaker(&self, target: &str, kind: &str, state: i64) {
+        self.client_retries.with_label_values(&[target, kind]);
+        self.client_breaker.with_label_values(&[target, kind]).set(state);
     }
 
     /// Counts a shadow request.

@@ -1,16 +1,21 @@
 //! Joining a sync service: a managed node announces itself (`POST /sync/v1/nodes`) and
 //! repeats it as a heartbeat at the interval the service answers with. The service being
-//! down never stops the node serving: failures are logged once per outage and retried.
+//! down never stops the node serving: failures are logged once per outage and retried,
+//! a heartbeat a few times at once ([`HEARTBEAT_RETRY`]), and behind a circuit breaker
+//! ([`SYNC_BREAKER`]) while the service stays down; both show in the node's metrics
+//! (`kiln_client_retries_total`, `kiln_client_breaker_state` with `target="sync"`).
 //! The first join presents the join token; the reply carries the node's own credential
 //! (kept in the node store) and the one the service will present to its admin API.
 
 use crate::state::{JoinConfig, State};
+use kiln_node_api::breaker::BreakerPolicy;
+use kiln_node_api::retry::{Event, Failure, Refused, RetryPolicy, Target, ThreadPause};
 use kiln_node_api::{JoinReply, JoinRequest, NodeCredentials, SYNC_PREFIX};
 use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The interval before the first reply says otherwise.
 const DEFAULT_INTERVAL: Duration = Duration::from_millis(1000);
@@ -19,6 +24,24 @@ const MIN_INTERVAL: Duration = Duration::from_millis(50);
 const MAX_INTERVAL: Duration = Duration::from_secs(60);
 /// Longest wait on one heartbeat.
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// The sync service's name in this node's metrics.
+const SYNC_TARGET: &str = "sync";
+/// Retries of one heartbeat: three attempts, 100 ms then up to 200 ms apart (full
+/// jitter), so a blip does not make the node miss a beat.
+const HEARTBEAT_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    base_delay: Duration::from_millis(100),
+    max_delay: Duration::from_secs(1),
+};
+/// The sync service's breaker as the node sees it: after three heartbeats that failed
+/// (each after its retries) it opens and the node sends one heartbeat per cool-down,
+/// 1 s doubling up to 5 s, instead of one per interval: a fleet does not hammer a sync
+/// service that is restarting, and finds it again within 5 s.
+const SYNC_BREAKER: BreakerPolicy = BreakerPolicy {
+    failure_threshold: 3,
+    initial_cooldown: Duration::from_secs(1),
+    max_cooldown: Duration::from_secs(5),
+};
 
 /// The heartbeat thread; stops when dropped.
 pub(crate) struct Heartbeat {
@@ -108,6 +131,39 @@ fn accept(state: &State, given: NodeCredentials) {
     tracing::info!("the sync service gave this node new credentials");
 }
 
+/// A failed heartbeat attempt.
+enum BeatError {
+    /// No answer.
+    Transport(String),
+    /// An answer with an error status.
+    Status {
+        code: u16,
+        retry_after: Option<String>,
+        body: String,
+    },
+    /// A 2xx answer that could not be read.
+    Reply(String),
+}
+
+impl BeatError {
+    fn failure(&self) -> Failure {
+        match self {
+            BeatError::Transport(_) => Failure::Transport,
+            BeatError::Status {
+                code, retry_after, ..
+            } => Failure::status(*code, retry_after.as_deref(), SystemTime::now()),
+            BeatError::Reply(_) => Failure::Permanent,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            BeatError::Transport(e) | BeatError::Reply(e) => e.clone(),
+            BeatError::Status { code, body, .. } => format!("HTTP {code}: {}", body.trim()),
+        }
+    }
+}
+
 fn beat(state: &State, endpoint: &str, url: &str, join_token: Option<&SecretString>, stop: &AtomicBool) {
     let agent: ureq::Agent = state
         .config
@@ -117,6 +173,11 @@ fn beat(state: &State, endpoint: &str, url: &str, join_token: Option<&SecretStri
         .http_status_as_error(false)
         .build()
         .into();
+    // A probe is one heartbeat, which takes at most TIMEOUT.
+    let target = Target::new(SYNC_TARGET, SYNC_TARGET, SYNC_BREAKER, TIMEOUT * 2);
+    state
+        .metrics
+        .client_breaker(SYNC_TARGET, SYNC_TARGET, target.breaker_gauge());
     let mut interval = DEFAULT_INTERVAL;
     let mut failing = false;
     let mut last_error = String::new();
@@ -130,26 +191,63 @@ fn beat(state: &State, endpoint: &str, url: &str, join_token: Option<&SecretStri
         };
         let bearer = authorization(state, join_token);
         let used_own = bearer.is_some() && uses_own_credential(state);
-        let mut post = agent.post(endpoint);
-        if let Some(bearer) = bearer {
-            post = post.header("authorization", bearer);
-        }
-        let mut refused = false;
-        let outcome = post
-            .send_json(&request)
-            .map_err(|e| kiln_node_api::tls::describe_ureq_error(endpoint, &e))
-            .and_then(|mut response| {
-                let status = response.status();
-                if !status.is_success() {
-                    refused = status.as_u16() == 401;
-                    let body = response.body_mut().read_to_string().unwrap_or_default();
-                    return Err(format!("HTTP {status}: {}", body.trim()));
-                }
-                response
-                    .body_mut()
-                    .read_json::<JoinReply>()
-                    .map_err(|e| format!("reading the reply: {e}"))
-            });
+        // A heartbeat with the node's own credential only says "alive, serving generation
+        // N": safe to repeat. A first join with the join token issues credentials once (a
+        // repeat after a lost answer is refused as a second join): not retried here, the
+        // next beat tries again.
+        let policy = if used_own {
+            HEARTBEAT_RETRY
+        } else {
+            RetryPolicy::ONCE
+        };
+        let attempt = || -> Result<JoinReply, BeatError> {
+            let mut post = agent.post(endpoint);
+            if let Some(bearer) = &bearer {
+                post = post.header("authorization", bearer);
+            }
+            let mut response = post
+                .send_json(&request)
+                .map_err(|e| BeatError::Transport(kiln_node_api::tls::describe_ureq_error(endpoint, &e)))?;
+            let status = response.status();
+            if !status.is_success() {
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let body = response.body_mut().read_to_string().unwrap_or_default();
+                return Err(BeatError::Status {
+                    code: status.as_u16(),
+                    retry_after,
+                    body,
+                });
+            }
+            response
+                .body_mut()
+                .read_json::<JoinReply>()
+                .map_err(|e| BeatError::Reply(format!("reading the reply: {e}")))
+        };
+        let on_event = |event: Event<'_, BeatError>| match event {
+            Event::Retry { attempt, delay, .. } => {
+                state.metrics.client_retry(SYNC_TARGET, SYNC_TARGET);
+                tracing::debug!(
+                    sync = endpoint,
+                    attempt,
+                    delay_ms = delay.as_millis() as u64,
+                    "heartbeat failed; retrying"
+                );
+            }
+            Event::Opened(opened) => tracing::warn!(
+                sync = endpoint,
+                ?opened,
+                "circuit breaker to the sync service open: heartbeats pause for its cool-down"
+            ),
+            Event::Closed => tracing::info!(sync = endpoint, "circuit breaker to the sync service closed"),
+        };
+        let outcome = target.call(&policy, &mut ThreadPause, BeatError::failure, on_event, attempt);
+        state
+            .metrics
+            .client_breaker(SYNC_TARGET, SYNC_TARGET, target.breaker_gauge());
         match outcome {
             Ok(reply) => {
                 if failing {
@@ -163,7 +261,9 @@ fn beat(state: &State, endpoint: &str, url: &str, join_token: Option<&SecretStri
                     interval = Duration::from_millis(reply.heartbeat_ms).clamp(MIN_INTERVAL, MAX_INTERVAL);
                 }
             }
-            Err(error) => {
+            Err(Refused::Failed { error, .. }) => {
+                let refused = matches!(error, BeatError::Status { code: 401, .. });
+                let error = error.describe();
                 // Once per outage, and again when the reason changes (refused, then a
                 // TLS error once the service is up).
                 if !failing || error != last_error {
@@ -177,8 +277,15 @@ fn beat(state: &State, endpoint: &str, url: &str, join_token: Option<&SecretStri
                     forget_own_credential(state);
                 }
             }
+            // Open: no heartbeat until the cool-down ends (the wait below).
+            Err(Refused::Open { .. }) => {}
         }
-        sleep_unless_stopped(interval, stop);
+        let wait = if target.breaker.is_closed() {
+            interval
+        } else {
+            target.breaker.retry_in().max(MIN_INTERVAL)
+        };
+        sleep_unless_stopped(wait, stop);
     }
 }
 
