@@ -44,16 +44,17 @@ fn binary_size(input: &RequestInput) -> Result<Option<usize>, String> {
         })
 }
 
-/// The request's inputs as tensors, taking binary inputs from `binary` in order.
-pub fn input_tensors(request: &InferRequest, binary: &[u8]) -> Result<Vec<Tensor>, String> {
-    if request.inputs.is_empty() {
+/// A request's inputs (taken out of it) as tensors, taking binary inputs from `binary`
+/// in order; JSON inputs keep the bytes their `data` was read into.
+pub fn input_tensors(inputs: Vec<RequestInput>, binary: &[u8]) -> Result<Vec<Tensor>, String> {
+    if inputs.is_empty() {
         return Err("the request has no inputs".into());
     }
     let mut offset = 0usize;
-    let mut tensors = Vec::with_capacity(request.inputs.len());
-    for input in &request.inputs {
-        let Some(size) = binary_size(input)? else {
-            tensors.push(input.to_tensor().map_err(|e| e.0)?);
+    let mut tensors = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let Some(size) = binary_size(&input)? else {
+            tensors.push(input.into_tensor().map_err(|e| e.0)?);
             continue;
         };
         if input.datatype == "BYTES" {
@@ -92,7 +93,7 @@ pub fn input_tensors(request: &InferRequest, binary: &[u8]) -> Result<Vec<Tensor
                 )
             })?;
         tensors.push(Tensor {
-            name: input.name.clone(),
+            name: input.name,
             element_type,
             shape,
             data: binary[offset..end].to_vec(),
@@ -146,7 +147,7 @@ pub struct Encoded {
 
 /// A response: plain JSON when `binary` is empty, else the JSON header followed by the
 /// binary outputs (with [`HEADER_LENGTH`]).
-pub fn encode(json: &Value, binary: Vec<&[u8]>) -> Result<Encoded, String> {
+pub fn encode(json: &impl serde::Serialize, binary: Vec<&[u8]>) -> Result<Encoded, String> {
     let mut body = serde_json::to_vec(json).map_err(|e| format!("encoding the response: {e}"))?;
     if binary.is_empty() {
         return Ok(Encoded {

@@ -4,8 +4,11 @@
 
 use crate::binary::{self, Encoded};
 use crate::error::{ApiError, Protocol};
-use crate::oip::{InferRequest, ResponseOutput};
-use kiln_types::{ModelInfo, Tensor, TensorSpec};
+use crate::oip::InferRequest;
+#[cfg(any(doc, test))]
+use crate::oip::ResponseOutput;
+use kiln_types::{ElementType, ModelInfo, Tensor, TensorSpec};
+use serde::{Serialize, Serializer};
 use serde_json::{Value, json};
 
 /// `GET /v2`.
@@ -74,6 +77,7 @@ pub fn model_ready(name: &str, version_label: &str) -> Value {
 
 /// An infer request read and checked against the model.
 pub struct Prepared {
+    /// The request, its inputs moved out into `inputs`.
     pub request: InferRequest,
     /// The model's inputs, in its order.
     pub inputs: Vec<Tensor>,
@@ -98,9 +102,10 @@ pub fn prepare(
         )));
     }
     let (json_part, binary_part) = binary::split(header_length, body).map_err(ApiError::bad_request)?;
-    let request = InferRequest::from_json(json_part).map_err(|e| ApiError::bad_request(e.0))?;
-    let tensors =
-        binary::input_tensors(&request, binary_part).map_err(|m| ApiError::invalid(Protocol::Oip, m))?;
+    let mut request = InferRequest::from_json(json_part).map_err(|e| ApiError::bad_request(e.0))?;
+    // The inputs move into the call; the request keeps what the answer needs.
+    let tensors = binary::input_tensors(std::mem::take(&mut request.inputs), binary_part)
+        .map_err(|m| ApiError::invalid(Protocol::Oip, m))?;
     let inputs = check_inputs(info, tensors).map_err(|m| ApiError::invalid(Protocol::Oip, m))?;
     let requested: Vec<String> = request.outputs.iter().flatten().map(|o| o.name.clone()).collect();
     if let Some(unknown) = requested
@@ -141,26 +146,101 @@ pub fn response(
         .filter(|t| requested.is_empty() || requested.contains(&t.name))
     {
         if binary::wants_binary(request, &t.name) {
-            json_outputs.push(binary::binary_output_json(t));
+            json_outputs.push(OutputJson::Binary(binary::binary_output_json(t)));
             binary_outputs.push(&t.data);
         } else {
-            let out = ResponseOutput::from_tensor(t)
+            t.check_len()
                 .map_err(|e| ApiError::internal(format!("encoding output `{}`: {e}", t.name)))?;
-            json_outputs.push(
-                serde_json::to_value(out)
-                    .map_err(|e| ApiError::internal(format!("encoding output `{}`: {e}", t.name)))?,
-            );
+            json_outputs.push(OutputJson::Tensor {
+                data: TensorValues(t),
+                datatype: t.element_type.oip_name(),
+                name: &t.name,
+                shape: &t.shape,
+            });
         }
     }
-    let mut body = json!({
-        "model_name": name,
-        "model_version": version_label,
-        "outputs": json_outputs,
-    });
-    if let Some(id) = &request.id {
-        body["id"] = Value::String(id.clone());
-    }
+    let body = ResponseBody {
+        id: request.id.as_deref(),
+        model_name: name,
+        model_version: version_label,
+        outputs: json_outputs,
+    };
     binary::encode(&body, binary_outputs).map_err(ApiError::internal)
+}
+
+/// The infer response body, written straight from the output tensors (no `Value` per
+/// element). Fields in alphabetical order, the order of the `Value` maps it replaces, so
+/// the bytes are the same.
+#[derive(Serialize)]
+struct ResponseBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    model_name: &'a str,
+    model_version: &'a str,
+    outputs: Vec<OutputJson<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OutputJson<'a> {
+    Tensor {
+        data: TensorValues<'a>,
+        datatype: &'a str,
+        name: &'a str,
+        shape: &'a [u64],
+    },
+    Binary(Value),
+}
+
+/// A tensor's elements as a flat JSON array, as [`ResponseOutput::from_tensor`] and a
+/// `Value` wrote them: BOOL as booleans, integers as integers, FP16 and FP32 widened to
+/// f64, NaN and infinities as `null`. The tensor's length was checked.
+struct TensorValues<'a>(&'a Tensor);
+
+impl Serialize for TensorValues<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let t = self.0;
+        let d = &t.data;
+        let mut seq = s.serialize_seq(Some(d.len() / t.element_type.size().max(1)))?;
+        fn le<const N: usize>(c: &[u8]) -> [u8; N] {
+            c.try_into().unwrap_or([0; N])
+        }
+        match t.element_type {
+            ElementType::Bool => d.iter().try_for_each(|b| seq.serialize_element(&(*b != 0)))?,
+            ElementType::F16 => {
+                let values = t.to_f64_vec().map_err(serde::ser::Error::custom)?;
+                values.iter().try_for_each(|v| seq.serialize_element(v))?
+            }
+            ElementType::F32 => d
+                .chunks_exact(4)
+                .try_for_each(|c| seq.serialize_element(&(f32::from_le_bytes(le(c)) as f64)))?,
+            ElementType::F64 => d
+                .chunks_exact(8)
+                .try_for_each(|c| seq.serialize_element(&f64::from_le_bytes(le(c))))?,
+            ElementType::I8 => d.iter().try_for_each(|b| seq.serialize_element(&(*b as i8)))?,
+            ElementType::U8 => d.iter().try_for_each(|b| seq.serialize_element(b))?,
+            ElementType::I16 => d
+                .chunks_exact(2)
+                .try_for_each(|c| seq.serialize_element(&i16::from_le_bytes(le(c))))?,
+            ElementType::U16 => d
+                .chunks_exact(2)
+                .try_for_each(|c| seq.serialize_element(&u16::from_le_bytes(le(c))))?,
+            ElementType::I32 => d
+                .chunks_exact(4)
+                .try_for_each(|c| seq.serialize_element(&i32::from_le_bytes(le(c))))?,
+            ElementType::U32 => d
+                .chunks_exact(4)
+                .try_for_each(|c| seq.serialize_element(&u32::from_le_bytes(le(c))))?,
+            ElementType::I64 => d
+                .chunks_exact(8)
+                .try_for_each(|c| seq.serialize_element(&i64::from_le_bytes(le(c))))?,
+            ElementType::U64 => d
+                .chunks_exact(8)
+                .try_for_each(|c| seq.serialize_element(&u64::from_le_bytes(le(c))))?,
+        }
+        seq.end()
+    }
 }
 
 /// Checks request tensors against the model's inputs (names, element types, fixed
@@ -227,4 +307,88 @@ pub fn check_inputs(info: &kiln_types::ModelInfo, mut tensors: Vec<Tensor>) -> R
         return Err(format!("input `{}` is given more than once", t.name));
     }
     Ok(ordered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The response as it was built before: a `Value` per output, through `json!`.
+    fn value_tree_response(request: &InferRequest, outputs: &[Tensor]) -> Vec<u8> {
+        let outputs: Vec<Value> = outputs
+            .iter()
+            .map(|t| {
+                if binary::wants_binary(request, &t.name) {
+                    binary::binary_output_json(t)
+                } else {
+                    serde_json::to_value(ResponseOutput::from_tensor(t).unwrap()).unwrap()
+                }
+            })
+            .collect();
+        let mut body = json!({ "model_name": "m", "model_version": "3", "outputs": outputs });
+        if let Some(id) = &request.id {
+            body["id"] = Value::String(id.clone());
+        }
+        serde_json::to_vec(&body).unwrap()
+    }
+
+    #[test]
+    fn responses_are_written_from_the_tensors_with_the_same_bytes_as_the_value_tree() {
+        let typed = |t: ElementType, bytes: Vec<u8>| Tensor {
+            name: t.oip_name().to_lowercase(),
+            element_type: t,
+            shape: vec![2],
+            data: bytes,
+        };
+        let outputs = vec![
+            Tensor::from_f32("probabilities", &[2, 2], &[0.1, f32::NAN, f32::INFINITY, -2.5e-8]),
+            Tensor::from_i64("label", &[i64::MIN, 7]),
+            typed(
+                ElementType::F64,
+                [0.1f64, f64::NAN].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+            typed(ElementType::F16, vec![0x00, 0x3c, 0x00, 0x7e]),
+            typed(ElementType::Bool, vec![1, 0]),
+            typed(ElementType::I8, vec![0xff, 3]),
+            typed(ElementType::U8, vec![0xff, 3]),
+            typed(ElementType::I16, vec![0xff, 0xff, 3, 0]),
+            typed(ElementType::U16, vec![0xff, 0xff, 3, 0]),
+            typed(
+                ElementType::I32,
+                (-5i32..-3).flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+            typed(
+                ElementType::U32,
+                [u32::MAX, 0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+            typed(
+                ElementType::U64,
+                [u64::MAX, 0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+        ];
+        for body in [
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}"#,
+            r#"{"id":"r1","inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}],
+                "outputs":[{"name":"label","parameters":{"binary_data_output":true}}]}"#,
+        ] {
+            let request = InferRequest::from_json(body.as_bytes()).unwrap();
+            let encoded = response("m", "3", &request, &[], &outputs).unwrap();
+            let json_len = encoded.header_length.unwrap_or(encoded.body.len());
+            assert_eq!(
+                String::from_utf8_lossy(&encoded.body[..json_len]),
+                String::from_utf8_lossy(&value_tree_response(&request, &outputs))
+            );
+        }
+        let bad = Tensor {
+            shape: vec![3],
+            ..Tensor::from_f32("y", &[2], &[1.0, 2.0])
+        };
+        let request = InferRequest::from_json(br#"{"inputs":[]}"#).unwrap();
+        let e = response("m", "3", &request, &[], &[bad]).err().unwrap();
+        assert!(
+            e.message.starts_with("encoding output `y`: ") && e.message.contains("of shape [3]"),
+            "{}",
+            e.message
+        );
+    }
 }

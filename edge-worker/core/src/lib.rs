@@ -15,6 +15,7 @@ pub mod oip;
 pub mod routes;
 pub mod routing;
 pub mod seed;
+pub mod tensor_json;
 
 pub use access::{Caller, Naming, Reader};
 pub use api::{Call, Endpoint, Env, Inference, Models, Request, Response, Step, Version, begin};

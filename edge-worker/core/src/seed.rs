@@ -8,69 +8,192 @@
 //! header) the model's weighted routing picks the version.
 
 use crate::error::{ApiError, Protocol};
-use crate::oip::RequestInput;
+use crate::tensor_json::{Rows, shown};
 use kiln_types::{ElementType, ModelInfo, Tensor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 const INVALID: Protocol = Protocol::Seed;
 
-/// The request, read leniently so each mistake gets its own message.
-pub struct SeedRequest {
-    pub rows: Vec<Vec<Value>>,
+/// The request, read leniently so each mistake gets its own message. The features stay
+/// JSON text borrowed from the body until the version, and so the model's element type,
+/// is known; then they are read straight into the input tensor ([`input_tensor`]).
+pub struct SeedRequest<'a> {
+    /// `features` (one row) or `instances` (rows), as sent; checked to be an array (of
+    /// arrays, for `instances`).
+    features: &'a RawValue,
+    /// How many rows `features` holds.
+    rows: usize,
     pub batch: bool,
     /// `None`: the weighted routing chooses.
     pub version: Option<String>,
     pub request_id: Option<String>,
 }
 
+/// The fields of a seed body as JSON text: later duplicates win, as in a `Value` map.
+#[derive(Default)]
+struct Fields<'a> {
+    model_version: Option<&'a RawValue>,
+    request_id: Option<&'a RawValue>,
+    features: Option<&'a RawValue>,
+    instances: Option<&'a RawValue>,
+}
+
+/// A body that is not a JSON object (read to the end, so malformed JSON is still told).
+struct NotAnObject;
+
+struct BodyVisitor;
+
+impl<'de> Visitor<'de> for BodyVisitor {
+    type Value = Result<Fields<'de>, NotAnObject>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let slot = match key.as_ref() {
+                "model_version" => &mut fields.model_version,
+                "request_id" => &mut fields.request_id,
+                "features" => &mut fields.features,
+                "instances" => &mut fields.instances,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value()?);
+        }
+        Ok(Ok(fields))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Err(NotAnObject))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err(NotAnObject))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err(NotAnObject))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err(NotAnObject))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err(NotAnObject))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Err(NotAnObject))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err(NotAnObject))
+    }
+}
+
+/// The first character of a raw JSON value, which says its kind.
+fn kind(raw: &RawValue) -> u8 {
+    raw.get().bytes().next().unwrap_or(b' ')
+}
+
+/// A scalar field (`model_version`, `request_id`): `None` for null, the text of a
+/// string, and of a number when `numbers` allows one.
+fn scalar(raw: Option<&RawValue>, numbers: bool) -> Result<Option<String>, ()> {
+    let Some(raw) = raw else { return Ok(None) };
+    match kind(raw) {
+        b'n' => Ok(None),
+        b'"' => serde_json::from_str(raw.get()).map(Some).map_err(|_| ()),
+        b'-' | b'0'..=b'9' if numbers => serde_json::from_str::<serde_json::Number>(raw.get())
+            .map(|n| Some(n.to_string()))
+            .map_err(|_| ()),
+        _ => Err(()),
+    }
+}
+
+/// How many rows `instances` has, and the first that is not an array (index and text).
+type Instances<'a> = (usize, Option<(usize, &'a RawValue)>);
+
+/// How many elements a JSON array has, and the first that is not itself an array.
+fn rows_of_instances(raw: &RawValue) -> Result<Instances<'_>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let found = (&mut de).deserialize_seq(InstancesVisitor)?;
+    de.end()?;
+    Ok(found)
+}
+
+/// Counts the instances and finds the first that is not an array, reading each as
+/// borrowed text (nothing is allocated per row).
+struct InstancesVisitor;
+
+impl<'de> Visitor<'de> for InstancesVisitor {
+    type Value = Instances<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of rows")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let (mut rows, mut misfit) = (0, None);
+        while let Some(row) = seq.next_element::<&'de RawValue>()? {
+            if misfit.is_none() && kind(row) != b'[' {
+                misfit = Some((rows, row));
+            }
+            rows += 1;
+        }
+        Ok((rows, misfit))
+    }
+}
+
 /// Reads a seed request body.
-pub fn parse(body: &[u8]) -> Result<SeedRequest, ApiError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
-    let Value::Object(mut obj) = value else {
+pub fn parse(body: &[u8]) -> Result<SeedRequest<'_>, ApiError> {
+    let malformed = |e: serde_json::Error| ApiError::bad_request(format!("malformed JSON: {e}"));
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let fields = (&mut de).deserialize_any(BodyVisitor).map_err(malformed)?;
+    de.end().map_err(malformed)?;
+    let Ok(fields) = fields else {
         return Err(ApiError::invalid(INVALID, "the body must be a JSON object"));
     };
-    let version = match obj.remove("model_version") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        Some(other) => {
-            return Err(ApiError::invalid(
-                INVALID,
-                format!("model_version must be a string or number, got {other}"),
-            ));
-        }
-    };
-    let request_id = match obj.remove("request_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(other) => {
-            return Err(ApiError::invalid(
-                INVALID,
-                format!("request_id must be a string, got {other}"),
-            ));
-        }
-    };
-    let features = obj.remove("features");
-    let instances = obj.remove("instances");
-    let (rows, batch) = match (features, instances) {
-        (Some(Value::Array(row)), None) => (vec![row], false),
-        (None, Some(Value::Array(rows))) => {
-            if rows.is_empty() {
+    let version = scalar(fields.model_version, true).map_err(|()| {
+        ApiError::invalid(
+            INVALID,
+            format!(
+                "model_version must be a string or number, got {}",
+                fields.model_version.map(shown).unwrap_or_default()
+            ),
+        )
+    })?;
+    let request_id = scalar(fields.request_id, false).map_err(|()| {
+        ApiError::invalid(
+            INVALID,
+            format!(
+                "request_id must be a string, got {}",
+                fields.request_id.map(shown).unwrap_or_default()
+            ),
+        )
+    })?;
+    let (features, rows, batch) = match (fields.features, fields.instances) {
+        (Some(row), None) if kind(row) == b'[' => (row, 1, false),
+        (None, Some(rows)) if kind(rows) == b'[' => {
+            let (count, misfit) = rows_of_instances(rows).map_err(malformed)?;
+            if count == 0 {
                 return Err(ApiError::invalid(INVALID, "instances is empty"));
             }
-            let rows = rows
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| match r {
-                    Value::Array(row) => Ok(row),
-                    other => Err(ApiError::invalid(
-                        INVALID,
-                        format!("instance {i} must be an array of features, got {other}"),
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            (rows, true)
+            if let Some((i, other)) = misfit {
+                return Err(ApiError::invalid(
+                    INVALID,
+                    format!("instance {i} must be an array of features, got {}", shown(other)),
+                ));
+            }
+            (rows, count, true)
         }
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
@@ -81,13 +204,13 @@ pub fn parse(body: &[u8]) -> Result<SeedRequest, ApiError> {
         (Some(other), None) => {
             return Err(ApiError::invalid(
                 INVALID,
-                format!("features must be an array of numbers, got {other}"),
+                format!("features must be an array of numbers, got {}", shown(other)),
             ));
         }
         (None, Some(other)) => {
             return Err(ApiError::invalid(
                 INVALID,
-                format!("instances must be an array of rows, got {other}"),
+                format!("instances must be an array of rows, got {}", shown(other)),
             ));
         }
         (None, None) => {
@@ -98,6 +221,7 @@ pub fn parse(body: &[u8]) -> Result<SeedRequest, ApiError> {
         }
     };
     Ok(SeedRequest {
+        features,
         rows,
         batch,
         version,
@@ -135,41 +259,58 @@ pub fn feature_input(name: &str, info: &ModelInfo) -> Result<(String, ElementTyp
     }
 }
 
-/// The model's input tensor for a parsed request, after checking it fits the model.
-pub fn input_tensor(name: &str, info: &ModelInfo, request: SeedRequest) -> Result<(Tensor, usize), ApiError> {
+/// The model's input tensor for a parsed request, after checking it fits the model: the
+/// features are read straight into the tensor's bytes.
+pub fn input_tensor(
+    name: &str,
+    info: &ModelInfo,
+    request: SeedRequest<'_>,
+) -> Result<(Tensor, usize), ApiError> {
     let (input_name, element_type, width, one_row) = feature_input(name, info)?;
-    if one_row && request.rows.len() > 1 {
+    if one_row && request.rows > 1 {
         return Err(ApiError::invalid(
             INVALID,
             format!(
                 "model `{name}` takes one row at a time, got {} instances; send them one by one",
-                request.rows.len()
+                request.rows
             ),
         ));
     }
-    for (i, row) in request.rows.iter().enumerate() {
-        if row.len() != width {
-            let message = format!("expected {width} features, got {}", row.len());
-            return Err(ApiError::invalid(
-                INVALID,
-                if request.batch {
-                    format!("instance {i}: {message}")
-                } else {
-                    message
-                },
-            ));
-        }
+    let mut read = Rows::new(element_type, width, request.rows);
+    read.read_str(request.features.get(), request.batch)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    if let Some((i, len)) = read.first_misfit {
+        let message = format!("expected {width} features, got {len}");
+        return Err(ApiError::invalid(
+            INVALID,
+            if request.batch {
+                format!("instance {i}: {message}")
+            } else {
+                message
+            },
+        ));
     }
-    let rows = request.rows.len();
-    let input = RequestInput {
+    let rows = read.rows;
+    let shape = vec![rows as u64, width as u64];
+    let invalid = |m: String| ApiError::invalid(INVALID, format!("input `{input_name}`: {m}"));
+    // Every row has `width` values, so only values nested inside a row can make the count
+    // differ (`flatten` counted them too).
+    let count = rows * width;
+    if read.values.count() != count {
+        return Err(invalid(format!(
+            "shape {shape:?} needs {count} values, got {}",
+            read.values.count()
+        )));
+    }
+    if let Some(why) = read.values.error() {
+        return Err(invalid(why));
+    }
+    let input = Tensor {
         name: input_name,
-        shape: vec![rows as i64, width as i64],
-        datatype: element_type.oip_name().to_string(),
-        data: Value::Array(request.rows.into_iter().flatten().collect()),
-        parameters: None,
-    }
-    .to_tensor()
-    .map_err(|e| ApiError::invalid(INVALID, e.0))?;
+        element_type,
+        shape,
+        data: read.values.into_bytes(),
+    };
     Ok((input, rows))
 }
 
@@ -407,5 +548,113 @@ mod tests {
         let (p, c) = interpret(&i, &[out], 2).unwrap();
         assert_eq!(p, vec![json!(1.5), Value::Null]);
         assert_eq!(c, vec![Value::Null, Value::Null]);
+    }
+
+    fn one_input(element_type: ElementType, shape: Vec<i64>) -> ModelInfo {
+        ModelInfo {
+            inputs: vec![TensorSpec {
+                name: "X".into(),
+                element_type,
+                shape,
+            }],
+            ..info(&[], &[])
+        }
+    }
+
+    fn tensor(body: &str, info: &ModelInfo) -> Result<(Tensor, usize), (u16, String)> {
+        parse(body.as_bytes())
+            .and_then(|r| input_tensor("m", info, r))
+            .map_err(|e| (e.status, e.message))
+    }
+
+    #[test]
+    fn every_body_gives_the_tensor_or_the_error_the_value_tree_gave() {
+        let bodies = [
+            r#"{"features": [1, 2]}"#,
+            r#"{"features": [1, null]}"#,
+            r#"{"features": [1, "x"]}"#,
+            r#"{"features": [[1, 2], [3, 4]]}"#,
+            r#"{"features": [[1], 2]}"#,
+            r#"{"features": [1, 2], "features": [3]}"#,
+            r#"{"instances": [[1, 2], [3, 4]]}"#,
+            r#"{"instances": [[1, 2], [3]]}"#,
+            r#"{"instances": [[1, 2], [3, [4]]]}"#,
+            r#"{"instances": []}"#,
+            r#"{"instances": [[1, 2], 3]}"#,
+            r#"{"instances": [[1, 2], {"a": [1, 2]}]}"#,
+            r#"{"instances": 3}"#,
+            r#"{"features": 3}"#,
+            r#"{"features": {"a": 1}}"#,
+            r#"{"features": [1, 2], "instances": [[1, 2]]}"#,
+            r#"{"rows": [1, 2]}"#,
+            r#"{}"#,
+            r#"[1, 2]"#,
+            r#"3"#,
+            r#""features""#,
+            r#"{"model_version": true, "features": [1, 2]}"#,
+            r#"{"model_version": [1], "features": [1, 2]}"#,
+            r#"{"model_version": 3, "request_id": null, "features": [1, 2]}"#,
+            r#"{"model_version": "Production", "features": [1, 2]}"#,
+            r#"{"request_id": 5, "features": [1, 2]}"#,
+            r#"{"request_id": "r", "features": [true, false], "other": [[[]]]}"#,
+            r#"{"features": [300, -1]}"#,
+            r#"{"features": [1.5, 0]}"#,
+        ];
+        for element_type in [
+            ElementType::F32,
+            ElementType::I64,
+            ElementType::U8,
+            ElementType::Bool,
+        ] {
+            for one_row in [false, true] {
+                let rows = if one_row { 1 } else { -1 };
+                let info = one_input(element_type, vec![rows, 2]);
+                for body in bodies {
+                    let old =
+                        crate::tensor_json::legacy::seed_tensor(body.as_bytes(), element_type, 2, one_row);
+                    assert_eq!(
+                        tensor(body, &info),
+                        old,
+                        "{element_type} one_row={one_row}: {body}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn seed_fields_and_malformed_bodies_are_read_as_before() {
+        let r = parse(br#"{"model_version": 3, "request_id": "abc", "features": [1, 2]}"#).unwrap();
+        assert_eq!(
+            (r.version.as_deref(), r.request_id.as_deref()),
+            (Some("3"), Some("abc"))
+        );
+        assert!(!r.batch);
+        let r = parse(br#"{"model_version": "champion", "instances": [[1, 2]]}"#).unwrap();
+        assert_eq!(
+            (r.version.as_deref(), r.batch, r.rows),
+            (Some("champion"), true, 1)
+        );
+        let e = parse(b"{\"features\": [1, 2").err().unwrap();
+        assert_eq!(e.status, 400);
+        assert!(e.message.starts_with("malformed JSON: "), "{}", e.message);
+        // A long wrong value is quoted cut short, never parsed into a tree.
+        let long = format!(r#"{{"features": {{"a": "{}"}}}}"#, "x".repeat(10_000));
+        let e = parse(long.as_bytes()).err().unwrap();
+        assert!(e.message.len() < 200 && e.message.ends_with('…'), "{}", e.message);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+        let info = one_input(ElementType::F32, vec![-1, 2]);
+        let (status, message) = tensor(&format!(r#"{{"features": {deep}}}"#), &info).unwrap_err();
+        assert_eq!(status, 400);
+        assert!(message.contains("recursion limit"), "{message}");
+        let (status, message) = tensor(&format!(r#"{{"instances": [{deep}]}}"#), &info).unwrap_err();
+        assert_eq!(status, 400);
+        assert!(message.contains("recursion limit"), "{message}");
+        let (status, _) = tensor(&deep, &info).unwrap_err();
+        assert_eq!(status, 422);
     }
 }
