@@ -254,6 +254,7 @@ mod tests {
             message: String::new(),
             created_at: String::new(),
             updated_at: String::new(),
+            paused_at: None,
         }
     }
 

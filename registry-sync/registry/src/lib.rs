@@ -18,6 +18,7 @@ mod error;
 pub mod fleet;
 mod model;
 mod mutations;
+pub mod node_reset;
 pub mod plan;
 mod registry;
 pub mod rollout;

@@ -74,6 +74,15 @@ pub struct RolloutPlan {
     /// Fewest canary requests (across nodes) a step needs to be judged; fewer at the end of
     /// the interval pauses the rollout and says so.
     pub min_requests: u64,
+    /// Roll back, even below `min_requests`, once the canary has answered this many
+    /// requests with a 5xx and none successfully since its step's analysis began (0: off).
+    pub max_consecutive_errors: u64,
+    /// Longest a rollout stays paused, in milliseconds: then it is rolled back (the new
+    /// version's weight goes to 0).
+    pub max_pause_ms: u64,
+    /// Longest a node that serves the model may stay failing once it failed during the
+    /// rollout, in milliseconds: the rollout holds meanwhile, then is rolled back.
+    pub max_node_downtime_ms: u64,
 }
 
 impl Default for RolloutPlan {
@@ -87,6 +96,9 @@ impl Default for RolloutPlan {
             max_p99_ms: None,
             max_disagreement: None,
             min_requests: 20,
+            max_consecutive_errors: 5,
+            max_pause_ms: 3_600_000,
+            max_node_downtime_ms: 30_000,
         }
     }
 }
@@ -131,6 +143,18 @@ impl RolloutPlan {
             && p <= 0.0
         {
             return bad(format!("max-p99 must be positive, got {p} ms"));
+        }
+        if self.max_pause_ms < 1000 {
+            return bad(format!(
+                "max-pause must be at least 1s, got {}",
+                crate::duration::format_ms(self.max_pause_ms)
+            ));
+        }
+        if self.max_node_downtime_ms < 100 {
+            return bad(format!(
+                "max-node-downtime must be at least 100ms, got {}",
+                crate::duration::format_ms(self.max_node_downtime_ms)
+            ));
         }
         Ok(self)
     }
@@ -195,6 +219,13 @@ pub struct PlanOverrides {
     pub max_p99: Option<String>,
     pub max_disagreement: Option<f64>,
     pub min_requests: Option<u64>,
+    /// Canary 5xx answers with no success in a step that roll it back below
+    /// `min_requests` (0: off).
+    pub max_consecutive_errors: Option<u64>,
+    /// Longest pause before the rollout is rolled back: `1h`, `30m`.
+    pub max_pause: Option<String>,
+    /// Longest a node may fail during the rollout before it is rolled back: `30s`.
+    pub max_node_downtime: Option<String>,
 }
 
 impl PlanOverrides {
@@ -224,6 +255,15 @@ impl PlanOverrides {
         }
         if let Some(v) = self.min_requests {
             p.min_requests = v;
+        }
+        if let Some(v) = self.max_consecutive_errors {
+            p.max_consecutive_errors = v;
+        }
+        if let Some(v) = &self.max_pause {
+            p.max_pause_ms = crate::duration::parse_ms(v)?;
+        }
+        if let Some(v) = &self.max_node_downtime {
+            p.max_node_downtime_ms = crate::duration::parse_ms(v)?;
         }
         p.validated()
     }
@@ -283,6 +323,31 @@ mod tests {
             .validated()
             .is_err()
         );
+    }
+
+    #[test]
+    fn fail_safe_knobs_have_defaults_and_are_checked() {
+        // A plan stored before these fields existed reads with their defaults.
+        let old: RolloutPlan = serde_json::from_str(r#"{"strategy":"canary","min_requests":5}"#).unwrap();
+        assert_eq!(old.max_consecutive_errors, 5);
+        assert_eq!(old.max_pause_ms, 3_600_000);
+        assert_eq!(old.max_node_downtime_ms, 30_000);
+        let o = PlanOverrides {
+            max_consecutive_errors: Some(0),
+            max_pause: Some("2m".into()),
+            max_node_downtime: Some("5s".into()),
+            ..PlanOverrides::default()
+        };
+        let p = o.apply(RolloutPlan::default()).unwrap();
+        assert_eq!(
+            (p.max_consecutive_errors, p.max_pause_ms, p.max_node_downtime_ms),
+            (0, 120_000, 5_000)
+        );
+        let too_short = PlanOverrides {
+            max_pause: Some("0s".into()),
+            ..PlanOverrides::default()
+        };
+        assert!(too_short.apply(RolloutPlan::default()).is_err());
     }
 
     #[test]

@@ -165,6 +165,16 @@ const MIGRATIONS: &[(&str, &str)] = &[
     CREATE UNIQUE INDEX one_live_token_per_name ON tokens(name) WHERE revoked_at IS NULL;
     "#,
     ),
+    (
+        "rollout pause times",
+        r#"
+    -- When a paused rollout was paused: past its plan's max pause it is rolled back.
+    -- Rollouts paused before this column existed count from their last update (a paused
+    -- rollout is not updated until it is resumed or ended).
+    ALTER TABLE rollouts ADD COLUMN paused_at TEXT;
+    UPDATE rollouts SET paused_at = updated_at WHERE state = 'paused';
+    "#,
+    ),
 ];
 
 /// Brings the schema up to date.

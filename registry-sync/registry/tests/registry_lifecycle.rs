@@ -435,7 +435,10 @@ fn state_survives_reopening_and_the_schema_is_versioned() {
     let migrations: i64 = conn
         .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(migrations, 3, "initial schema + fleet and rollouts + API tokens");
+    assert_eq!(
+        migrations, 4,
+        "initial schema + fleet and rollouts + API tokens + rollout pause times"
+    );
 
     // A registry written by a newer kiln is refused instead of misread.
     conn.execute("INSERT INTO schema_migrations VALUES (99, 'future', 'now')", [])

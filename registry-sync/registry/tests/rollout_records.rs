@@ -92,8 +92,10 @@ fn a_cli_rollout_promotes_on_success_and_keeps_the_old_version_warm() {
         .unwrap();
     assert_eq!(r.current_weight(), (50, false));
     assert!(r.step_started_at.is_some());
-    reg.pause_rollout("m", true, "paused by an operator", "bob")
+    let paused = reg
+        .pause_rollout("m", true, "paused by an operator", "bob")
         .unwrap();
+    assert!(paused.paused_at.is_some(), "the pause time is kept (max pause)");
     assert!(
         reg.set_rollout_progress(r.id, Phase::Smoke, None, "x")
             .unwrap()
@@ -102,6 +104,7 @@ fn a_cli_rollout_promotes_on_success_and_keeps_the_old_version_warm() {
     );
     let resumed = reg.pause_rollout("m", false, "resumed", "bob").unwrap();
     assert_eq!(resumed.phase, Phase::Warming, "resuming restarts the step");
+    assert_eq!(resumed.paused_at, None);
     let r = reg.advance_rollout(r.id, "healthy", "kiln-sync").unwrap();
     assert_eq!(r.step, 1);
     let r = reg.advance_rollout(r.id, "healthy", "kiln-sync").unwrap();

@@ -288,6 +288,9 @@ pub trait RegistryApi: Send + Sync {
     fn add_node(&self, name: &str, url: &str) -> ApiResult<bool>;
     /// Stops managing a node; `false` when there was none.
     fn remove_node(&self, name: &str) -> ApiResult<bool>;
+    /// Asks the sync service to re-adopt a node that serves a routing generation above its
+    /// own (audited): its next push replaces the node's table whatever its generation.
+    fn reset_node(&self, name: &str) -> ApiResult<kiln_registry::node_reset::NodeReset>;
     /// Plans (or, with `apply`, applies) a GitOps file given as its TOML text.
     fn gitops(&self, toml: &str, apply: bool) -> ApiResult<Vec<ChangeView>>;
 

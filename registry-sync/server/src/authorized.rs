@@ -289,6 +289,11 @@ impl RegistryApi for Authorized {
         Ok(self.registry.remove_node(name, self.actor())?)
     }
 
+    fn reset_node(&self, name: &str) -> ApiResult<kiln_registry::node_reset::NodeReset> {
+        self.check(Action::Administer, None)?;
+        Ok(self.registry.request_node_reset(name, self.actor())?)
+    }
+
     fn gitops(&self, toml: &str, apply: bool) -> ApiResult<Vec<ChangeView>> {
         self.check(Action::Read, None)?;
         let file = gitops::parse(toml).map_err(|e| ApiError::Invalid(format!("{e:#}")))?;

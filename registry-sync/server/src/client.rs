@@ -314,6 +314,10 @@ impl RegistryApi for RemoteRegistry {
         }
     }
 
+    fn reset_node(&self, name: &str) -> ApiResult<kiln_registry::node_reset::NodeReset> {
+        self.send("POST", &format!("/fleet/nodes/{}/reset", seg(name)), &json!({}))
+    }
+
     fn gitops(&self, toml: &str, apply: bool) -> ApiResult<Vec<ChangeView>> {
         let mode = if apply { "apply" } else { "plan" };
         self.send("POST", &format!("/gitops/{mode}"), &json!({ "toml": toml }))

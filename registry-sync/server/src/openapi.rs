@@ -268,6 +268,15 @@ pub(crate) fn operations() -> Vec<Op> {
         ),
         op(
             "post",
+            "/fleet/nodes/{name}/reset",
+            "admin",
+            "Let the sync service replace the table of a node that serves a higher routing generation (audited)",
+            None,
+            200,
+            obj(),
+        ),
+        op(
+            "post",
             "/gitops/{mode}",
             "viewer",
             "`plan` (viewer) or `apply` (maintainer; admin when it changes nodes) a GitOps file",
@@ -362,7 +371,9 @@ fn schemas() -> Value {
                 "strategy": opt_string, "steps": { "type": ["array", "null"], "items": { "type": "integer" } },
                 "interval": opt_string, "max_error_rate": { "type": ["number", "null"] },
                 "max_error_rate_increase": { "type": ["number", "null"] }, "max_p99": opt_string,
-                "max_disagreement": { "type": ["number", "null"] }, "min_requests": { "type": ["integer", "null"] }
+                "max_disagreement": { "type": ["number", "null"] }, "min_requests": { "type": ["integer", "null"] },
+                "max_consecutive_errors": { "type": ["integer", "null"] }, "max_pause": opt_string,
+                "max_node_downtime": opt_string
             }
         },
         "NewToken": {

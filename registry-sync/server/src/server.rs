@@ -88,6 +88,7 @@ impl RegistryServer {
             )
             .route(&p("/fleet"), get(fleet_status))
             .route(&p("/fleet/nodes/{name}"), put(add_node).delete(remove_node))
+            .route(&p("/fleet/nodes/{name}/reset"), post(reset_node))
             .route(&p("/gitops/{mode}"), post(gitops))
             .route(&p("/tokens"), get(tokens).post(create_token))
             .route(&p("/tokens/{name}"), axum::routing::delete(revoke_token))
@@ -584,6 +585,14 @@ async fn remove_node(
         }
     })
     .await
+}
+
+async fn reset_node(
+    State(s): Shared,
+    Extension(who): Extension<Identity>,
+    Path(name): Path<String>,
+) -> Response {
+    run(s, who, StatusCode::OK, move |api| api.reset_node(&name)).await
 }
 
 #[derive(Serialize, Deserialize, Debug)]

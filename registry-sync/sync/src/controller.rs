@@ -3,6 +3,12 @@
 //! [`kiln_fleet::serving`]: Production, else `champion`), publishes the fleet's desired
 //! state, and drives each active rollout through warm-up, smoke test, weight shift and
 //! analysis, rolling back by itself when analysis says so.
+//!
+//! Rollouts fail safe: a node that serves the model and fails during the rollout holds it
+//! (its last counters still count), and rolls it back once it has been failing longer
+//! than the plan's `max_node_downtime_ms`; a rollout paused longer than the plan's
+//! `max_pause_ms` is rolled back. Pending node resets (`kiln sync reset-node`) are handed
+//! to the node workers each tick.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -10,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use kiln_registry::Strategy;
+use kiln_registry::duration::format_ms;
 use kiln_registry::fleet::{FleetModel, NodeRecord};
 use kiln_registry::rollout::{
     FleetCounters, NodeCounters, Phase, Rollout, RolloutState, Verdict, judge, step_figures,
@@ -120,6 +127,7 @@ fn control_tick(shared: &Arc<Shared>, state: &mut ControlState) -> anyhow::Resul
     let registry = &shared.registry;
     let nodes = registry.nodes().context("reading the node list")?;
     worker::reconcile(shared, &nodes);
+    node_resets(shared).context("reading the node reset requests")?;
     let generation = registry.generation()?;
     let due = state
         .last_trigger_check
@@ -198,6 +206,121 @@ fn registry_triggers(shared: &Arc<Shared>) -> anyhow::Result<()> {
                 registry.start_rollout(&model, target, plan, "registry", actor)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Hands the registry's pending node resets to the workers, and completes at once those
+/// whose node needs none (it already serves this service's generation).
+fn node_resets(shared: &Shared) -> anyhow::Result<()> {
+    let pending = shared.registry.node_resets()?;
+    let generation = shared.desired_generation();
+    shared.set_resets(pending.keys().cloned().collect());
+    for node in pending.keys() {
+        let rt = shared.node_runtime(node);
+        if generation > 0 && rt.status == "converged" && rt.applied_generation == generation {
+            shared.reset_done(node, generation, generation);
+        }
+    }
+    Ok(())
+}
+
+/// A node that serves a rollout's model and has been failing since after the rollout began.
+struct NodeDown {
+    node: String,
+    since: String,
+    down_for: Duration,
+    error: String,
+}
+
+fn parse_time(rfc3339: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// The nodes that serve the rollout's model and failed during it (a node already failing
+/// when the rollout began is not the new version's doing, and is left out as before).
+fn nodes_down(shared: &Shared, r: &Rollout) -> Vec<NodeDown> {
+    let Some(started) = parse_time(&r.created_at) else {
+        return Vec::new();
+    };
+    let serving = shared.serving_nodes(&r.model);
+    shared.with_runtimes(|runtimes| {
+        serving
+            .iter()
+            .filter_map(|n| {
+                let rt = runtimes.get(n)?;
+                let since = rt.failing_since.clone().filter(|_| rt.status == "failing")?;
+                if parse_time(&since)? < started {
+                    return None;
+                }
+                Some(NodeDown {
+                    node: n.clone(),
+                    down_for: elapsed_since(&since).unwrap_or_default(),
+                    since,
+                    error: rt.last_error.clone().unwrap_or_default(),
+                })
+            })
+            .collect()
+    })
+}
+
+/// Rolls `r` back when one of its nodes has been failing longer than the plan allows.
+/// Returns whether it did.
+fn roll_back_if_a_node_stays_down(shared: &Shared, r: &Rollout, down: &[NodeDown]) -> anyhow::Result<bool> {
+    let max = Duration::from_millis(r.plan.max_node_downtime_ms);
+    let Some(worst) = down
+        .iter()
+        .max_by_key(|d| d.down_for)
+        .filter(|d| d.down_for >= max)
+    else {
+        return Ok(false);
+    };
+    roll_back(
+        shared,
+        r,
+        &format!(
+            "node {} failed during the rollout and has been failing since {} (longer than the max node downtime, {}): {}",
+            worst.node,
+            worst.since,
+            format_ms(r.plan.max_node_downtime_ms),
+            worst.error
+        ),
+    )?;
+    Ok(true)
+}
+
+/// Holds a rollout while some of its nodes are down (within the max node downtime).
+fn hold(shared: &Shared, state: &mut ControlState, r: &Rollout, down: &[NodeDown]) -> anyhow::Result<()> {
+    let names: Vec<&str> = down.iter().map(|d| d.node.as_str()).collect();
+    let first = &down[0];
+    note(
+        shared,
+        state,
+        r,
+        &format!(
+            "holding: node(s) {} failing during the rollout (since {}: {}); rolled back unless back within {}",
+            names.join(", "),
+            first.since,
+            first.error,
+            format_ms(r.plan.max_node_downtime_ms)
+        ),
+    )
+}
+
+/// Rolls back a rollout paused longer than its plan's max pause: the new version's weight
+/// goes to 0.
+fn expire_pause(shared: &Shared, r: &Rollout) -> anyhow::Result<()> {
+    // A rollout paused before `paused_at` existed has not been updated since its pause.
+    let since = r.paused_at.as_deref().unwrap_or(&r.updated_at);
+    if elapsed_since(since).is_some_and(|d| d >= Duration::from_millis(r.plan.max_pause_ms)) {
+        roll_back(
+            shared,
+            r,
+            &format!(
+                "paused since {since}, longer than the max pause ({}); the stable version serves everything",
+                format_ms(r.plan.max_pause_ms)
+            ),
+        )?;
     }
     Ok(())
 }
@@ -324,6 +447,12 @@ fn drive_rollouts(
     rollouts: &[Rollout],
 ) -> anyhow::Result<()> {
     for r in rollouts {
+        if r.state == RolloutState::Paused {
+            if let Err(e) = expire_pause(shared, r) {
+                tracing::warn!(model = %r.model, rollout = r.id, error = %format!("{e:#}"), "rolling back a rollout paused too long failed; retrying");
+            }
+            continue;
+        }
         if r.state != RolloutState::Progressing {
             continue;
         }
@@ -336,8 +465,14 @@ fn drive_rollouts(
 
 fn drive(shared: &Arc<Shared>, state: &mut ControlState, r: &Rollout) -> anyhow::Result<()> {
     let registry = &shared.registry;
+    let down = nodes_down(shared, r);
+    if roll_back_if_a_node_stays_down(shared, r, &down)? {
+        return Ok(());
+    }
     let nodes = eligible_nodes(shared, &r.model);
     match r.phase {
+        // Nothing moves while a node that failed during the rollout is down.
+        Phase::Warming | Phase::Smoke | Phase::Shifting if !down.is_empty() => hold(shared, state, r, &down)?,
         Phase::Warming => {
             if converged(shared, &nodes) {
                 registry.set_rollout_progress(
@@ -402,7 +537,11 @@ fn drive(shared: &Arc<Shared>, state: &mut ControlState, r: &Rollout) -> anyhow:
         }
         Phase::Analysing => {
             let baseline = r.baseline.clone().unwrap_or_default();
-            let now = counters(shared, &r.model, &nodes);
+            // The step's nodes keep counting while they fail (with their last counters),
+            // so a canary that crashes nodes does not shrink its own denominator.
+            let mut counted = nodes.clone();
+            counted.extend(baseline.keys().filter(|n| !nodes.contains(n)).cloned());
+            let now = counters(shared, &r.model, &counted);
             let figures = step_figures(&baseline, &now, r.to_version, r.from_version);
             let interval_over = r
                 .step_started_at
@@ -412,6 +551,7 @@ fn drive(shared: &Arc<Shared>, state: &mut ControlState, r: &Rollout) -> anyhow:
             let (_, shadow) = r.plan.weight_at(r.step);
             match judge(&r.plan, shadow, &figures, interval_over) {
                 Verdict::Broken(reason) => roll_back(shared, r, &reason)?,
+                _ if !down.is_empty() => hold(shared, state, r, &down)?,
                 Verdict::Healthy => {
                     let (weight, _) = r.plan.weight_at(r.step);
                     let msg = format!(
@@ -430,7 +570,11 @@ fn drive(shared: &Arc<Shared>, state: &mut ControlState, r: &Rollout) -> anyhow:
                     registry.pause_rollout(
                         &r.model,
                         true,
-                        &format!("paused: {reason}; resume with `kiln rollout resume {}`", r.model),
+                        &format!(
+                            "paused: {reason}; resume with `kiln rollout resume {}` within {} or it is rolled back (max pause)",
+                            r.model,
+                            format_ms(r.plan.max_pause_ms)
+                        ),
                         &shared.config.actor,
                     )?;
                 }

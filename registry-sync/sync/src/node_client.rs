@@ -212,6 +212,36 @@ impl NodeClient {
         self.answer(&what, send, |s| s == 200)
     }
 
+    /// `PUT /admin/v1/routing?reset_from=FROM`: the push a node accepts even with a lower
+    /// generation, provided it serves exactly generation `from` (an admin asked to re-adopt
+    /// the node: `kiln sync reset-node`). One attempt: the worker's next round retries.
+    pub fn reset_routing(&self, table: &RoutingTable, from: u64) -> anyhow::Result<()> {
+        let what = format!(
+            "resetting the node from routing generation {from} to {}",
+            table.generation
+        );
+        let body = serde_json::to_vec(table)?;
+        let url = format!("{}{ADMIN_PREFIX}/routing?reset_from={from}", self.base);
+        let mut resp = self
+            .authed(
+                self.upload_agent
+                    .put(&url)
+                    .header("content-type", "application/json"),
+            )
+            .send(&body[..])
+            .map_err(|e| anyhow::anyhow!("{what}: {}", describe_ureq_error(&self.base, &e)))?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| text.chars().take(300).collect());
+            anyhow::bail!("{what}: HTTP {status}: {message}");
+        }
+        Ok(())
+    }
+
     /// `POST /v2/models/{model}/versions/{version}/infer` with an OIP request; the answer.
     pub fn infer(
         &self,

@@ -337,6 +337,8 @@ pub struct Shared {
     runtimes: Mutex<HashMap<String, NodeRuntime>>,
     restart_hints: Mutex<HashSet<String>>,
     retry_hints: Mutex<HashSet<String>>,
+    /// Nodes an admin asked to re-adopt (`kiln sync reset-node`), from the registry.
+    resets: Mutex<HashSet<String>>,
     pub permits: Permits,
     pub metrics: SyncMetrics,
     /// Wakes the control loop early (a node converged or failed): rollouts move on as soon
@@ -365,6 +367,7 @@ impl Shared {
             credentials: Mutex::new(HashMap::new()),
             restart_hints: Mutex::new(HashSet::new()),
             retry_hints: Mutex::new(HashSet::new()),
+            resets: Mutex::new(HashSet::new()),
             metrics: SyncMetrics::new()?,
             control_wake: Wake::default(),
             blobs: Mutex::new(HashMap::new()),
@@ -581,6 +584,47 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(node)
+    }
+
+    /// The nodes with a pending reset request (read from the registry each control tick);
+    /// the worker of a newly named node retries at once.
+    pub fn set_resets(&self, nodes: HashSet<String>) {
+        let mut resets = self.resets.lock().unwrap_or_else(|p| p.into_inner());
+        let new: Vec<String> = nodes.difference(&resets).cloned().collect();
+        *resets = nodes;
+        drop(resets);
+        for node in new {
+            self.retry_hints
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(node.clone());
+            if let Some(w) = self.workers.lock().unwrap_or_else(|p| p.into_inner()).get(&node) {
+                w.wake.notify();
+            }
+        }
+    }
+
+    /// Whether an admin asked to re-adopt `node` and it has not been done yet.
+    pub fn reset_requested(&self, node: &str) -> bool {
+        self.resets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(node)
+    }
+
+    /// `node` was re-adopted (or needed nothing): records it in the registry (audited) and
+    /// forgets the request.
+    pub fn reset_done(&self, node: &str, from: u64, to: u64) {
+        match self
+            .registry
+            .complete_node_reset(node, from, to, &self.config.actor)
+        {
+            Ok(_) => {
+                self.resets.lock().unwrap_or_else(|p| p.into_inner()).remove(node);
+                tracing::info!(node, from, to, "node re-adopted after a reset");
+            }
+            Err(e) => tracing::warn!(node, error = %e, "could not record a node reset; retrying"),
+        }
     }
 
     /// Node `node` as a client target (made on first use, with the node breaker policy).

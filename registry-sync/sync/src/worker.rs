@@ -123,9 +123,24 @@ fn upload(shared: &Shared, client: &NodeClient, digest: &str) -> anyhow::Result<
 fn converge(
     shared: &Shared,
     client: &NodeClient,
+    node: &str,
     desired: &RoutingTable,
 ) -> anyhow::Result<(NodeState, bool)> {
     let state = client.state()?;
+    // A node never goes back to an older generation by itself: one that serves a higher
+    // generation than this service's is locked out until an admin resets it.
+    let reset_from = if state.routing.generation > desired.generation {
+        if !shared.reset_requested(node) {
+            anyhow::bail!(
+                "the node serves routing generation {}, above this service's {} (something else pushed it, or the registry was restored from an older backup), and refuses older ones; `kiln sync reset-node {node}` lets this service replace its table",
+                state.routing.generation,
+                desired.generation
+            );
+        }
+        Some(state.routing.generation)
+    } else {
+        None
+    };
     if state.routing == *desired {
         return Ok((state, false));
     }
@@ -136,7 +151,12 @@ fn converge(
         }
         upload(shared, client, &digest)?;
     }
-    client.put_routing(desired)?;
+    match reset_from {
+        Some(from) => client.reset_routing(desired, from)?,
+        None => {
+            client.put_routing(desired)?;
+        }
+    }
     // Read back: the counters and the generation the node now serves.
     let state = client.state()?;
     if state.routing.generation != desired.generation {
@@ -145,6 +165,9 @@ fn converge(
             desired.generation,
             state.routing.generation
         );
+    }
+    if let Some(from) = reset_from {
+        shared.reset_done(node, from, desired.generation);
     }
     Ok((state, true))
 }
@@ -229,7 +252,7 @@ impl Worker {
                     // A probe is one call: its failure must not turn into more calls.
                     client = client.with_retries(RetryPolicy::ONCE, self.target.clone());
                 }
-                let result = converge(shared, &client, &desired);
+                let result = converge(shared, &client, node, &desired);
                 drop(permit);
                 last_check = Some(Instant::now());
                 let before = (rt.status.clone(), rt.applied_generation);

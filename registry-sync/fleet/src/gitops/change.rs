@@ -132,6 +132,9 @@ fn policy_fields(p: &RolloutPlan) -> Vec<(&'static str, String)> {
         ),
         ("max_disagreement", opt(p.max_disagreement)),
         ("min_requests", p.min_requests.to_string()),
+        ("max_consecutive_errors", p.max_consecutive_errors.to_string()),
+        ("max_pause", format_duration_ms(p.max_pause_ms)),
+        ("max_node_downtime", format_duration_ms(p.max_node_downtime_ms)),
     ]);
     out
 }

@@ -1,6 +1,8 @@
 //! Judging a rollout step from the nodes' own counters: the canary's 5xx rate, its rate
 //! increase over the stable version, its p99 latency and, on a shadow step, how often its
-//! answers disagreed with the stable version's.
+//! answers disagreed with the stable version's. Requests shed as `overloaded` (a full
+//! bulkhead: capacity, not the version) are shown but are neither errors nor judged
+//! requests.
 
 use kiln_node_api::{ShadowStats, VersionStats};
 use serde::{Deserialize, Serialize};
@@ -24,14 +26,21 @@ pub type FleetCounters = BTreeMap<String, NodeCounters>;
 
 /// What happened to one version during a step, summed over nodes.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(default)]
 pub struct StepFigures {
-    /// Canary requests, 5xx answers and p99 (seconds).
+    /// Canary requests (shed ones included), 5xx answers and p99 (seconds).
     pub canary_requests: u64,
     pub canary_errors: u64,
     pub canary_p99: Option<f64>,
-    /// Stable requests and 5xx answers.
+    /// Canary requests refused with a 4xx (the caller's fault: no error, no success).
+    pub canary_client_errors: u64,
+    /// Canary requests shed with a 503 `overloaded` (capacity: no error, not judged).
+    pub canary_overloaded: u64,
+    /// Stable requests (shed ones included) and 5xx answers.
     pub stable_requests: u64,
     pub stable_errors: u64,
+    /// Stable requests shed with a 503 `overloaded`.
+    pub stable_overloaded: u64,
     /// Shadow comparisons, disagreements and errors (shadow step only).
     pub shadow_compared: u64,
     pub shadow_disagreements: u64,
@@ -39,13 +48,28 @@ pub struct StepFigures {
 }
 
 impl StepFigures {
-    /// Canary 5xx share (0 without requests).
-    pub fn canary_error_rate(&self) -> f64 {
-        ratio(self.canary_errors, self.canary_requests)
+    /// Canary requests the version answered itself (not shed as overloaded): what rates
+    /// and `min_requests` count.
+    pub fn canary_judged(&self) -> u64 {
+        self.canary_requests.saturating_sub(self.canary_overloaded)
     }
-    /// Stable 5xx share.
+    /// Stable requests the version answered itself.
+    pub fn stable_judged(&self) -> u64 {
+        self.stable_requests.saturating_sub(self.stable_overloaded)
+    }
+    /// Canary requests answered successfully (neither 5xx, 4xx nor shed).
+    pub fn canary_successes(&self) -> u64 {
+        self.canary_judged()
+            .saturating_sub(self.canary_errors)
+            .saturating_sub(self.canary_client_errors)
+    }
+    /// Canary 5xx share of the requests it answered (0 without any).
+    pub fn canary_error_rate(&self) -> f64 {
+        ratio(self.canary_errors, self.canary_judged())
+    }
+    /// Stable 5xx share of the requests it answered.
     pub fn stable_error_rate(&self) -> f64 {
-        ratio(self.stable_errors, self.stable_requests)
+        ratio(self.stable_errors, self.stable_judged())
     }
     /// One line for messages and status tables.
     pub fn summary(&self) -> String {
@@ -57,6 +81,15 @@ impl StepFigures {
             self.stable_requests,
             100.0 * self.stable_error_rate()
         );
+        if self.canary_overloaded > 0 || self.stable_overloaded > 0 {
+            s.push_str(&format!(
+                "; shed as overloaded: canary {}, stable {} (capacity, not errors)",
+                self.canary_overloaded, self.stable_overloaded
+            ));
+            if self.stable_overloaded == 0 {
+                s.push_str(", only the canary shed load");
+            }
+        }
         if self.shadow_compared > 0 || self.shadow_errors > 0 {
             s.push_str(&format!(
                 "; shadow {} compared, {:.1}% disagree, {} errors",
@@ -124,8 +157,11 @@ pub fn step_figures(
         canary_requests: canary_total.requests,
         canary_errors: canary_total.server_errors,
         canary_p99: canary_total.latency.quantile(0.99),
+        canary_client_errors: canary_total.client_errors,
+        canary_overloaded: canary_total.overloaded,
         stable_requests: stable_total.requests,
         stable_errors: stable_total.server_errors,
+        stable_overloaded: stable_total.overloaded,
         shadow_compared: shadow_total.compared,
         shadow_disagreements: shadow_total.disagreements,
         shadow_errors: shadow_total.errors,
@@ -145,13 +181,23 @@ pub enum Verdict {
     Watching,
 }
 
-/// Judges a step. Thresholds are checked as soon as there are `min_requests` canary
-/// requests (so a broken canary is rolled back within the interval it breaks in); the
-/// step passes only when its interval is over.
+/// Judges a step. A canary that has failed `max_consecutive_errors` times and never
+/// succeeded in the step is broken whatever the traffic; the other thresholds are checked
+/// as soon as there are `min_requests` judged canary requests (so a broken canary is
+/// rolled back within the interval it breaks in); the step passes only when its interval
+/// is over.
 pub fn judge(plan: &RolloutPlan, shadow_step: bool, figures: &StepFigures, interval_over: bool) -> Verdict {
     let min = plan.min_requests.max(1);
+    let max_failures = plan.max_consecutive_errors;
     if shadow_step {
         let seen = figures.shadow_compared + figures.shadow_errors;
+        if max_failures > 0 && figures.shadow_errors >= max_failures && figures.shadow_compared == 0 {
+            return Verdict::Broken(format!(
+                "the shadow failed {} time(s) and never answered in the step (max consecutive errors {max_failures}) ({})",
+                figures.shadow_errors,
+                figures.summary()
+            ));
+        }
         if seen >= min {
             let error_rate = ratio(figures.shadow_errors, seen);
             if error_rate > plan.max_error_rate {
@@ -184,7 +230,14 @@ pub fn judge(plan: &RolloutPlan, shadow_step: bool, figures: &StepFigures, inter
         }
         return Verdict::Healthy;
     }
-    if figures.canary_requests >= min {
+    if max_failures > 0 && figures.canary_errors >= max_failures && figures.canary_successes() == 0 {
+        return Verdict::Broken(format!(
+            "the canary answered {} request(s) with a 5xx and none successfully in the step (max consecutive errors {max_failures}) ({})",
+            figures.canary_errors,
+            figures.summary()
+        ));
+    }
+    if figures.canary_judged() >= min {
         let rate = figures.canary_error_rate();
         if rate > plan.max_error_rate {
             return Verdict::Broken(format!(
@@ -195,7 +248,7 @@ pub fn judge(plan: &RolloutPlan, shadow_step: bool, figures: &StepFigures, inter
             ));
         }
         if let Some(max_increase) = plan.max_error_rate_increase
-            && figures.stable_requests >= min
+            && figures.stable_judged() >= min
             && rate - figures.stable_error_rate() > max_increase
         {
             return Verdict::Broken(format!(
@@ -220,10 +273,15 @@ pub fn judge(plan: &RolloutPlan, shadow_step: bool, figures: &StepFigures, inter
     if !interval_over {
         return Verdict::Watching;
     }
-    if figures.canary_requests < min {
+    if figures.canary_judged() < min {
+        let shed = if figures.canary_overloaded > 0 {
+            format!(" ({} more shed as overloaded)", figures.canary_overloaded)
+        } else {
+            String::new()
+        };
         return Verdict::TooLittleTraffic(format!(
-            "too little traffic to judge: {} canary requests in the step, need {min}",
-            figures.canary_requests
+            "too little traffic to judge: {} canary requests in the step{shed}, need {min}",
+            figures.canary_judged()
         ));
     }
     Verdict::Healthy
@@ -306,6 +364,100 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(judge(&slow, false, &f, false), Verdict::Broken(m) if m.contains("p99")));
+    }
+
+    #[test]
+    fn a_canary_failing_every_request_is_broken_below_min_requests() {
+        let plan = RolloutPlan {
+            min_requests: 1000,
+            ..RolloutPlan::default()
+        };
+        let mut f = StepFigures {
+            canary_requests: 4,
+            canary_errors: 4,
+            stable_requests: 80,
+            ..Default::default()
+        };
+        // Four failures: not yet (the default is 5).
+        assert_eq!(judge(&plan, false, &f, false), Verdict::Watching);
+        f.canary_requests = 5;
+        f.canary_errors = 5;
+        assert!(
+            matches!(judge(&plan, false, &f, false), Verdict::Broken(m) if m.contains("none successfully") && m.contains("max consecutive errors 5"))
+        );
+        // One success in the step: the rule does not apply (min_requests decides).
+        f.canary_requests = 6;
+        assert_eq!(judge(&plan, false, &f, false), Verdict::Watching);
+        assert!(matches!(
+            judge(&plan, false, &f, true),
+            Verdict::TooLittleTraffic(_)
+        ));
+        // Client errors and shed requests are no successes.
+        f.canary_client_errors = 1;
+        assert!(matches!(judge(&plan, false, &f, false), Verdict::Broken(_)));
+        // Off.
+        let off = RolloutPlan {
+            max_consecutive_errors: 0,
+            ..plan.clone()
+        };
+        assert_eq!(judge(&off, false, &f, false), Verdict::Watching);
+        // The shadow step has the same rule.
+        let s = StepFigures {
+            shadow_errors: 5,
+            ..Default::default()
+        };
+        assert!(matches!(judge(&plan, true, &s, false), Verdict::Broken(m) if m.contains("shadow failed 5")));
+    }
+
+    #[test]
+    fn overload_is_shown_and_never_an_error() {
+        let base: FleetCounters = [("a".into(), node("i1", (0, 0), (0, 0)))].into();
+        let mut now = node("i1", (100, 0), (100, 0));
+        if let Some(c) = now.versions.get_mut(&2) {
+            c.overloaded = 60;
+        }
+        let now: FleetCounters = [("a".into(), now)].into();
+        let f = step_figures(&base, &now, 2, Some(1));
+        assert_eq!(
+            (f.canary_overloaded, f.canary_errors, f.canary_judged()),
+            (60, 0, 40)
+        );
+        assert!(
+            f.summary().contains("shed as overloaded: canary 60, stable 0"),
+            "{}",
+            f.summary()
+        );
+        assert!(
+            f.summary().contains("only the canary shed load"),
+            "{}",
+            f.summary()
+        );
+        // Shed requests neither fail the canary nor count towards min_requests.
+        let plan = RolloutPlan {
+            min_requests: 50,
+            ..RolloutPlan::default()
+        };
+        assert!(
+            matches!(judge(&plan, false, &f, true), Verdict::TooLittleTraffic(m) if m.contains("40 canary requests") && m.contains("60 more shed"))
+        );
+        let g = StepFigures {
+            canary_requests: 100,
+            canary_overloaded: 100,
+            ..Default::default()
+        };
+        assert_eq!(g.canary_error_rate(), 0.0);
+        assert_eq!(
+            judge(&RolloutPlan::default(), false, &g, false),
+            Verdict::Watching
+        );
+        // Errors are a share of what the canary answered, not of what it shed.
+        let h = StepFigures {
+            canary_requests: 100,
+            canary_overloaded: 80,
+            canary_errors: 2,
+            ..Default::default()
+        };
+        assert!((h.canary_error_rate() - 0.1).abs() < 1e-9);
     }
 
     #[test]

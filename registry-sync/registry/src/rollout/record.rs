@@ -133,6 +133,9 @@ pub struct Rollout {
     /// Counters at the start of the window.
     pub baseline: Option<FleetCounters>,
     pub restore: Restore,
+    /// When it was paused (while paused): past `plan.max_pause_ms` it is rolled back.
+    #[serde(default)]
+    pub paused_at: Option<String>,
     /// `cli`, `registry`, `gitops` or `mlflow`.
     pub trigger: String,
     /// The latest decision or reason, for people.

@@ -19,7 +19,7 @@ use crate::plan::RolloutPlan;
 use crate::registry::Registry;
 use kiln_types::format::now_rfc3339;
 
-const COLUMNS: &str = "id, model, from_version, to_version, plan, state, step, phase, step_started_at, baseline, restore, trigger, message, created_at, updated_at";
+const COLUMNS: &str = "id, model, from_version, to_version, plan, state, step, phase, step_started_at, baseline, restore, trigger, message, created_at, updated_at, paused_at";
 
 fn corrupt(what: &str, e: impl fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("{what}: {e}").into())
@@ -50,6 +50,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Rollout> {
         message: r.get(12)?,
         created_at: r.get(13)?,
         updated_at: r.get(14)?,
+        paused_at: r.get(15)?,
     })
 }
 
@@ -65,7 +66,7 @@ fn get_rollout(tx: &Transaction<'_>, id: u64) -> Result<Rollout, RegistryError> 
 
 fn summary(r: &Rollout) -> Value {
     let (weight, shadow) = r.current_weight();
-    json!({
+    let mut s = json!({
         "rollout": r.id,
         "from": r.from_version,
         "to": r.to_version,
@@ -74,7 +75,11 @@ fn summary(r: &Rollout) -> Value {
         "weight": weight,
         "shadow": shadow,
         "message": r.message,
-    })
+    });
+    if let Some(at) = &r.paused_at {
+        s["paused_at"] = json!(at);
+    }
+    s
 }
 
 fn to_json(v: &impl Serialize) -> Result<String, RegistryError> {
@@ -373,7 +378,9 @@ impl Registry {
         Ok(after)
     }
 
-    /// Pauses (`true`) or resumes a rollout (audited). Resuming restarts the current step.
+    /// Pauses (`true`) or resumes a rollout (audited), noting when it was paused (the
+    /// controller rolls back a rollout paused longer than its plan's `max_pause_ms`).
+    /// Resuming restarts the current step.
     pub fn pause_rollout(
         &self,
         model: &str,
@@ -404,10 +411,11 @@ impl Registry {
         // Resuming re-runs the step from its warm-up, so it is smoke-tested and judged on
         // fresh counters.
         let phase = if pause { r.phase } else { Phase::Warming };
+        let now = now_rfc3339();
         tx.execute(
             "UPDATE rollouts SET state = ?2, phase = ?3, step_started_at = CASE WHEN ?4 THEN step_started_at ELSE NULL END,
-                 message = ?5, updated_at = ?6 WHERE id = ?1",
-            params![r.id, state.as_str(), phase.as_str(), pause, message, now_rfc3339()],
+                 message = ?5, updated_at = ?6, paused_at = CASE WHEN ?4 THEN ?6 ELSE NULL END WHERE id = ?1",
+            params![r.id, state.as_str(), phase.as_str(), pause, message, now],
         )?;
         let after = get_rollout(&tx, r.id)?;
         audit::append(
@@ -501,7 +509,7 @@ impl Registry {
             }
         }
         tx.execute(
-            "UPDATE rollouts SET state = ?2, message = ?3, updated_at = ?4 WHERE id = ?1",
+            "UPDATE rollouts SET state = ?2, message = ?3, updated_at = ?4, paused_at = NULL WHERE id = ?1",
             params![id, state.as_str(), message, now_rfc3339()],
         )?;
         let after = get_rollout(&tx, id)?;

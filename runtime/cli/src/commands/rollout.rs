@@ -4,7 +4,7 @@
 
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets};
-use kiln_registry::rollout::Rollout;
+use kiln_registry::rollout::{Rollout, RolloutState};
 use kiln_registry::{PlanOverrides, RolloutPlan};
 use kiln_registry_server::RegistryApi;
 use kiln_registry_server::api::{Finish, RolledBack};
@@ -38,6 +38,17 @@ pub struct PlanArgs {
     /// Fewest canary requests needed to judge a step.
     #[arg(long)]
     pub min_requests: Option<u64>,
+    /// Roll back, even below --min-requests, once the canary has answered this many
+    /// requests with a 5xx and none successfully in a step (0 = off; default 5).
+    #[arg(long)]
+    pub max_consecutive_errors: Option<u64>,
+    /// Roll back a rollout paused longer than this: 1h (the default), 30m.
+    #[arg(long)]
+    pub max_pause: Option<String>,
+    /// Roll back when a node that fails during the rollout stays failing longer than
+    /// this (the rollout holds meanwhile): 30s (the default).
+    #[arg(long)]
+    pub max_node_downtime: Option<String>,
 }
 
 impl PlanArgs {
@@ -52,6 +63,9 @@ impl PlanArgs {
             max_p99: self.max_p99.clone(),
             max_disagreement: self.max_disagreement,
             min_requests: self.min_requests,
+            max_consecutive_errors: self.max_consecutive_errors,
+            max_pause: self.max_pause.clone(),
+            max_node_downtime: self.max_node_downtime.clone(),
         }
     }
 
@@ -101,6 +115,21 @@ pub enum RolloutCommand {
     },
 }
 
+/// The state, with when a paused rollout is rolled back (its max pause).
+fn state_text(r: &Rollout) -> String {
+    let Some(paused_at) = r.paused_at.as_deref().filter(|_| r.state == RolloutState::Paused) else {
+        return r.state.to_string();
+    };
+    let deadline = time::OffsetDateTime::parse(paused_at, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t + time::Duration::milliseconds(i64::try_from(r.plan.max_pause_ms).unwrap_or(i64::MAX)))
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+    match deadline {
+        Some(at) => format!("{} (rolled back at {at} unless resumed)", r.state),
+        None => r.state.to_string(),
+    }
+}
+
 fn describe(r: &Rollout) -> String {
     let (weight, shadow) = r.current_weight();
     format!(
@@ -110,7 +139,7 @@ fn describe(r: &Rollout) -> String {
         r.from_version.map_or("-".to_string(), |v| v.to_string()),
         r.to_version,
         r.plan.summary(),
-        r.state,
+        state_text(r),
         (r.step + 1).min(r.plan.step_count()),
         r.plan.step_count(),
         if shadow {
@@ -135,7 +164,7 @@ fn table(rollouts: &[Rollout]) -> String {
             r.from_version.map_or("-".to_string(), |v| v.to_string()),
             r.to_version.to_string(),
             r.plan.strategy.to_string(),
-            r.state.to_string(),
+            state_text(r),
             format!(
                 "{}/{}",
                 (r.step + 1).min(r.plan.step_count()),

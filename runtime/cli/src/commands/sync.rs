@@ -133,6 +133,10 @@ pub enum SyncCommand {
     },
     /// Stop managing a node.
     RemoveNode { name: String },
+    /// Let the sync service replace the table of a node that serves a higher routing
+    /// generation than its own (pushed by something else, or a registry restored from a
+    /// backup): audited; the node takes the service's next push.
+    ResetNode { name: String },
     /// Show what applying a GitOps file (kiln.toml) would change, without changing it.
     Plan {
         /// The GitOps file: kiln.toml.
@@ -246,6 +250,13 @@ pub fn run(registry: &dyn RegistryApi, cmd: SyncCommand) -> anyhow::Result<Strin
             } else {
                 anyhow::bail!("no node named {name}")
             }
+        }
+        SyncCommand::ResetNode { name } => {
+            let reset = registry.reset_node(&name)?;
+            format!(
+                "node {name}: reset requested by {}; `kiln sync run` replaces its routing table at its next push (`kiln audit log --model _fleet` shows node.reset_done)",
+                reset.requested_by
+            )
         }
         SyncCommand::Plan { file } => {
             let changes = registry.gitops(&read_gitops(&file)?, false)?;

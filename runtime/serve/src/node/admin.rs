@@ -162,18 +162,27 @@ fn precompile(state: &Arc<State>, digest: String, bytes: Bytes) {
     });
 }
 
-/// `PUT /admin/v1/routing` with a [`RoutingTable`].
+/// `PUT /admin/v1/routing` with a [`RoutingTable`]; `?reset_from=G` replaces generation
+/// `G` even with a lower one (the sync service re-adopting the node: `kiln sync reset-node`).
 pub(crate) async fn put_routing(
     Shared(state): Shared<Arc<State>>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
+    let reset_from = query
+        .get("reset_from")
+        .map(|g| {
+            g.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("reset_from=`{g}` is not a routing generation")))
+        })
+        .transpose()?;
     if state.store.is_none() {
         return Err(ApiError::new(StatusCode::CONFLICT.as_u16(), NOT_MANAGED).into());
     }
     let body = body.map_err(|e| body_error(e, state.config.max_upload_bytes))?;
     let table: RoutingTable = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a routing table: {e}")))?;
-    match push::push(&state, table).await {
+    match push::push(&state, table, reset_from).await {
         Ok(answer) => {
             state.set_last_error(None);
             Ok(reply(

@@ -13,6 +13,12 @@ use kiln_node_api::{AdminReply, RoutingTable};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// The highest routing generation a node accepts: 2^53 − 1, the largest integer every JSON
+/// tool reads exactly (and far below SQLite's limit). A sync service counts up by one per
+/// change, so it never gets there; a hand-made push of `u64::MAX` is refused instead of
+/// locking the node out of every later push.
+pub(crate) const MAX_GENERATION: u64 = (1 << 53) - 1;
+
 /// Why a pushed routing table was not installed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PushError {
@@ -22,9 +28,24 @@ pub(crate) enum PushError {
     /// `RoutingTable::validate` refused it.
     #[error("the routing table is invalid: {0}")]
     Invalid(String),
+    /// Above [`MAX_GENERATION`].
+    #[error(
+        "routing generation {0} is above the highest this node accepts ({MAX_GENERATION}); a sync service counts its generations up from 1"
+    )]
+    TooHigh(u64),
+    /// A reset named a generation this node does not serve (another push came first).
+    #[error(
+        "this node serves routing generation {served}, not {expected}: the reset is refused; read the state and reset from what it serves"
+    )]
+    ResetMismatch {
+        /// The generation the reset replaces.
+        expected: u64,
+        /// The served generation.
+        served: u64,
+    },
     /// Older than what is served (a delayed push from a previous sync round).
     #[error(
-        "routing generation {pushed} is older than the generation {served} this node serves; push a newer generation"
+        "routing generation {pushed} is older than the generation {served} this node serves; push a newer generation (or reset the node: `kiln sync reset-node`)"
     )]
     Stale {
         /// The pushed generation.
@@ -58,8 +79,13 @@ impl PushError {
     /// The HTTP status of the answer.
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            PushError::NotManaged | PushError::Stale { .. } | PushError::Missing(_) => StatusCode::CONFLICT,
-            PushError::Invalid(_) | PushError::LoadFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            PushError::NotManaged
+            | PushError::Stale { .. }
+            | PushError::ResetMismatch { .. }
+            | PushError::Missing(_) => StatusCode::CONFLICT,
+            PushError::Invalid(_) | PushError::TooHigh(_) | PushError::LoadFailed { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             PushError::Store(_) | PushError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -67,17 +93,46 @@ impl PushError {
     /// Whether the node reports it as its last error: an attempt to change what it serves
     /// that failed (a stale or misdirected push changes nothing and is the sender's concern).
     pub(crate) fn is_failed_change(&self) -> bool {
-        !matches!(self, PushError::NotManaged | PushError::Stale { .. })
+        !matches!(
+            self,
+            PushError::NotManaged
+                | PushError::Stale { .. }
+                | PushError::TooHigh(_)
+                | PushError::ResetMismatch { .. }
+        )
     }
 }
 
-/// Installs `pushed` on a managed node, serialised with any other routing change.
-pub(crate) async fn push(state: &Arc<State>, pushed: RoutingTable) -> Result<AdminReply, PushError> {
+/// Installs `pushed` on a managed node, serialised with any other routing change. With
+/// `reset_from`, a lower generation is accepted too, provided the node serves exactly
+/// that generation (the sync service re-adopting a node an admin reset).
+pub(crate) async fn push(
+    state: &Arc<State>,
+    pushed: RoutingTable,
+    reset_from: Option<u64>,
+) -> Result<AdminReply, PushError> {
     let store = state.store.clone().ok_or(PushError::NotManaged)?;
     pushed.validate().map_err(PushError::Invalid)?;
+    if pushed.generation > MAX_GENERATION {
+        return Err(PushError::TooHigh(pushed.generation));
+    }
     let _one_at_a_time = state.reload_lock.lock().await;
     let current = state.table();
-    if pushed.generation < current.generation {
+    if let Some(expected) = reset_from {
+        if expected != current.generation {
+            return Err(PushError::ResetMismatch {
+                expected,
+                served: current.generation,
+            });
+        }
+        if pushed.generation < current.generation {
+            tracing::warn!(
+                from = current.generation,
+                to = pushed.generation,
+                "routing generation reset by the admin API: accepting a lower generation"
+            );
+        }
+    } else if pushed.generation < current.generation {
         return Err(PushError::Stale {
             pushed: pushed.generation,
             served: current.generation,

@@ -192,6 +192,51 @@ fn managed_node_refuses_missing_digests_and_stale_generations() {
 }
 
 #[test]
+fn managed_node_bounds_generations_and_accepts_a_lower_one_only_on_an_exact_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_managed(dir.path(), admin_config());
+    let ((d1, v1), _) = iris_components();
+    assert_eq!(upload(&server, &d1, &v1).status, 201);
+    let at = |generation: u64, weight: u32| {
+        table(
+            generation,
+            vec![("iris", vec![route(1, &d1, weight, "", &[])], None)],
+        )
+    };
+    assert_eq!(push(&server, &at(5, 100)).status, 200);
+
+    // u64::MAX would lock the node out of every later push: refused.
+    let r = push(&server, &at(u64::MAX, 100));
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["error"].as_str().unwrap().contains("above the highest"));
+    assert_eq!(state(&server).routing.generation, 5);
+
+    // The bound itself is accepted; then a lower generation is stale...
+    let top = (1u64 << 53) - 1;
+    assert_eq!(push(&server, &at(top, 90)).status, 200);
+    assert_eq!(push(&server, &at(6, 100)).status, 409);
+    // ...unless it resets exactly the generation served.
+    let reset = |from: u64, routing: &RoutingTable| {
+        admin(
+            "PUT",
+            &server.url(&format!("/admin/v1/routing?reset_from={from}")),
+            serde_json::to_string(routing).unwrap().as_bytes(),
+        )
+    };
+    let r = reset(top - 1, &at(6, 100));
+    assert_eq!(r.status, 409, "a reset from another generation is refused");
+    assert!(r.json()["error"].as_str().unwrap().contains("not"));
+    let r = reset(top, &at(6, 100));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(state(&server).routing.generation, 6);
+    assert_eq!(
+        push(&server, &at(7, 100)).status,
+        200,
+        "later pushes count up again"
+    );
+}
+
+#[test]
 fn managed_node_refuses_a_whole_table_when_a_version_fails_to_load() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_managed(dir.path(), admin_config());
