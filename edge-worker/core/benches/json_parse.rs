@@ -73,15 +73,20 @@ impl Rng {
         self.0
     }
 
-    /// A feature value as Python's `json.dumps` writes an f32 widened to f64.
-    fn value(&mut self) -> String {
+    /// A feature value: as Python's `json.dumps` writes an f32 widened to f64
+    /// (`numpy.tolist()`, about 18 characters), or `short`, with one decimal (`5.1`).
+    fn value(&mut self, short: bool) -> String {
+        if short {
+            return format!("{:.1}", (self.next() % 100) as f64 / 10.0);
+        }
         let v = (self.next() % 2_000_000) as f32 / 1000.0 - 1000.0;
         serde_json::to_string(&(v as f64)).unwrap_or_default()
     }
 }
 
-/// `rows` rows of 4 features, nested (`[[a,b,c,d],...]`), about `bytes` long in all.
-fn rows_json(target: usize, rng: &mut Rng) -> (String, usize) {
+/// Rows of 4 features, nested (`[[a,b,c,d],...]`), about `target` bytes in all, and
+/// how many rows.
+fn rows_json(target: usize, short: bool, rng: &mut Rng) -> (String, usize) {
     let mut out = String::with_capacity(target + 64);
     out.push('[');
     let mut rows = 0;
@@ -94,7 +99,7 @@ fn rows_json(target: usize, rng: &mut Rng) -> (String, usize) {
             if j > 0 {
                 out.push(',');
             }
-            out.push_str(&rng.value());
+            out.push_str(&rng.value(short));
         }
         out.push(']');
         rows += 1;
@@ -103,8 +108,8 @@ fn rows_json(target: usize, rng: &mut Rng) -> (String, usize) {
     (out, rows)
 }
 
-fn oip_body(target: usize, data_first: bool) -> Vec<u8> {
-    let (data, rows) = rows_json(target, &mut Rng(0x9E37_79B9_7F4A_7C15));
+fn oip_body(target: usize, data_first: bool, short: bool) -> Vec<u8> {
+    let (data, rows) = rows_json(target, short, &mut Rng(0x9E37_79B9_7F4A_7C15));
     let body = if data_first {
         format!(r#"{{"inputs":[{{"name":"x","data":{data},"shape":[{rows},4],"datatype":"FP32"}}]}}"#)
     } else {
@@ -114,7 +119,7 @@ fn oip_body(target: usize, data_first: bool) -> Vec<u8> {
 }
 
 fn seed_body(target: usize) -> Vec<u8> {
-    let (data, _) = rows_json(target, &mut Rng(0x2545_F491_4F6C_DD1D));
+    let (data, _) = rows_json(target, false, &mut Rng(0x2545_F491_4F6C_DD1D));
     format!(r#"{{"instances":{data},"request_id":"bench"}}"#).into_bytes()
 }
 
@@ -190,14 +195,19 @@ fn main() {
     for &size in sizes {
         cases.push((
             format!("OIP FP32 [N,4], {} MiB", size / mib),
-            oip_body(size, false),
+            oip_body(size, false, false),
             true,
         ));
     }
     let last = *sizes.last().unwrap_or(&mib);
     cases.push((
         format!("OIP, data before datatype, {} MiB", last / mib),
-        oip_body(last, true),
+        oip_body(last, true, false),
+        true,
+    ));
+    cases.push((
+        format!("OIP, short numbers (`5.1`), {} MiB", last / mib),
+        oip_body(last, false, true),
         true,
     ));
     cases.push((

@@ -109,6 +109,7 @@ impl Values {
         self.bytes.reserve_exact((want - have).saturating_mul(size));
     }
 
+    #[inline]
     fn push<const N: usize>(&mut self, le: [u8; N]) {
         if self.bytes.capacity() - self.bytes.len() < N {
             self.grow(N);
@@ -131,45 +132,36 @@ impl Values {
 
     fn number(&mut self, n: Number) {
         if let Some(t) = self.writing() {
-            let float = match n {
-                Number::U(v) => v as f64,
-                Number::I(v) => v as f64,
-                Number::F(v) => v,
-            };
-            let int = match n {
-                Number::U(v) => Ok(i128::from(v)),
-                Number::I(v) => Ok(i128::from(v)),
-                Number::F(_) => Err(format!("{n} is not an integer")),
-            };
-            self.write(
-                t,
-                float,
-                int,
-                || format!("{n} is not a boolean"),
-                matches!(n, Number::U(0 | 1)),
-            );
+            match (t, n) {
+                (ElementType::Bool, Number::U(b @ (0 | 1))) => self.push([b as u8]),
+                (ElementType::Bool, _) => self.refuse(format!("{n} is not a boolean")),
+                (t, Number::U(v)) if is_float(t) => self.float(t, v as f64),
+                (t, Number::I(v)) if is_float(t) => self.float(t, v as f64),
+                (t, Number::F(v)) if is_float(t) => self.float(t, v),
+                (_, Number::F(_)) => self.refuse(format!("{n} is not an integer")),
+                (t, Number::U(v)) => self.int(t, i128::from(v)),
+                (t, Number::I(v)) => self.int(t, i128::from(v)),
+            }
         }
         self.count += 1;
     }
 
     fn boolean(&mut self, b: bool) {
-        if let Some(t) = self.writing() {
-            if is_float(t) {
-                self.refuse(format!("{b} is not a number"));
-            } else {
-                self.write(t, 0.0, Ok(i128::from(b)), String::new, true);
-            }
+        match self.writing() {
+            Some(ElementType::Bool) => self.push([b as u8]),
+            Some(t) if is_float(t) => self.refuse(format!("{b} is not a number")),
+            Some(t) => self.int(t, i128::from(b)),
+            None => {}
         }
         self.count += 1;
     }
 
     fn null(&mut self) {
-        if let Some(t) = self.writing() {
-            match t {
-                ElementType::Bool => self.refuse("null is not a boolean".into()),
-                t if is_float(t) => self.write(t, f64::NAN, Ok(0), String::new, false),
-                _ => self.refuse("null is not an integer".into()),
-            }
+        match self.writing() {
+            Some(ElementType::Bool) => self.refuse("null is not a boolean".into()),
+            Some(t) if is_float(t) => self.float(t, f64::NAN),
+            Some(_) => self.refuse("null is not an integer".into()),
+            None => {}
         }
         self.count += 1;
     }
@@ -187,62 +179,41 @@ impl Values {
         self.count += 1;
     }
 
-    /// Writes one element: `float` for float types, `int` (range-checked) for integer
-    /// types, `int` 0/1 for BOOL when `boolean` says the JSON value may be one.
-    fn write(
-        &mut self,
-        t: ElementType,
-        float: f64,
-        int: Result<i128, String>,
-        not_bool: impl FnOnce() -> String,
-        boolean: bool,
-    ) {
-        let ranged = |min: i128, max: i128| -> Result<i128, String> {
-            let n = int.clone()?;
-            if n < min || n > max {
-                return Err(format!("{n} is out of range for {t}"));
-            }
-            Ok(n)
+    /// Writes a value of a float type.
+    #[inline]
+    fn float(&mut self, t: ElementType, v: f64) {
+        match t {
+            ElementType::F32 => self.push((v as f32).to_le_bytes()),
+            ElementType::F64 => self.push(v.to_le_bytes()),
+            _ => self.push(kiln_types::tensor::f16_from_f64(v).to_le_bytes()),
+        }
+    }
+
+    /// Writes a value of an integer type, if it is in its range.
+    fn int(&mut self, t: ElementType, n: i128) {
+        let (min, max): (i128, i128) = match t {
+            ElementType::I8 => (i8::MIN.into(), i8::MAX.into()),
+            ElementType::I16 => (i16::MIN.into(), i16::MAX.into()),
+            ElementType::I32 => (i32::MIN.into(), i32::MAX.into()),
+            ElementType::I64 => (i64::MIN.into(), i64::MAX.into()),
+            ElementType::U8 => (0, u8::MAX.into()),
+            ElementType::U16 => (0, u16::MAX.into()),
+            ElementType::U32 => (0, u32::MAX.into()),
+            _ => (0, u64::MAX.into()),
         };
-        let written = match t {
-            ElementType::F16 => {
-                self.push(kiln_types::tensor::f16_from_f64(float).to_le_bytes());
-                Ok(())
-            }
-            ElementType::F32 => {
-                self.push((float as f32).to_le_bytes());
-                Ok(())
-            }
-            ElementType::F64 => {
-                self.push(float.to_le_bytes());
-                Ok(())
-            }
-            ElementType::I8 => {
-                ranged(i8::MIN.into(), i8::MAX.into()).map(|n| self.push((n as i8).to_le_bytes()))
-            }
-            ElementType::I16 => {
-                ranged(i16::MIN.into(), i16::MAX.into()).map(|n| self.push((n as i16).to_le_bytes()))
-            }
-            ElementType::I32 => {
-                ranged(i32::MIN.into(), i32::MAX.into()).map(|n| self.push((n as i32).to_le_bytes()))
-            }
-            ElementType::I64 => {
-                ranged(i64::MIN.into(), i64::MAX.into()).map(|n| self.push((n as i64).to_le_bytes()))
-            }
-            ElementType::U8 => ranged(0, u8::MAX.into()).map(|n| self.push([n as u8])),
-            ElementType::U16 => ranged(0, u16::MAX.into()).map(|n| self.push((n as u16).to_le_bytes())),
-            ElementType::U32 => ranged(0, u32::MAX.into()).map(|n| self.push((n as u32).to_le_bytes())),
-            ElementType::U64 => ranged(0, u64::MAX.into()).map(|n| self.push((n as u64).to_le_bytes())),
-            ElementType::Bool => match int {
-                Ok(n @ (0 | 1)) if boolean => {
-                    self.push([n as u8]);
-                    Ok(())
-                }
-                _ => Err(not_bool()),
-            },
-        };
-        if let Err(why) = written {
-            self.refuse(why);
+        if n < min || n > max {
+            return self.refuse(format!("{n} is out of range for {t}"));
+        }
+        // In range, so each cast below is exact.
+        match t {
+            ElementType::I8 => self.push((n as i8).to_le_bytes()),
+            ElementType::I16 => self.push((n as i16).to_le_bytes()),
+            ElementType::I32 => self.push((n as i32).to_le_bytes()),
+            ElementType::I64 => self.push((n as i64).to_le_bytes()),
+            ElementType::U8 => self.push([n as u8]),
+            ElementType::U16 => self.push((n as u16).to_le_bytes()),
+            ElementType::U32 => self.push((n as u32).to_le_bytes()),
+            _ => self.push((n as u64).to_le_bytes()),
         }
     }
 }
