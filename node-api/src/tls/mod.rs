@@ -3,7 +3,9 @@
 //!
 //! - Servers: [`ServerTls::from_pem_files`] (certificate chain, key, and an optional CA
 //!   whose client certificates are required: mutual TLS), then [`serve`] an axum router on
-//!   plain HTTP or HTTPS with one call.
+//!   plain HTTP or HTTPS with one call, within the connection limits of [`ServeLimits`];
+//!   [`request_timeout`] bounds a router's requests, [`receive`] streams a large upload to
+//!   a writer without holding it.
 //! - Clients: [`ClientTls`] trusts the system's root certificates plus an optional CA file
 //!   and may present a client certificate; it configures `ureq` agents
 //!   ([`ClientTls::agent_config`]), raw rustls ([`ClientTls::rustls_config`]) and Redis
@@ -13,16 +15,20 @@
 
 mod client;
 mod errors;
+mod limits;
 mod listener;
 mod pem;
 mod provider;
 mod server;
+mod upload;
 
 pub use client::ClientTls;
 pub use errors::{describe_error, describe_ureq_error};
+pub use limits::{OpenConnections, ServeLimits, json_error, overloaded, request_timeout};
 pub use listener::serve;
 pub use provider::{crypto_provider, install_default_provider};
 pub use server::ServerTls;
+pub use upload::{UploadError, declared_too_large, receive};
 
 #[cfg(test)]
 mod tests;

@@ -149,9 +149,15 @@ fn https_server(
     );
     let thread = std::thread::spawn(move || {
         runtime
-            .block_on(serve(listener, app, Some(tls), async move {
-                let _ = stopped.await;
-            }))
+            .block_on(serve(
+                listener,
+                app,
+                Some(tls),
+                &super::ServeLimits::default(),
+                async move {
+                    let _ = stopped.await;
+                },
+            ))
             .unwrap();
     });
     (url, stop, thread)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -18,8 +18,12 @@ use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
+use kiln_node_api::tls::{
+    ServeLimits, UploadError, declared_too_large, overloaded, receive, request_timeout,
+};
 use kiln_registry::auth::{Identity, NewToken};
 use kiln_registry::{GoldenPair, NewVersion, PlanOverrides, Registry, Stage, normalize_digest};
+use kiln_types::durable::Staged;
 
 use crate::api::{API_PREFIX, ApiError, ApiResult, Finish, RegistryApi};
 use crate::authorized::Authorized;
@@ -32,16 +36,22 @@ pub struct RegistryServer {
     registry: Arc<Registry>,
     uploads: PathBuf,
     max_upload: usize,
+    limits: ServeLimits,
+    /// Permits for uploads being received.
+    upload_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl RegistryServer {
     /// The routes over `registry`; uploads wait in `$KILN_HOME/uploads` until registered.
     pub fn new(registry: Arc<Registry>) -> RegistryServer {
         let uploads = registry.home().join("uploads");
+        let limits = ServeLimits::default();
         RegistryServer {
             registry,
             uploads,
             max_upload: DEFAULT_MAX_UPLOAD,
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_uploads)),
+            limits,
         }
     }
 
@@ -51,16 +61,29 @@ impl RegistryServer {
         self
     }
 
+    /// Sets the request and upload timeouts and the most uploads received at once.
+    pub fn limits(mut self, limits: &ServeLimits) -> RegistryServer {
+        self.upload_slots = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_uploads.max(1)));
+        self.limits = limits.clone();
+        self
+    }
+
     /// The axum routes, to serve alone or merge into another server's.
     pub fn router(self) -> axum::Router {
         let limit = self.max_upload;
+        let (request_limit, upload_limit) = (self.limits.request_timeout, self.limits.upload_timeout);
         let state = Arc::new(self);
         let p = |path: &str| format!("{API_PREFIX}{path}");
+        // Uploads stream to a file (no body limit of axum's) and get the longer timeout.
+        let uploads = request_timeout(
+            axum::Router::new().route(&p("/models/{name}/components/{digest}"), put(upload)),
+            upload_limit,
+            "--upload-timeout",
+        );
         let api = axum::Router::new()
             .route(&p("/whoami"), get(whoami))
             .route(&p("/versions"), get(list))
             .route(&p("/resolve"), get(resolve))
-            .route(&p("/models/{name}/components/{digest}"), put(upload))
             .route(&p("/models/{name}/versions"), post(register))
             .route(
                 &p("/models/{name}/versions/{version}"),
@@ -92,12 +115,17 @@ impl RegistryServer {
             .route(&p("/gitops/{mode}"), post(gitops))
             .route(&p("/tokens"), get(tokens).post(create_token))
             .route(&p("/tokens/{name}"), axum::routing::delete(revoke_token))
-            .layer(DefaultBodyLimit::max(limit))
+            .layer(DefaultBodyLimit::max(limit));
+        let api = request_timeout(api, request_limit, "--request-timeout")
+            .merge(uploads)
             .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
             .with_state(state);
-        axum::Router::new()
-            .route("/openapi.json", get(openapi))
-            .merge(api)
+        let open = request_timeout(
+            axum::Router::new().route("/openapi.json", get(openapi)),
+            request_limit,
+            "--request-timeout",
+        );
+        open.merge(api)
     }
 }
 
@@ -237,29 +265,86 @@ async fn golden(
 }
 
 /// `PUT .../components/{digest}`: the component bytes of a version about to be registered,
-/// checked against the digest in the path and kept until `POST .../versions` names it.
+/// streamed into a temporary file in `$KILN_HOME/uploads` and hashed on the way (never held
+/// whole in memory), renamed into place if they hash to the digest in the path, and kept
+/// until `POST .../versions` names them. At most `max_concurrent_uploads` at once.
 async fn upload(
     State(s): Shared,
     Extension(who): Extension<Identity>,
     Path((name, digest)): Path<(String, String)>,
-    bytes: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
-    run(s.clone(), who, StatusCode::CREATED, move |api| {
-        api.identity().check(kiln_registry::Action::Deploy, Some(&name))?;
-        let digest = normalize_digest(&digest)?;
-        let actual = kiln_types::digest(&bytes);
-        if actual != digest {
-            return Err(ApiError::Invalid(format!(
-                "the upload's sha256 is {actual}, not {digest} as its URL says"
-            )));
-        }
-        prune_uploads(&s.uploads);
-        let path = s.uploads.join(&digest);
-        kiln_types::durable::write(&path, &bytes)
-            .map_err(|e| ApiError::Internal(format!("storing upload {}: {e:#}", path.display())))?;
-        Ok(json!({ "digest": format!("sha256:{digest}"), "size": bytes.len() }))
+    match receive_upload(&s, &who, &name, &digest, &headers, body).await {
+        Ok(value) => (StatusCode::CREATED, Json(value)).into_response(),
+        Err(refusal) => refusal,
+    }
+}
+
+async fn receive_upload(
+    s: &Arc<RegistryServer>,
+    who: &Identity,
+    name: &str,
+    digest: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Value, Response> {
+    let fail = |e: ApiError| error_response(&e);
+    who.check(kiln_registry::Action::Deploy, Some(name))
+        .map_err(|d| fail(d.into()))?;
+    let digest = normalize_digest(digest).map_err(|e| fail(e.into()))?;
+    let limit = s.max_upload as u64;
+    let too_large = || {
+        ApiError::TooLarge(format!(
+            "the upload is larger than this server's limit of {} MiB (--max-upload-mib)",
+            s.max_upload >> 20
+        ))
+    };
+    if declared_too_large(headers, limit) {
+        return Err(fail(too_large()));
+    }
+    let Ok(_slot) = s.upload_slots.clone().try_acquire_owned() else {
+        return Err(overloaded(format!(
+            "the registry is receiving {} uploads already (--max-concurrent-uploads); retry in a moment",
+            s.limits.max_concurrent_uploads
+        )));
+    };
+    let path = s.uploads.join(&digest);
+    let staged = Staged::create(&path).map_err(|e| {
+        fail(ApiError::Internal(format!(
+            "creating a temporary file for {}: {e}",
+            path.display()
+        )))
+    })?;
+    // Dropping `staged` on any failure below removes its temporary file.
+    let staged = receive(body, limit, staged).await.map_err(|e| {
+        fail(match e {
+            UploadError::TooLarge(_) => too_large(),
+            UploadError::Body(_) => ApiError::BadRequest(e.to_string()),
+            UploadError::Write(e) => ApiError::Internal(format!("storing upload {}: {e}", path.display())),
+        })
+    })?;
+    let actual = staged.digest();
+    if actual != digest {
+        return Err(fail(ApiError::Invalid(format!(
+            "the upload's sha256 is {actual}, not {digest} as its URL says"
+        ))));
+    }
+    let size = staged.len();
+    let uploads = s.uploads.clone();
+    tokio::task::spawn_blocking(move || {
+        prune_uploads(&uploads);
+        staged.commit()
     })
     .await
+    .map_err(|e| fail(ApiError::Internal(format!("upload task failed: {e}"))))?
+    .map_err(|e| {
+        fail(ApiError::Internal(format!(
+            "storing upload {}: {e:#}",
+            path.display()
+        )))
+    })?;
+    Ok(json!({ "digest": format!("sha256:{digest}"), "size": size }))
 }
 
 /// Removes uploads nobody registered within an hour.

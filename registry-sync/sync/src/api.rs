@@ -282,9 +282,13 @@ pub fn serve(
             .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") });
         let tls = shared.config.tls.clone();
         // The registry server's API on the same listener: one process for a small fleet.
-        let registry_api = kiln_registry_server::RegistryServer::new(shared.registry.clone()).router();
+        let limits = shared.config.limits.clone();
+        let registry_api = kiln_registry_server::RegistryServer::new(shared.registry.clone())
+            .limits(&limits)
+            .router();
+        let app = kiln_node_api::tls::request_timeout(app, limits.request_timeout, "--request-timeout");
         let app = app.with_state(shared).merge(registry_api);
-        kiln_node_api::tls::serve(listener, app, tls, async move {
+        kiln_node_api::tls::serve(listener, app, tls, &limits, async move {
             let _ = stop.await;
         })
         .await

@@ -57,6 +57,9 @@ pub struct SyncConfig {
     /// What the service's calls (nodes, the alert webhook) trust and present: the client
     /// certificate is what nodes started with `--client-ca` require.
     pub client_tls: ClientTls,
+    /// Connections, header/idle/request/upload timeouts and concurrent uploads of the API
+    /// (and of the registry server mounted on it).
+    pub limits: kiln_node_api::tls::ServeLimits,
 }
 
 impl Default for SyncConfig {
@@ -77,6 +80,7 @@ impl Default for SyncConfig {
             actor: "kiln-sync".to_string(),
             tls: None,
             client_tls: ClientTls::default(),
+            limits: kiln_node_api::tls::ServeLimits::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod commands;
 pub mod export;
 pub mod lazy_host;
+pub mod limits_args;
 pub mod register;
 pub mod render;
 pub mod secrets;

@@ -34,6 +34,8 @@ pub struct Metrics {
     instances_idle: IntGaugeVec,
     models_loaded: IntGauge,
     generation: IntGauge,
+    /// Connections open (`--max-connections` bounds it), set when the metrics are read.
+    pub(crate) connections_open: IntGauge,
     reloads: IntCounterVec,
     load_failures: IntCounterVec,
     shadow: IntCounterVec,
@@ -167,6 +169,13 @@ impl Metrics {
                 "Catalog generation of the routing table being served",
             ),
         )?;
+        let connections_open = register(
+            &r,
+            IntGauge::new(
+                "kiln_http_connections_open",
+                "HTTP connections open now, TLS handshakes included (at --max-connections the server stops accepting)",
+            ),
+        )?;
         let reloads = register(
             &r,
             IntCounterVec::new(
@@ -250,6 +259,7 @@ impl Metrics {
             instances_idle,
             models_loaded,
             generation,
+            connections_open,
             reloads,
             load_failures,
             shadow,

@@ -21,6 +21,7 @@ use axum::http::{Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, put};
 use kiln_host::Host;
+use kiln_node_api::tls::request_timeout;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -110,7 +111,8 @@ impl Server {
             "serving {}",
             if tls.is_some() { "HTTPS" } else { "HTTP" }
         );
-        let result = kiln_node_api::tls::serve(listener, self.router(), tls, shutdown).await;
+        let limits = self.state.config.limits.clone();
+        let result = kiln_node_api::tls::serve(listener, self.router(), tls, &limits, shutdown).await;
         poller.abort();
         drop(heartbeat);
         tracing::info!("server stopped");
@@ -163,14 +165,20 @@ fn router(state: Arc<State>) -> Router {
         rejected: state.metrics.rate_limited.clone(),
     };
     let guarded = access::guard(guarded, gate).with_state(state.clone());
-    Router::new()
-        .nest(kiln_node_api::ADMIN_PREFIX, admin)
+    let limits = &state.config.limits;
+    // Every request is bounded in time, slow bodies included; uploads get longer.
+    let admin = request_timeout(admin, limits.upload_timeout, "--upload-timeout");
+    let timed = Router::new()
         .route("/metrics", get(metrics_text))
         // Health is never limited (kiln-api answers it, without a caller).
         .route("/v2/health/live", any(http::api))
         .route("/v2/health/ready", any(http::api))
         .fallback_service(guarded)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    let timed = request_timeout(timed, limits.request_timeout, "--request-timeout");
+    Router::new()
+        .nest(kiln_node_api::ADMIN_PREFIX, admin)
+        .merge(timed)
         .layer(axum::middleware::map_response(http::json_errors))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -178,6 +186,10 @@ fn router(state: Arc<State>) -> Router {
 
 async fn metrics_text(axum::extract::State(state): axum::extract::State<Arc<State>>) -> Response {
     let table = state.table();
+    state
+        .metrics
+        .connections_open
+        .set(state.config.limits.open.get() as i64);
     match state.metrics.render(&table, state.config.cache.as_deref()) {
         Ok(text) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

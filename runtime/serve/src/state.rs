@@ -46,6 +46,8 @@ pub struct ServeConfig {
     pub client_tls: ClientTls,
     /// Bearer tokens and rate limits of the inference port.
     pub access: crate::access::AccessConfig,
+    /// Connections, header/idle/request/upload timeouts and concurrent uploads.
+    pub limits: kiln_node_api::tls::ServeLimits,
 }
 
 /// Where a managed node announces itself.
@@ -76,6 +78,7 @@ impl Default for ServeConfig {
             tls: None,
             client_tls: ClientTls::default(),
             access: crate::access::AccessConfig::default(),
+            limits: kiln_node_api::tls::ServeLimits::default(),
         }
     }
 }
@@ -96,6 +99,8 @@ pub(crate) struct State {
     last_error: Mutex<Option<String>>,
     /// Permits for shadow calls in flight.
     pub(crate) shadow_slots: Arc<tokio::sync::Semaphore>,
+    /// Permits for component uploads being received.
+    pub(crate) upload_slots: Arc<tokio::sync::Semaphore>,
     /// Unique per server start: tells the sync service the node restarted.
     pub(crate) instance_id: String,
     pub(crate) started: Instant,
@@ -122,6 +127,9 @@ impl State {
             host,
             catalog,
             shadow_slots: Arc::new(tokio::sync::Semaphore::new(config.max_shadow_in_flight)),
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(
+                config.limits.max_concurrent_uploads.max(1),
+            )),
             config,
             table: RwLock::new(Arc::new(Table::default())),
             ready: AtomicBool::new(false),

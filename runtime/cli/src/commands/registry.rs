@@ -34,6 +34,10 @@ pub struct RegistryServeArgs {
     /// Largest component upload taken, in MiB.
     #[arg(long, env = "KILN_REGISTRY_MAX_UPLOAD_MIB", default_value_t = 512)]
     pub max_upload_mib: usize,
+    /// Connection and request limits: --max-connections, --header-timeout, --idle-timeout,
+    /// --request-timeout, --upload-timeout, --max-concurrent-uploads.
+    #[command(flatten)]
+    pub limits: crate::limits_args::LimitsArgs,
 }
 
 /// Refuses plain HTTP where tokens would cross a network, unless asked for explicitly.
@@ -64,8 +68,10 @@ pub fn serve(registry: Arc<Registry>, args: &RegistryServeArgs) -> anyhow::Resul
             "no tokens yet: every call will get 401. Create the first admin token on this machine with `kiln tokens create --name admin --role admin`"
         );
     }
+    let limits = args.limits.limits();
     let app = RegistryServer::new(registry.clone())
         .max_upload(args.max_upload_mib.max(1) << 20)
+        .limits(&limits)
         .router();
     let scheme = args.tls.scheme();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -82,6 +88,6 @@ pub fn serve(registry: Arc<Registry>, args: &RegistryServeArgs) -> anyhow::Resul
             "kiln registry ready on {scheme}://{addr} (registry {}; OpenAPI at {scheme}://{addr}/openapi.json)",
             registry.home().display()
         );
-        kiln_node_api::tls::serve(listener, app, tls, crate::shutdown::shutdown_signal()).await
+        kiln_node_api::tls::serve(listener, app, tls, &limits, crate::shutdown::shutdown_signal()).await
     })
 }

@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// Rate limits of the inference port: --rate-limit, --rate-limit-burst, --rate-limit-key.
     #[command(flatten)]
     pub access: crate::access_args::AccessArgs,
+    /// Connection and request limits: --max-connections, --header-timeout, --idle-timeout,
+    /// --request-timeout, --upload-timeout, --max-concurrent-uploads.
+    #[command(flatten)]
+    pub limits: crate::limits_args::LimitsArgs,
 }
 
 impl ServeArgs {
@@ -164,6 +168,7 @@ pub fn run(host: Arc<Host>, registry: Arc<Registry>, args: &ServeArgs, banner: b
             tls,
             client_tls,
             access: args.access.config()?,
+            limits: args.limits.limits(),
             ..ServeConfig::default()
         };
         let listener = tokio::net::TcpListener::bind(args.listen)

@@ -85,6 +85,10 @@ pub struct SyncRunArgs {
     /// --ca-file, --client-cert, --client-key.
     #[command(flatten)]
     pub client_tls: crate::tls_args::ClientTlsArgs,
+    /// Connection and request limits of its API: --max-connections, --header-timeout,
+    /// --idle-timeout, --request-timeout, --upload-timeout, --max-concurrent-uploads.
+    #[command(flatten)]
+    pub limits: crate::limits_args::LimitsArgs,
 }
 
 impl SyncRunArgs {
@@ -107,6 +111,7 @@ impl SyncRunArgs {
             backoff_max: Duration::from_millis(parse_ms(&self.backoff_max)?.max(100)),
             alert_webhook: self.alert_webhook.clone(),
             default_policy: self.policy.plan(RolloutPlan::default())?,
+            limits: self.limits.limits(),
             ..SyncConfig::default()
         })
     }

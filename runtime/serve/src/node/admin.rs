@@ -8,14 +8,17 @@ use super::store::NodeStoreError;
 use crate::http::{HttpError, body_error};
 use crate::state::State;
 use axum::Json;
+use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Request, State as Shared};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use kiln_api::ApiError;
+use kiln_node_api::tls;
 use kiln_node_api::{AdminReply, RoutingTable, bearer_token, is_sha256_hex};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 const NOT_MANAGED: &str =
@@ -85,11 +88,14 @@ pub(crate) async fn has_component(
     }
 }
 
-/// `PUT /admin/v1/components/{digest}` with the component's bytes.
+/// `PUT /admin/v1/components/{digest}` with the component's bytes: streamed into a
+/// temporary file in the store and hashed on the way (never held whole in memory), then
+/// renamed into place if it hashes to `digest`. At most `max_concurrent_uploads` at once.
 pub(crate) async fn put_component(
     Shared(state): Shared<Arc<State>>,
     Path(digest): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, HttpError> {
     let Some(store) = state.store.clone() else {
         return Err(ApiError::new(StatusCode::CONFLICT.as_u16(), NOT_MANAGED).into());
@@ -100,17 +106,37 @@ pub(crate) async fn put_component(
         ))
         .into());
     }
-    let body = body.map_err(|e| body_error(e, state.config.max_upload_bytes))?;
-    let size = body.len();
+    let limit = state.config.max_upload_bytes;
+    if tls::declared_too_large(&headers, limit as u64) {
+        return Err(ApiError::too_large(limit).into());
+    }
+    let Ok(_slot) = state.upload_slots.clone().try_acquire_owned() else {
+        return Ok(tls::overloaded(format!(
+            "this node is receiving {} component uploads already (--max-concurrent-uploads); retry in a moment",
+            state.config.limits.max_concurrent_uploads
+        )));
+    };
+    let staged = store
+        .stage_component(&digest)
+        .map_err(|e| ApiError::internal(format!("storing component {digest}: {e}")))?;
+    let staged = match tls::receive(body, limit as u64, staged).await {
+        Ok(staged) => staged,
+        Err(tls::UploadError::TooLarge(_)) => return Err(ApiError::too_large(limit).into()),
+        Err(e @ tls::UploadError::Body(_)) => return Err(ApiError::bad_request(e.to_string()).into()),
+        Err(tls::UploadError::Write(e)) => {
+            return Err(ApiError::internal(format!("storing component {digest}: {e}")).into());
+        }
+    };
+    let size = staged.len();
     let name = digest.clone();
-    let bytes = body.clone();
-    // Hashing and fsyncing hundreds of MiB: on the blocking pool.
-    let stored = tokio::task::spawn_blocking(move || store.put_component(&name, &body))
+    let committer = store.clone();
+    // fsync and rename: on the blocking pool.
+    let stored = tokio::task::spawn_blocking(move || committer.commit_component(&name, staged))
         .await
         .map_err(|e| ApiError::internal(format!("the upload task failed: {e}")))?;
     let generation = state.table().generation;
     if matches!(stored, Ok(true)) {
-        precompile(&state, digest.clone(), bytes);
+        precompile(&state, digest.clone(), store.component_path(&digest));
     }
     match stored {
         Ok(true) => Ok(reply(
@@ -134,10 +160,11 @@ pub(crate) async fn put_component(
     }
 }
 
-/// Compiles a just-stored component into the AOT cache in the background, one at a time,
-/// so that a later routing push that serves it only maps the compiled code (milliseconds)
-/// instead of running Cranelift (seconds) while the rollout waits.
-fn precompile(state: &Arc<State>, digest: String, bytes: Bytes) {
+/// Compiles a just-stored component (read back from `path`) into the AOT cache in the
+/// background, one at a time, so that a later routing push that serves it only maps the
+/// compiled code (milliseconds) instead of running Cranelift (seconds) while the rollout
+/// waits.
+fn precompile(state: &Arc<State>, digest: String, path: PathBuf) {
     static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
     let host = state.host.clone();
     tokio::spawn(async move {
@@ -146,6 +173,8 @@ fn precompile(state: &Arc<State>, digest: String, bytes: Bytes) {
         };
         let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || {
+            let bytes =
+                std::fs::read(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
             host.component_for_digest(&digest, &bytes)
                 .map(|(_, o)| (digest, o))
         })

@@ -64,6 +64,16 @@ impl NodeStore {
         let components = dir.join("components");
         std::fs::create_dir_all(&components)
             .map_err(io(format!("creating the node store {}", components.display())))?;
+        // Uploads a crash or a kill cut short: nobody will finish them.
+        for entry in std::fs::read_dir(&components).into_iter().flatten().flatten() {
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(kiln_types::durable::is_temporary_name)
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         Ok(NodeStore {
             dir: dir.to_path_buf(),
             components,
@@ -108,6 +118,42 @@ impl NodeStore {
         let path = self.component_path(digest);
         kiln_types::durable::write(&path, bytes).map_err(io(format!("storing {}", path.display())))?;
         tracing::info!(digest, bytes = bytes.len(), "component stored");
+        Ok(true)
+    }
+
+    /// A temporary file in the store that an upload of `digest` streams into; see
+    /// [`NodeStore::commit_component`].
+    pub fn stage_component(&self, digest: &str) -> Result<kiln_types::durable::Staged, NodeStoreError> {
+        if !is_sha256_hex(digest) {
+            return Err(NodeStoreError::InvalidDigest(digest.to_string()));
+        }
+        let path = self.component_path(digest);
+        kiln_types::durable::Staged::create(&path)
+            .map_err(io(format!("creating a temporary file for {}", path.display())))
+    }
+
+    /// Stores a streamed upload after checking it hashes to `digest`; a mismatch or a
+    /// component already present removes the temporary file. Returns whether it was new.
+    pub fn commit_component(
+        &self,
+        digest: &str,
+        staged: kiln_types::durable::Staged,
+    ) -> Result<bool, NodeStoreError> {
+        let actual = staged.digest();
+        if actual != digest {
+            return Err(NodeStoreError::DigestMismatch {
+                expected: digest.to_string(),
+                actual,
+            });
+        }
+        if self.has(digest) {
+            return Ok(false);
+        }
+        let bytes = staged.len();
+        let path = staged
+            .commit()
+            .map_err(io(format!("storing {}", self.component_path(digest).display())))?;
+        tracing::info!(digest, bytes, path = %path.display(), "component stored");
         Ok(true)
     }
 
@@ -258,6 +304,39 @@ mod tests {
         assert!(store.has(&digest));
         assert_eq!(store.digests().unwrap(), vec![digest.clone()]);
         assert_eq!(std::fs::read(store.component_path(&digest)).unwrap(), bytes);
+    }
+
+    #[test]
+    fn streamed_components_are_checked_and_leave_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(dir.path()).unwrap();
+        let bytes = b"streamed component".to_vec();
+        let digest = kiln_types::digest(&bytes);
+        let wrong = "0".repeat(64);
+        let mut staged = store.stage_component(&wrong).unwrap();
+        staged.write(&bytes).unwrap();
+        assert!(matches!(
+            store.commit_component(&wrong, staged),
+            Err(NodeStoreError::DigestMismatch { .. })
+        ));
+        let mut staged = store.stage_component(&digest).unwrap();
+        staged.write(&bytes).unwrap();
+        assert!(store.commit_component(&digest, staged).unwrap());
+        let mut again = store.stage_component(&digest).unwrap();
+        again.write(&bytes).unwrap();
+        assert!(!store.commit_component(&digest, again).unwrap());
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("components"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(format!("{digest}.wasm"))]);
+        // A temporary file left by a crash is gone when the store opens again.
+        std::fs::write(dir.path().join("components").join(".x.wasm.tmp-1-0"), b"half").unwrap();
+        NodeStore::open(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("components")).unwrap().count(),
+            1
+        );
     }
 
     #[test]
