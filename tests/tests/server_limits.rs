@@ -307,7 +307,7 @@ fn an_over_limit_upload_gets_a_json_413_and_leaves_no_temporary_file() {
 }
 
 #[test]
-fn a_managed_node_streams_uploads_refuses_wrong_digests_and_over_limit_bodies_in_json() {
+fn a_managed_node_streams_uploads_without_holding_them_and_refuses_wrong_digests_and_over_limit_bodies() {
     let home = KilnHome::new();
     let token_file = home.path().join("admin.token");
     std::fs::write(&token_file, "node-admin-secret").unwrap();
@@ -318,7 +318,7 @@ fn a_managed_node_streams_uploads_refuses_wrong_digests_and_over_limit_bodies_in
             "--admin-token-file",
             token_file.to_str().unwrap(),
             "--max-upload-mib",
-            "2",
+            "160",
         ],
     );
     let components = home.path().join("node").join("components");
@@ -331,13 +331,21 @@ fn a_managed_node_streams_uploads_refuses_wrong_digests_and_over_limit_bodies_in
     assert_eq!(answer.status, 201, "{answer:?}");
     let stored = vec![format!("{digest}.wasm")];
     wait_files(&components, &stored);
-    // A wrong digest: 422 and nothing left.
-    let answer = put(&node.addr, &path(&"0".repeat(64)), token, payload(1000));
+    // A wrong digest: 422 and nothing left; the 128 MiB were never held in memory.
+    let pid = node.child.id();
+    let before = peak_rss_kib(pid);
+    let answer = put(&node.addr, &path(&"0".repeat(64)), token, payload(128 << 20));
+    let grew_mib = peak_rss_kib(pid).saturating_sub(before) as f64 / 1024.0;
     assert_eq!(answer.status, 422, "{answer:?}");
     assert!(answer.json()["error"].is_string(), "{answer:?}");
+    eprintln!("managed node peak RSS grew by {grew_mib:.1} MiB for a 128 MiB upload");
+    assert!(
+        grew_mib < 48.0,
+        "the node's peak memory grew by {grew_mib:.1} MiB: it buffered the body"
+    );
     wait_files(&components, &stored);
     // Over the limit, chunked: a JSON 413 and no temporary file.
-    let answer = put_chunked(&node.addr, &path(&"1".repeat(64)), token, 5 << 20);
+    let answer = put_chunked(&node.addr, &path(&"1".repeat(64)), token, 170 << 20);
     assert_eq!(answer.status, 413, "{answer:?}");
     assert!(answer.json()["error"].is_string(), "{answer:?}");
     wait_files(&components, &stored);
