@@ -64,7 +64,7 @@ fn a_canary_failing_every_request_is_rolled_back_below_min_requests() {
     let report = load.stop();
     let message = done["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("none successfully") && message.contains("max consecutive errors 5"),
+        message.contains("none successful") && message.contains("max consecutive errors 5"),
         "{done:#}"
     );
     assert!(report.failed() >= 5, "{report:?}");

@@ -232,7 +232,8 @@ pub fn judge(plan: &RolloutPlan, shadow_step: bool, figures: &StepFigures, inter
     }
     if max_failures > 0 && figures.canary_errors >= max_failures && figures.canary_successes() == 0 {
         return Verdict::Broken(format!(
-            "the canary answered {} request(s) with a 5xx and none successfully in the step (max consecutive errors {max_failures}) ({})",
+            "canary error rate {:.1}%: {} 5xx answer(s) and none successful in the step (max consecutive errors {max_failures}) ({})",
+            100.0 * figures.canary_error_rate(),
             figures.canary_errors,
             figures.summary()
         ));
@@ -383,7 +384,7 @@ mod tests {
         f.canary_requests = 5;
         f.canary_errors = 5;
         assert!(
-            matches!(judge(&plan, false, &f, false), Verdict::Broken(m) if m.contains("none successfully") && m.contains("max consecutive errors 5"))
+            matches!(judge(&plan, false, &f, false), Verdict::Broken(m) if m.contains("none successful") && m.contains("max consecutive errors 5"))
         );
         // One success in the step: the rule does not apply (min_requests decides).
         f.canary_requests = 6;
