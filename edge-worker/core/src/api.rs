@@ -102,7 +102,14 @@ impl Response {
 
 impl From<ApiError> for Response {
     fn from(e: ApiError) -> Self {
-        Response::json(e.status, &e.body())
+        let mut response = Response::json(e.status, &e.body());
+        if e.is_overloaded() {
+            response.headers.push((
+                "retry-after".to_string(),
+                crate::error::RETRY_AFTER_SECONDS.to_string(),
+            ));
+        }
+        response
     }
 }
 
@@ -123,6 +130,28 @@ pub trait Env {
     fn ready(&self) -> bool {
         true
     }
+    /// Largest JSON part of an inference request (the whole seed body; an OIP body
+    /// without its binary tensors), in bytes: large tensors belong in the binary
+    /// extension, which parses at the cost of a copy.
+    fn max_json_bytes(&self) -> usize {
+        usize::MAX
+    }
+}
+
+/// 413 when the JSON part of a request is over the host's JSON limit, saying what to
+/// send instead.
+fn check_json_size(json_bytes: usize, limit: usize) -> Result<(), ApiError> {
+    if json_bytes <= limit {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        413,
+        format!(
+            "the JSON part of the request is {json_bytes} bytes, over the limit of {limit} bytes for JSON; \
+             send large tensors with the binary tensor extension (`Inference-Header-Content-Length` \
+             and `parameters.binary_data_size`), which has a higher limit"
+        ),
+    ))
 }
 
 /// A served version, as the API routes to it and describes it.
@@ -251,7 +280,17 @@ pub fn begin<T: Version>(models: &Models<T>, req: &Request<'_>, env: &dyn Env) -
     let wrong_method = || done(Err(ApiError::method_not_allowed(req.method, path)));
     match segs.as_slice() {
         ["v1", "models", name, "predict"] if post => {
-            started_seed(models, name, req.body, selection(None), caller, point, started)
+            let json = check_json_size(req.body.len(), env.max_json_bytes());
+            started_seed(
+                models,
+                name,
+                req.body,
+                selection(None),
+                caller,
+                point,
+                started,
+                json,
+            )
         }
         ["v2"] if get => done(Ok(Response::json(200, &infer::server_metadata()))),
         ["v2", "health", "live"] if get => done(Ok(Response::json(200, &json!({ "live": true })))),
@@ -266,12 +305,24 @@ pub fn begin<T: Version>(models: &Models<T>, req: &Request<'_>, env: &dyn Env) -
         ["v2", "models", name, "versions", v, "ready"] if get => done(ready(models, name, Some(v))),
         ["v2", "models", name, "config"] if get => done(config(models, name, None)),
         ["v2", "models", name, "versions", v, "config"] if get => done(config(models, name, Some(v))),
-        ["v2", "models", name, "infer"] if post => {
-            started_infer(models, name, selection(None), caller, point, req)
-        }
-        ["v2", "models", name, "versions", v, "infer"] if post => {
-            started_infer(models, name, selection(Some(v)), caller, point, req)
-        }
+        ["v2", "models", name, "infer"] if post => started_infer(
+            models,
+            name,
+            selection(None),
+            caller,
+            point,
+            req,
+            env.max_json_bytes(),
+        ),
+        ["v2", "models", name, "versions", v, "infer"] if post => started_infer(
+            models,
+            name,
+            selection(Some(v)),
+            caller,
+            point,
+            req,
+            env.max_json_bytes(),
+        ),
         ["v1", "models", _, "predict"]
         | ["v2", "models", _, "infer"]
         | ["v2", "models", _, "versions", _, "infer"] => wrong_method(),
@@ -321,6 +372,7 @@ fn routed<T: Version>(
     Ok(route)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn started_seed<T: Version>(
     models: &Models<T>,
     name: &str,
@@ -329,8 +381,12 @@ fn started_seed<T: Version>(
     caller: Caller<'_>,
     point: impl FnOnce() -> u64,
     started: f64,
+    json_size: Result<(), ApiError>,
 ) -> Step<T> {
     let known = models.contains_key(name).then_some(name);
+    if let Err(e) = json_size {
+        return Step::Done(refused(Endpoint::Seed, known, None, e));
+    }
     let mut chosen = None;
     match seed_call(models, name, body, selection, caller, point, started, &mut chosen) {
         Ok(call) => Step::Run(call),
@@ -389,8 +445,16 @@ fn started_infer<T: Version>(
     caller: Caller<'_>,
     point: impl FnOnce() -> u64,
     req: &Request<'_>,
+    json_limit: usize,
 ) -> Step<T> {
     let known = models.contains_key(name).then_some(name);
+    // The JSON part: all of it, or what precedes the binary tensors.
+    let json_bytes = header(req.headers, binary::HEADER_LENGTH)
+        .and_then(|h| h.trim().parse::<usize>().ok())
+        .map_or(req.body.len(), |n| n.min(req.body.len()));
+    if let Err(e) = check_json_size(json_bytes, json_limit) {
+        return Step::Done(refused(Endpoint::Infer, known, None, e));
+    }
     let route = match routes(models, name).and_then(|r| routed(r, name, selection, caller, point)) {
         Ok(route) => route,
         Err(e) => return Step::Done(refused(Endpoint::Infer, known, None, e)),

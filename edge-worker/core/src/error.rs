@@ -70,6 +70,7 @@ impl ApiError {
             FailureKind::InvalidInput | FailureKind::Unsupported => protocol.invalid_status(),
             FailureKind::TooLarge => 413,
             FailureKind::Timeout => 504,
+            FailureKind::Overloaded => 503,
             FailureKind::MemoryLimit | FailureKind::Trap | FailureKind::Model | FailureKind::Host => 500,
         };
         ApiError {
@@ -97,6 +98,21 @@ impl ApiError {
         ApiError::new(405, format!("{method} is not allowed on {path}"))
     }
 
+    /// 503 `overloaded`: the server sheds the request because it is at capacity (a
+    /// model's bulkhead, the bytes in flight, the instance pool); the client should
+    /// retry after [`RETRY_AFTER_SECONDS`] (the `Retry-After` header says so).
+    pub fn overloaded(message: impl Into<String>) -> ApiError {
+        ApiError {
+            kind: Some(FailureKind::Overloaded.as_str()),
+            ..ApiError::new(503, message)
+        }
+    }
+
+    /// Whether this is a 503 `overloaded` (answered with `Retry-After`).
+    pub fn is_overloaded(&self) -> bool {
+        self.status == 503 && self.kind == Some(FailureKind::Overloaded.as_str())
+    }
+
     /// 413 for a body over the limit.
     pub fn too_large(limit: usize) -> ApiError {
         ApiError::new(
@@ -105,6 +121,9 @@ impl ApiError {
         )
     }
 }
+
+/// The `Retry-After` of a 503 `overloaded`, in seconds (HTTP allows whole seconds only).
+pub const RETRY_AFTER_SECONDS: u32 = 1;
 
 /// Why running a model failed, as every host classifies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +136,9 @@ pub enum FailureKind {
     TooLarge,
     /// The model ran past its deadline and was stopped.
     Timeout,
+    /// The host is at capacity (bulkhead full, instance pool exhausted): nothing ran;
+    /// neither the client's nor the model's fault.
+    Overloaded,
     /// The model tried to grow its memory past the cap and was stopped.
     MemoryLimit,
     /// The model trapped (crashed).
@@ -135,6 +157,7 @@ impl FailureKind {
             FailureKind::Unsupported => "unsupported",
             FailureKind::TooLarge => "too_large",
             FailureKind::Timeout => "timeout",
+            FailureKind::Overloaded => "overloaded",
             FailureKind::MemoryLimit => "memory_limit",
             FailureKind::Trap => "trap",
             FailureKind::Model => "model_error",

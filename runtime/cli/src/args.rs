@@ -79,6 +79,13 @@ pub struct HostArgs {
     /// Largest request accepted, in MiB of tensor data.
     #[arg(long, global = true, env = "KILN_MAX_REQUEST_MIB", default_value_t = 64)]
     pub max_request_mib: usize,
+    /// Warm instances kept per model version for reuse (pooled isolation).
+    #[arg(long, global = true, env = "KILN_IDLE_INSTANCES", default_value_t = 4)]
+    pub idle_instances: usize,
+    /// Instance slots of the whole server (every model's running and idle instances);
+    /// a call that finds none free is shed with 503 `overloaded`.
+    #[arg(long, global = true, env = "KILN_INSTANCE_SLOTS", default_value_t = 128)]
+    pub instance_slots: u32,
 }
 
 impl HostArgs {
@@ -91,6 +98,8 @@ impl HostArgs {
             isolation,
             max_instance_reuse: self.max_instance_reuse.max(1),
             max_request_bytes: self.max_request_mib << 20,
+            pool_size: self.idle_instances,
+            instance_slots: self.instance_slots.max(4),
             cache_dir: if self.no_cache {
                 None
             } else {
@@ -100,7 +109,6 @@ impl HostArgs {
                         .unwrap_or_else(|| self.home.join("cache").join("aot")),
                 )
             },
-            ..HostConfig::default()
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod export;
 pub mod lazy_host;
 pub mod limits_args;
+pub mod load_args;
 pub mod register;
 pub mod render;
 pub mod secrets;

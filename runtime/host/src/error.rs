@@ -26,6 +26,10 @@ pub enum HostError {
     /// The model reported an internal failure.
     #[error("model error: {0}")]
     Model(String),
+    /// No instance could be made: the pooling allocator's slots are all in use (too many
+    /// calls at once for `instance_slots`). Nothing ran; retry later.
+    #[error("the host is at capacity: {0}")]
+    Overloaded(String),
     /// The host itself failed (compilation, instantiation, I/O).
     #[error(transparent)]
     Host(#[from] anyhow::Error),
@@ -50,6 +54,7 @@ impl HostError {
             HostError::MemoryLimit(_) => "memory_limit",
             HostError::Trap(_) => "trap",
             HostError::Model(_) => "model_error",
+            HostError::Overloaded(_) => "overloaded",
             HostError::Host(_) => "host_error",
         }
     }

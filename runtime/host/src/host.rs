@@ -13,7 +13,7 @@ use crate::instance::Instances;
 use crate::sandbox::Sandbox;
 use anyhow::Context;
 use kiln_types::{ModelInfo, Tensor};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
@@ -80,6 +80,9 @@ impl Host {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking WASI")?;
+        crate::streams::shadow_streams(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI streams")?;
         let cache = AotCache::new(&engine, config.cache_dir.clone());
         let epoch = Arc::new(Epoch::start(&engine, EPOCH_TICK)?);
         Ok(Host {
@@ -205,7 +208,6 @@ impl Host {
             cache,
             size,
             latency_ns: AtomicU64::new(0),
-            needs_own_thread: AtomicBool::new(false),
         })
     }
 }
@@ -223,14 +225,23 @@ pub struct LoadedModel {
     instances: Instances,
     /// Moving average of recent call durations in nanoseconds (0 until the first call).
     latency_ns: AtomicU64,
-    /// Set once a call could not run on an async runtime's worker (see
-    /// [`LoadedModel::needs_own_thread`]).
-    needs_own_thread: AtomicBool,
 }
 
 impl LoadedModel {
-    /// Runs the model in the sandbox.
+    /// Runs the model in the sandbox, under the host's deadline.
     pub fn predict(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, HostError> {
+        self.predict_within(inputs, self.instances.config().deadline)
+    }
+
+    /// Runs the model in the sandbox under a shorter `deadline` than the host's (a caller
+    /// that must not be held long, such as an async runtime's worker, retrying elsewhere
+    /// on a timeout); the host's deadline still caps it.
+    pub fn predict_within(
+        &self,
+        inputs: Vec<Tensor>,
+        deadline: std::time::Duration,
+    ) -> Result<Vec<Tensor>, HostError> {
+        let deadline = deadline.min(self.instances.config().deadline);
         let limit = self.instances.config().max_request_bytes;
         let total: usize = inputs.iter().map(|t| t.data.len()).sum();
         if total > limit {
@@ -239,7 +250,7 @@ impl LoadedModel {
             )));
         }
         let started = std::time::Instant::now();
-        let result = self.instances.predict(inputs);
+        let result = self.instances.predict(inputs, deadline);
         let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         // An exponential moving average (weight 1/8): one slow call lifts it at once, so
         // a server that runs fast models inline goes back to a thread pool quickly.
@@ -253,18 +264,6 @@ impl LoadedModel {
                 })
             });
         result
-    }
-
-    /// Whether calls must run on a thread of their own rather than an async worker:
-    /// WASI's synchronous streams (a model writing to stderr, a panic message) enter a
-    /// tokio runtime, which a tokio worker thread may not do.
-    pub fn needs_own_thread(&self) -> bool {
-        self.needs_own_thread.load(Ordering::Relaxed)
-    }
-
-    /// Records that a call failed on an async worker for that reason.
-    pub fn set_needs_own_thread(&self) {
-        self.needs_own_thread.store(true, Ordering::Relaxed);
     }
 
     /// Recent typical call duration (`None` before the first call).

@@ -132,6 +132,12 @@ impl Instances {
         if sandbox.memory_denied {
             return HostError::MemoryLimit(self.config.memory_limit >> 20);
         }
+        if let Some(limit) = e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+            return HostError::Overloaded(format!(
+                "{limit} (all {} instance slots are in use)",
+                self.config.instance_slots
+            ));
+        }
         HostError::Host(anyhow::anyhow!("{e:#}"))
     }
 
@@ -149,10 +155,10 @@ impl Instances {
         Ok(from_wit_info(info))
     }
 
-    /// One prediction under the deadline and memory cap.
-    pub(crate) fn predict(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, HostError> {
+    /// One prediction under `deadline` and the memory cap.
+    pub(crate) fn predict(&self, inputs: Vec<Tensor>, deadline: Duration) -> Result<Vec<Tensor>, HostError> {
         let mut live = self.take()?;
-        live.store.set_epoch_deadline(self.deadline(self.config.deadline));
+        live.store.set_epoch_deadline(self.deadline(deadline));
         live.store.data_mut().memory_denied = false;
         let wit_inputs: Vec<bindings::Tensor> = inputs.into_iter().map(to_wit_tensor).collect();
         let result = live
@@ -174,7 +180,10 @@ impl Instances {
             }
             // The instance is dropped here: wasmtime forbids re-entering a trapped one.
             Err(e) => {
-                let err = self.classify(&live.store, e);
+                let err = match self.classify(&live.store, e) {
+                    HostError::Timeout(_) => HostError::Timeout(deadline),
+                    other => other,
+                };
                 tracing::warn!(kind = err.kind(), error = %err, "model call failed; instance discarded");
                 Err(err)
             }

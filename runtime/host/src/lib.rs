@@ -14,6 +14,7 @@ pub mod guest;
 pub mod host;
 mod instance;
 pub mod sandbox;
+mod streams;
 
 pub use aot_cache::CacheOutcome;
 pub use config::{HostConfig, Isolation};

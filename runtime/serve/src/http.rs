@@ -14,7 +14,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, State as Shared};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use kiln_api::{ApiError, Step};
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,6 +45,7 @@ impl IntoResponse for HttpError {
 /// finished.
 struct ServeEnv {
     ready: bool,
+    max_json_bytes: usize,
 }
 
 impl kiln_api::Env for ServeEnv {
@@ -61,7 +61,15 @@ impl kiln_api::Env for ServeEnv {
     fn ready(&self) -> bool {
         self.ready
     }
+
+    fn max_json_bytes(&self) -> usize {
+        self.max_json_bytes
+    }
 }
+
+/// Bodies up to this size are parsed on the async worker; larger ones on the blocking
+/// pool, so a big JSON body cannot hold a worker that health checks need.
+const PARSE_INLINE_BYTES: usize = 256 << 10;
 
 /// Kiln's HTTP API (the router's fallback).
 pub(crate) async fn api(
@@ -70,45 +78,137 @@ pub(crate) async fn api(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
-    let body = match body {
+    // The body's bytes are reserved against the node's budget before it is read: what
+    // the client declares, or the limit when it does not say.
+    let limit = state.config.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return HttpError(ApiError::too_large(limit)).into_response();
+    }
+    let _budget = match state.body_budget.reserve(declared.unwrap_or(limit)) {
+        Ok(permit) => permit,
+        Err(e) => return shed_before_reading(&state, uri.path(), e, started),
+    };
+    let body = match axum::body::to_bytes(body, limit).await {
         Ok(body) => body,
-        Err(e) => return HttpError(body_error(e, state.config.max_body_bytes)).into_response(),
+        Err(e) => return HttpError(read_error(&e, limit)).into_response(),
     };
     let headers: Vec<(String, String)> = headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
-    let request = kiln_api::Request {
-        method: method.as_str(),
-        path: uri.path(),
-        headers: &headers,
-        body: &body,
-        // Set by `access::authenticate` on every route that may name a version.
-        reader: caller.as_ref().and_then(|c| c.reader.as_deref()),
+    let reader = caller.and_then(|c| c.0.reader.clone());
+    let env = ServeEnv {
+        ready: state.is_ready(),
+        max_json_bytes: state.config.max_json_bytes,
+    };
+    let table = state.table();
+    let path = uri.path().to_string();
+    let method = method.as_str().to_string();
+    let begin = move || {
+        let request = kiln_api::Request {
+            method: &method,
+            path: &path,
+            headers: &headers,
+            body: &body,
+            // Set by `access::authenticate` on every route that may name a version.
+            reader: reader.as_deref(),
+        };
+        kiln_api::begin(&table.models, &request, &env)
+    };
+    let step = if body_len_hint(declared) <= PARSE_INLINE_BYTES {
+        begin()
+    } else {
+        match tokio::task::spawn_blocking(begin).await {
+            Ok(step) => step,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     };
     let env = ServeEnv {
         ready: state.is_ready(),
+        max_json_bytes: state.config.max_json_bytes,
     };
-    let step = kiln_api::begin(&state.table().models, &request, &env);
-    let (response, ran) = match step {
+    let (mut response, ran) = match step {
         Step::Done(response) => (response, None),
         Step::Run(mut call) => {
             let inputs = std::mem::take(&mut call.inputs);
             let digest = call.route.served.digest.clone();
-            let (outputs, cache) =
+            let outcome =
                 inference::predict(&state, &call.route, inputs, &call.requested, call.endpoint).await;
-            (call.finish(outputs, &env), Some((digest, cache)))
+            let mut fallback_header = None;
+            if let Some((header, answered_by)) = outcome.fallback {
+                if let Some(other) = answered_by {
+                    call.route.served = other;
+                }
+                fallback_header = Some(header);
+            }
+            let mut response = call.finish(outcome.result, &env);
+            if let Some(value) = fallback_header {
+                response
+                    .headers
+                    .push((crate::fallback::FALLBACK_HEADER.to_string(), value));
+            }
+            (response, Some((digest, outcome.cache, outcome.shed)))
         }
     };
-    record(&state, &response, started, ran.as_ref());
+    record(&state, &mut response, started, ran.as_ref());
     to_axum(response)
 }
 
+/// The body size to decide where to parse, before the body is read: the declared
+/// length, or "large" when the client did not say.
+fn body_len_hint(declared: Option<usize>) -> usize {
+    declared.unwrap_or(usize::MAX)
+}
+
+/// A 503 `overloaded` for a request shed before its body was read (the node's body
+/// bytes in flight are at their limit), counted under its model when the path names
+/// a served one.
+fn shed_before_reading(state: &State, path: &str, e: ApiError, started: Instant) -> Response {
+    let table = state.table();
+    let segments: Vec<&str> = path.split('/').collect();
+    let named = segments
+        .windows(2)
+        .find(|w| w[0] == "models")
+        .map(|w| w[1])
+        .filter(|m| table.models.contains_key(*m));
+    let model = named.unwrap_or(UNKNOWN_MODEL);
+    let endpoint = if path.starts_with("/v1/") { "seed" } else { "infer" };
+    state.metrics.overloaded(model, "", "body_bytes");
+    state
+        .metrics
+        .request(model, "", endpoint, 503, started.elapsed().as_secs_f64());
+    tracing::debug!(
+        model,
+        "request shed: the node's request bytes in flight are at their limit"
+    );
+    to_axum(kiln_api::Response::from(e))
+}
+
+/// Maps a body-reading failure: over the limit → 413, otherwise 400.
+fn read_error(e: &axum::Error, limit: usize) -> ApiError {
+    // axum wraps http-body-util's `LengthLimitError`, whose text this is.
+    let over = e.to_string().contains("length limit exceeded");
+    if over {
+        ApiError::too_large(limit)
+    } else {
+        ApiError::bad_request(format!("could not read the request body: {e}"))
+    }
+}
+
 /// Counts and logs an answered inference request.
-fn record(state: &State, response: &kiln_api::Response, started: Instant, ran: Option<&(String, CacheUse)>) {
+fn record(
+    state: &State,
+    response: &mut kiln_api::Response,
+    started: Instant,
+    ran: Option<&(String, CacheUse, Option<&'static str>)>,
+) {
     let Some(inference) = &response.inference else {
         return;
     };
@@ -118,7 +218,11 @@ fn record(state: &State, response: &kiln_api::Response, started: Instant, ran: O
     let seconds = started.elapsed().as_secs_f64();
     let status = response.status;
     state.metrics.request(model, version, endpoint, status, seconds);
-    let (digest, cache) = ran.map_or(("", CacheUse::Off), |(d, c)| (d.as_str(), *c));
+    let (digest, cache) = ran.map_or(("", CacheUse::Off), |(d, c, _)| (d.as_str(), *c));
+    if let Some((_, _, Some(reason))) = ran {
+        state.metrics.overloaded(model, version, reason);
+        return;
+    }
     if status < 400 {
         tracing::debug!(
             model,

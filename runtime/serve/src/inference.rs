@@ -1,18 +1,30 @@
-//! Running a served model for a request: the prediction cache first, then the sandboxed
-//! call on a blocking thread, with errors mapped and counted, and a copy of the request
-//! handed to the model's shadow version when it has one.
+//! Running a served model for a request: the prediction cache first, then a slot in the
+//! model's bulkhead, then the sandboxed call (inline when fast and small, else on the
+//! blocking pool), with errors mapped and counted, the model's fallback when it failed,
+//! and a copy of the request handed to the model's shadow version when it has one.
 
+use crate::fallback::{Fallback, fixed_outputs};
 use crate::prediction_cache::{CacheKey, Lookup};
 use crate::shadow;
 use crate::state::State;
-use crate::table::Route;
+use crate::table::{Route, ServedModel};
 use kiln_api::{Endpoint, Failure, FailureKind};
 use kiln_host::{HostError, LoadedModel};
 use kiln_types::Tensor;
 use std::sync::Arc;
 
-/// Models whose recent calls take at most this long run on the async worker itself.
+/// Models whose recent calls take at most this long, on inputs of at most
+/// [`INLINE_BYTES`], run on the async worker itself.
 const INLINE_LATENCY: std::time::Duration = std::time::Duration::from_micros(250);
+/// Larger inputs always run on the blocking pool: a batch can take many times a
+/// single row's time, and must not hold an async worker (health, metrics and admin
+/// routes share them).
+const INLINE_BYTES: usize = 64 << 10;
+/// How long an inline call may hold the async worker before it is stopped and run
+/// again on the blocking pool (epoch ticks are 5 ms, so it stops within 10–15 ms).
+const INLINE_DEADLINE: std::time::Duration = std::time::Duration::from_millis(10);
+/// Inputs hashed for the prediction cache on the blocking pool above this size.
+const HASH_INLINE_BYTES: usize = 1 << 20;
 
 /// How the prediction cache took part in a request (for logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,25 +51,47 @@ impl CacheUse {
     }
 }
 
+/// What happened to a request besides its outputs.
+pub(crate) struct Outcome {
+    /// The outputs, or why there are none.
+    pub(crate) result: Result<Vec<Tensor>, Failure>,
+    /// How the cache took part.
+    pub(crate) cache: CacheUse,
+    /// Why it was shed (`bulkhead`, `instances`), if it was.
+    pub(crate) shed: Option<&'static str>,
+    /// When the model's fallback answered: the `x-kiln-fallback` value, and the version
+    /// that answered if it was another one.
+    pub(crate) fallback: Option<(String, Option<Arc<ServedModel>>)>,
+}
+
 /// Outputs of the routed version for `inputs`, restricted to `requested` outputs when
 /// not empty (from the cache when it has them), and how the cache took part. A cache
-/// failure never fails the request. After a success, the route's shadow (if any) gets a
-/// copy of the inputs.
+/// failure never fails the request. The call waits for a slot in the model's bulkhead
+/// (or is shed); a failed call is answered by the model's fallback if it has one. After
+/// a success, the route's shadow (if any) gets a copy of the inputs.
 pub(crate) async fn predict(
     state: &Arc<State>,
     route: &Route,
     inputs: Vec<Tensor>,
     requested: &[String],
     endpoint: Endpoint,
-) -> (Result<Vec<Tensor>, Failure>, CacheUse) {
+) -> Outcome {
     let endpoint_label = endpoint.as_str();
     let served = &route.served;
+    let outcome = |result, cache| Outcome {
+        result,
+        cache,
+        shed: None,
+        fallback: None,
+    };
     // The copy for the shadow is the only per-request clone, and only with a shadow.
     let shadow_inputs = route.shadow.as_ref().map(|_| inputs.clone());
     let mut cache_use = CacheUse::Off;
     let mut store = None;
+    let mut inputs = inputs;
     if let Some(cache) = state.config.cache.as_ref().filter(|c| c.backend() != "off") {
-        let key = CacheKey::new(&served.digest, &inputs, requested);
+        let (key, given_back) = cache_key(&served.digest, inputs, requested).await;
+        inputs = given_back;
         match cache.get(&key).await {
             Lookup::Hit(outputs) => {
                 state.metrics.cache_lookup("hit");
@@ -65,7 +99,7 @@ pub(crate) async fn predict(
                 if let (Some(shadow), Some(copy)) = (&route.shadow, shadow_inputs) {
                     shadow::spawn(state, shadow.clone(), copy, outputs.clone(), requested);
                 }
-                return (Ok(outputs), CacheUse::Hit);
+                return outcome(Ok(outputs), CacheUse::Hit);
             }
             Lookup::Miss => {
                 state.metrics.cache_lookup("miss");
@@ -78,30 +112,25 @@ pub(crate) async fn predict(
             }
         }
     }
-    let model = served.model.clone();
-    let inline = !model.needs_own_thread() && model.typical_latency().is_some_and(|t| t <= INLINE_LATENCY);
-    let result = if inline {
-        // A fast model runs right here on the async worker: handing a 5–20 µs call to
-        // the blocking pool costs more than the call (two thread wake-ups, ~40 % of the
-        // server's CPU in a profile; measured with wrk, house-price forest, 32
-        // connections, 2 shared cores: 34k req/s on the pool, 45k inline).
-        let retry = inputs.clone();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.predict(inputs))) {
-            Ok(result) => result,
-            Err(_) => {
-                // The model used WASI I/O (stderr, say), which cannot run on an async
-                // worker; its instance was dropped while unwinding. From now on it runs on
-                // the blocking pool, starting with this request.
-                tracing::warn!(model = %served.name, version = served.version, "model needs its own thread; not running it inline any more");
-                model.set_needs_own_thread();
-                on_blocking_pool(model, retry).await
-            }
+    // A slot in the model's bulkhead, waiting at most one call's deadline for it.
+    let bulkhead = state.bulkhead(&served.name);
+    let _slot = match bulkhead.enter(&served.name, state.host.config().deadline).await {
+        Ok(slot) => slot,
+        Err(e) => {
+            tracing::debug!(model = %served.name, version = served.version, "request shed: the model's bulkhead is full");
+            return Outcome {
+                result: Err(Failure::new(FailureKind::Overloaded, e.message)),
+                cache: cache_use,
+                shed: Some("bulkhead"),
+                fallback: None,
+            };
         }
-    } else {
-        // A slow, not yet measured or I/O-using model runs on the blocking pool, so it
-        // cannot stall other connections for up to its deadline.
-        on_blocking_pool(model, inputs).await
     };
+    let rows = inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1);
+    let fallback = state.config.fallbacks.get(&served.name);
+    // The inputs are needed again only by a `previous` fallback.
+    let retry_inputs = matches!(fallback, Some(Fallback::Previous)).then(|| inputs.clone());
+    let result = run(served.model.clone(), inputs).await;
     match result {
         Ok(outputs) => {
             if let Some((cache, key)) = store {
@@ -120,7 +149,16 @@ pub(crate) async fn predict(
             if let (Some(shadow), Some(copy)) = (&route.shadow, shadow_inputs) {
                 shadow::spawn(state, shadow.clone(), copy, outputs.clone(), requested);
             }
-            (Ok(outputs), cache_use)
+            outcome(Ok(outputs), cache_use)
+        }
+        Err(HostError::Overloaded(message)) => {
+            tracing::warn!(model = %served.name, version = served.version, error = %message, "request shed: no instance slot");
+            Outcome {
+                result: Err(Failure::new(FailureKind::Overloaded, message)),
+                cache: cache_use,
+                shed: Some("instances"),
+                fallback: None,
+            }
         }
         Err(e) => {
             state
@@ -135,17 +173,119 @@ pub(crate) async fn predict(
                     error = %e,
                     "request refused by the model"
                 );
-            } else {
-                tracing::warn!(
-                    model = %served.name,
-                    version = served.version,
-                    digest = %served.digest,
-                    kind = e.kind(),
-                    error = %e,
-                    "inference failed"
-                );
+                return outcome(Err(failure(&e)), cache_use);
             }
-            (Err(failure(&e)), cache_use)
+            tracing::warn!(
+                model = %served.name,
+                version = served.version,
+                digest = %served.digest,
+                kind = e.kind(),
+                error = %e,
+                "inference failed"
+            );
+            if let Some(fallback) = fallback
+                && let Some((outputs, answered_by)) =
+                    fall_back(state, route, fallback, retry_inputs, rows).await
+            {
+                state
+                    .metrics
+                    .fallback(&served.name, &served.version_label, fallback.as_str(), e.kind());
+                let header = format!(
+                    "{}; failed-version={}; kind={}",
+                    fallback.as_str(),
+                    served.version_label,
+                    e.kind()
+                );
+                return Outcome {
+                    result: Ok(outputs),
+                    cache: cache_use,
+                    shed: None,
+                    fallback: Some((header, answered_by)),
+                };
+            }
+            outcome(Err(failure(&e)), cache_use)
+        }
+    }
+}
+
+/// Runs one call: on the async worker when the model is fast and the input small (a
+/// 5–20 µs call costs less than handing it to the blocking pool: measured with wrk,
+/// house-price forest, 32 connections, 2 shared cores, 34k req/s on the pool, 45k
+/// inline), else on the blocking pool. Either is safe for models that write to
+/// stderr: the host's WASI streams never enter the tokio runtime.
+async fn run(model: Arc<LoadedModel>, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, HostError> {
+    let bytes: usize = inputs.iter().map(|t| t.data.len()).sum();
+    let inline = bytes <= INLINE_BYTES && model.typical_latency().is_some_and(|t| t <= INLINE_LATENCY);
+    if !inline {
+        return on_blocking_pool(model, inputs).await;
+    }
+    // A model that is fast on average may still loop on one input: inline, it gets
+    // [`INLINE_DEADLINE`], then the call starts over on the blocking pool with the
+    // whole deadline (models are pure functions of their inputs, so running it again
+    // is safe), and its latency average sends later calls there too.
+    let again = inputs.clone();
+    match model.predict_within(inputs, INLINE_DEADLINE) {
+        Err(HostError::Timeout(_)) => on_blocking_pool(model, again).await,
+        done => done,
+    }
+}
+
+/// The prediction cache's key of a request: hashed on the blocking pool for large
+/// inputs. The inputs come back with it.
+async fn cache_key(digest: &str, inputs: Vec<Tensor>, requested: &[String]) -> (CacheKey, Vec<Tensor>) {
+    let bytes: usize = inputs.iter().map(|t| t.data.len()).sum();
+    if bytes <= HASH_INLINE_BYTES {
+        return (CacheKey::new(digest, &inputs, requested), inputs);
+    }
+    let (digest, requested) = (digest.to_string(), requested.to_vec());
+    let hashed = tokio::task::spawn_blocking(move || {
+        let key = CacheKey::new(&digest, &inputs, &requested);
+        (key, inputs)
+    });
+    match hashed.await {
+        Ok(done) => done,
+        // The closure does not panic; if it did, the inputs went with it.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// The fallback's answer for a failed call, and the other version that gave it (for
+/// `previous`); `None` when the fallback cannot answer (no other version, or it failed
+/// too), and the original failure stands.
+async fn fall_back(
+    state: &Arc<State>,
+    route: &Route,
+    fallback: &Fallback,
+    inputs: Option<Vec<Tensor>>,
+    rows: u64,
+) -> Option<(Vec<Tensor>, Option<Arc<ServedModel>>)> {
+    let served = &route.served;
+    match fallback {
+        Fallback::Fixed(outputs) => match fixed_outputs(&served.model.info, outputs, rows) {
+            Ok(tensors) => Some((tensors, None)),
+            Err(e) => {
+                tracing::warn!(model = %served.name, error = %e, "the fixed fallback does not fit the model; answering the failure");
+                None
+            }
+        },
+        Fallback::Previous => {
+            let table = state.table();
+            let routes = table.models.get(&served.name)?;
+            // The newest other version older than the failing one, else the newest other.
+            let other = routes
+                .versions
+                .range(..served.version)
+                .next_back()
+                .or_else(|| routes.versions.range(served.version + 1..).next_back())
+                .map(|(_, v)| v.clone())?;
+            let result = run(other.model.clone(), inputs?).await;
+            match result {
+                Ok(outputs) => Some((outputs, Some(other))),
+                Err(e) => {
+                    tracing::warn!(model = %served.name, version = other.version, kind = e.kind(), error = %e, "the fallback version failed too");
+                    None
+                }
+            }
         }
     }
 }
@@ -160,6 +300,7 @@ pub(crate) fn failure(e: &HostError) -> Failure {
         HostError::MemoryLimit(_) => FailureKind::MemoryLimit,
         HostError::Trap(_) => FailureKind::Trap,
         HostError::Model(_) => FailureKind::Model,
+        HostError::Overloaded(_) => FailureKind::Overloaded,
         HostError::Host(_) => FailureKind::Host,
     };
     let message = match e {

@@ -10,7 +10,9 @@
 //! registry's catalog.
 
 pub mod access;
+pub mod bulkhead;
 pub mod catalog;
+pub mod fallback;
 mod http;
 mod inference;
 pub mod metrics;
@@ -25,7 +27,9 @@ pub mod table;
 mod ui;
 
 pub use access::{AccessConfig, RateLimit, RateLimitKey};
+pub use bulkhead::Limits;
 pub use catalog::Catalog;
+pub use fallback::Fallback;
 pub use node::store::{NodeStore, NodeStoreError};
 pub use reload::LoadReport;
 pub use server::{Server, serve};

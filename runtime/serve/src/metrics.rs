@@ -43,6 +43,10 @@ pub struct Metrics {
     pub(crate) rate_limited: IntCounter,
     client_retries: IntCounterVec,
     client_breaker: IntGaugeVec,
+    overloaded: IntCounterVec,
+    fallbacks: IntCounterVec,
+    bulkhead: IntGaugeVec,
+    body_bytes_in_flight: IntGauge,
 }
 
 /// Results of a shadow request, the `result` label of `kiln_shadow_requests_total`.
@@ -233,6 +237,43 @@ impl Metrics {
                 &["target", "kind"],
             ),
         )?;
+        let overloaded = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "kiln_overloaded_total",
+                    "Inference requests shed with 503 overloaded (also in kiln_requests_total with code 503), by reason: bulkhead (the model's calls and queue are full), body_bytes (the node's request bytes in flight), instances (the instance pool is exhausted)",
+                ),
+                &["model", "version", "reason"],
+            ),
+        )?;
+        let fallbacks = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "kiln_fallback_total",
+                    "Requests whose version failed (version, kind) and were answered by the model's fallback (previous = another served version, fixed = the configured response)",
+                ),
+                &["model", "version", "fallback", "kind"],
+            ),
+        )?;
+        let bulkhead = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "kiln_bulkhead_calls",
+                    "Each model's bulkhead: calls running and queued now, and its limits (max_concurrent, max_queue)",
+                ),
+                &["model", "state"],
+            ),
+        )?;
+        let body_bytes_in_flight = register(
+            &r,
+            IntGauge::new(
+                "kiln_request_body_bytes_in_flight",
+                "Request-body bytes reserved by requests being read, parsed or run (--max-body-bytes-in-flight bounds it)",
+            ),
+        )?;
         let build_info = register(
             &r,
             IntGaugeVec::new(
@@ -266,6 +307,10 @@ impl Metrics {
             rate_limited,
             client_retries,
             client_breaker,
+            overloaded,
+            fallbacks,
+            bulkhead,
+            body_bytes_in_flight,
         })
     }
 
@@ -278,6 +323,36 @@ impl Metrics {
     pub fn client_breaker(&self, target: &str, kind: &str, state: i64) {
         self.client_retries.with_label_values(&[target, kind]);
         self.client_breaker.with_label_values(&[target, kind]).set(state);
+    }
+
+    /// Counts a request shed with 503 `overloaded`, and why.
+    pub fn overloaded(&self, model: &str, version: &str, reason: &str) {
+        self.overloaded.with_label_values(&[model, version, reason]).inc();
+    }
+
+    /// Counts a failed call of `version` answered by the model's fallback.
+    pub fn fallback(&self, model: &str, version: &str, fallback: &str, kind: &str) {
+        self.fallbacks
+            .with_label_values(&[model, version, fallback, kind])
+            .inc();
+    }
+
+    /// Refreshes the load gauges: every bulkhead, and the body bytes in flight.
+    pub fn set_load(&self, bulkheads: &[(String, usize, usize, crate::bulkhead::Limits)], body_bytes: usize) {
+        self.bulkhead.reset();
+        for (model, running, queued, limits) in bulkheads {
+            for (state, value) in [
+                ("running", *running),
+                ("queued", *queued),
+                ("max_concurrent", limits.max_concurrent),
+                ("max_queue", limits.max_queue),
+            ] {
+                self.bulkhead
+                    .with_label_values(&[model.as_str(), state])
+                    .set(value as i64);
+            }
+        }
+        self.body_bytes_in_flight.set(body_bytes as i64);
     }
 
     /// Counts a shadow request.
@@ -302,6 +377,29 @@ impl Metrics {
                     Some(400..=499) => s.client_errors += count,
                     _ => {}
                 }
+            }
+        }
+        // Shed requests are answered 503 but are capacity, not the version's fault.
+        for family in self.overloaded.collect() {
+            for m in family.get_metric() {
+                let Some(key) = version_key(m) else { continue };
+                let count = m.get_counter().get_value() as u64;
+                let s = by_key.entry(key.clone()).or_insert_with(|| empty_stats(&key));
+                s.overloaded += count;
+                s.server_errors = s.server_errors.saturating_sub(count);
+            }
+        }
+        // A call answered by the fallback still failed: the failing version's error (its
+        // 200 is counted under the version that answered, if another version did).
+        for family in self.fallbacks.collect() {
+            for m in family.get_metric() {
+                let Some(key) = version_key(m) else { continue };
+                let count = m.get_counter().get_value() as u64;
+                let s = by_key.entry(key.clone()).or_insert_with(|| empty_stats(&key));
+                if label(m, "fallback") == Some("previous") {
+                    s.requests += count;
+                }
+                s.server_errors += count;
             }
         }
         for family in self.duration.collect() {

@@ -190,6 +190,9 @@ async fn metrics_text(axum::extract::State(state): axum::extract::State<Arc<Stat
         .metrics
         .connections_open
         .set(state.config.limits.open.get() as i64);
+    state
+        .metrics
+        .set_load(&state.bulkheads.snapshot(), state.body_budget.in_flight_bytes());
     match state.metrics.render(&table, state.config.cache.as_deref()) {
         Ok(text) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

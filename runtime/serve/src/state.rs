@@ -46,6 +46,19 @@ pub struct ServeConfig {
     pub client_tls: ClientTls,
     /// Bearer tokens and rate limits of the inference port.
     pub access: crate::access::AccessConfig,
+    /// Largest JSON part of an inference request, in bytes (413 above; the binary tensor
+    /// extension has `max_body_bytes`).
+    pub max_json_bytes: usize,
+    /// Request-body bytes being read, parsed or run at once on the node (0: no limit);
+    /// a request that would pass it is shed with 503 `overloaded`.
+    pub max_body_bytes_in_flight: usize,
+    /// Every model's bulkhead unless `bulkheads` names it; `None` derives it from the
+    /// host's warm instances and the CPU count ([`crate::bulkhead::Limits::derived`]).
+    pub bulkhead: Option<crate::bulkhead::Limits>,
+    /// Bulkheads of named models.
+    pub bulkheads: std::collections::HashMap<String, crate::bulkhead::Limits>,
+    /// Fallbacks of named models (none by default).
+    pub fallbacks: std::collections::HashMap<String, crate::fallback::Fallback>,
     /// Connections, header/idle/request/upload timeouts and concurrent uploads.
     pub limits: kiln_node_api::tls::ServeLimits,
 }
@@ -78,6 +91,11 @@ impl Default for ServeConfig {
             tls: None,
             client_tls: ClientTls::default(),
             access: crate::access::AccessConfig::default(),
+            max_json_bytes: 16 << 20,
+            max_body_bytes_in_flight: 256 << 20,
+            bulkhead: None,
+            bulkheads: Default::default(),
+            fallbacks: Default::default(),
             limits: kiln_node_api::tls::ServeLimits::default(),
         }
     }
@@ -108,6 +126,10 @@ pub(crate) struct State {
     pub(crate) bound_name: OnceLock<String>,
     /// What the sync service gave this node when it joined (kept in the node store).
     pub(crate) credentials: RwLock<Option<NodeCredentials>>,
+    /// Each model's bulkhead.
+    pub(crate) bulkheads: crate::bulkhead::Bulkheads,
+    /// Request-body bytes in flight.
+    pub(crate) body_budget: crate::bulkhead::BodyBudget,
 }
 
 impl State {
@@ -124,6 +146,8 @@ impl State {
         };
         Ok(State {
             credentials: RwLock::new(credentials),
+            bulkheads: crate::bulkhead::Bulkheads::default(),
+            body_budget: crate::bulkhead::BodyBudget::new(config.max_body_bytes_in_flight),
             host,
             catalog,
             shadow_slots: Arc::new(tokio::sync::Semaphore::new(config.max_shadow_in_flight)),
@@ -141,6 +165,18 @@ impl State {
             started: Instant::now(),
             bound_name: OnceLock::new(),
         })
+    }
+
+    /// The bulkhead of `model`: its own limits, else the node's, else derived.
+    pub(crate) fn bulkhead(&self, model: &str) -> std::sync::Arc<crate::bulkhead::Bulkhead> {
+        let limits = self
+            .config
+            .bulkheads
+            .get(model)
+            .copied()
+            .or(self.config.bulkhead)
+            .unwrap_or_else(|| crate::bulkhead::Limits::derived(self.host.config().pool_size));
+        self.bulkheads.get(model, limits)
     }
 
     /// The current routing table.

@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// --request-timeout, --upload-timeout, --max-concurrent-uploads.
     #[command(flatten)]
     pub limits: crate::limits_args::LimitsArgs,
+    /// Backpressure and fallbacks: --max-json-mib, --max-body-mib-in-flight,
+    /// --max-concurrent-calls, --bulkhead, --fallback.
+    #[command(flatten)]
+    pub load: crate::load_args::LoadArgs,
 }
 
 impl ServeArgs {
@@ -156,7 +160,7 @@ pub fn run(host: Arc<Host>, registry: Arc<Registry>, args: &ServeArgs, banner: b
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let cache = PredictionCache::new(cache_config).await?;
-        let config = ServeConfig {
+        let mut config = ServeConfig {
             listen: args.listen,
             poll_interval: Duration::from_millis(args.poll_ms.max(10)),
             max_body_bytes: host.config().max_request_bytes + (1 << 20),
@@ -171,6 +175,7 @@ pub fn run(host: Arc<Host>, registry: Arc<Registry>, args: &ServeArgs, banner: b
             limits: args.limits.limits(),
             ..ServeConfig::default()
         };
+        args.load.apply(&mut config)?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;

@@ -121,3 +121,34 @@ fn a_pooled_instance_that_fills_its_stderr_is_retired_not_broken() {
         );
     }
 }
+
+/// wasmtime-wasi's synchronous streams enter the ambient tokio runtime for a blocking
+/// write, which panics on a tokio worker; the host's own streams do not need one, so a
+/// model may write to stderr (or panic with a message) from an async worker.
+#[test]
+fn a_model_writing_to_stderr_runs_on_a_tokio_worker() {
+    let host = strict_host(Isolation::Pooled);
+    let model = std::sync::Arc::new(host.load(TEST_GUEST_WASM).unwrap());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let on_worker = model.clone();
+    let (chatty, trapped) = runtime.block_on(async move {
+        tokio::spawn(async move {
+            let chatty = on_worker.predict(call("chatty"));
+            let trapped = on_worker.predict(call("trap"));
+            (chatty, trapped)
+        })
+        .await
+        .expect("the model call panicked on the tokio worker")
+    });
+    assert_eq!(chatty.unwrap(), call("chatty"));
+    let err = trapped.unwrap_err();
+    assert!(matches!(err, HostError::Trap(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("model stderr"),
+        "the panic message reached stderr: {err}"
+    );
+}

@@ -13,6 +13,7 @@ mod managed;
 mod metrics;
 mod misbehaving;
 mod oip_api;
+mod overload;
 mod reload;
 mod routing;
 mod seed_api;
@@ -277,6 +278,10 @@ pub struct Reply {
     pub served_version: Option<String>,
     /// `www-authenticate`.
     pub authenticate: Option<String>,
+    /// `retry-after`.
+    pub retry_after: Option<String>,
+    /// `x-kiln-fallback`.
+    pub fallback: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -306,6 +311,8 @@ fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply
     let header_length = header("inference-header-content-length").and_then(|v| v.parse().ok());
     let served_version = header(kiln_node_api::SERVED_VERSION_HEADER);
     let authenticate = header("www-authenticate");
+    let retry_after = header("retry-after");
+    let fallback = header(kiln_serve::fallback::FALLBACK_HEADER);
     let status = response.status().as_u16();
     let body = response
         .body_mut()
@@ -319,6 +326,8 @@ fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply
         header_length,
         served_version,
         authenticate,
+        retry_after,
+        fallback,
         body,
     }
 }
