@@ -17,6 +17,7 @@ import array
 import json
 import multiprocessing as mp
 import os
+import random
 import socket
 import subprocess
 import threading
@@ -71,6 +72,7 @@ class Conn:
         self.timeout = timeout
         self.sock: socket.socket | None = None
         self.buf = b""
+        self.last_error = ""
 
     def close(self) -> None:
         if self.sock is not None:
@@ -120,18 +122,21 @@ class Conn:
         except socket.timeout:
             self.close()
             return TIMEOUT, False, b""
-        except (OSError, ValueError, IndexError):
+        except (OSError, ValueError, IndexError) as e:
+            self.last_error = repr(e)
             self.close()
             return CONN_ERROR, False, b""
 
 
 @dataclass
 class Target:
-    """One kind of request: where it goes and its bytes (a label for the tables)."""
+    """One kind of request: where it goes and its bytes (a label for the tables); a list of
+    requests is sent in turn (distinct bodies, so that a prediction cache does not answer
+    them all)."""
 
     label: str
     port: int
-    raw: bytes
+    raw: bytes | list[bytes]
 
 
 @dataclass
@@ -160,6 +165,7 @@ def _thread(targets: list[Target], order: list[int], start: float, duration: flo
     conns: dict[int, Conn] = {}
     rec = Records()
     k = 0
+    seed = random.randrange(1 << 30)
     next_at = start + offset
     end = start + duration
     while True:
@@ -183,7 +189,7 @@ def _thread(targets: list[Target], order: list[int], start: float, duration: flo
         if c is None:
             c = conns[tg.port] = Conn(tg.port, timeout)
         t0 = time.time()
-        status, retry, _ = c.send(tg.raw)
+        status, retry, _ = c.send(tg.raw if isinstance(tg.raw, bytes) else tg.raw[(seed + k) % len(tg.raw)])
         t1 = time.time()
         rec.t.append(t0 - start)
         rec.lat.append(t1 - t0)
@@ -201,6 +207,7 @@ def _thread(targets: list[Target], order: list[int], start: float, duration: flo
 def _process(targets, threads, first_thread, total_threads, start, duration, rate, timeout, conn, nice) -> None:
     if nice:
         os.nice(nice)
+    random.seed()  # forked: not the parent's sequence
     out = Records()
     lock = threading.Lock()
     stop: list = []

@@ -68,6 +68,7 @@ def summarize(r: Records, duration: float) -> dict:
     counts = collections.Counter(r.status)
     ok_lat = [r.lat[i] for i in range(len(r.status)) if r.status[i] == 200]
     retry503 = sum(1 for i in range(len(r.status)) if r.status[i] == 503 and r.retry[i])
+    shed_lat = [r.lat[i] for i in range(len(r.status)) if r.status[i] == 503]
     other = {s: n for s, n in counts.items() if s not in (200, 503, 429)}
     return {
         "sent": len(r.status),
@@ -80,6 +81,8 @@ def summarize(r: Records, duration: float) -> dict:
         "retry503": retry503,
         "p50": percentile(ok_lat, 50) * 1000,
         "p99": percentile(ok_lat, 99) * 1000,
+        "shed_p50": percentile(shed_lat, 50) * 1000,
+        "shed_p99": percentile(shed_lat, 99) * 1000,
         "behind": r.behind,
     }
 
@@ -227,16 +230,17 @@ def main() -> None:
               f"{s['c503'] + s['c429']} 503/429, {fmt_other(s['other'])} other | {s['cpu'][0]:.2f} / {s['cpu'][1]:.2f} |")
     print(f"\ncapacity = {capacity:.0f} req/s; overload = {args.factor:g}x; {args.duration:g} s per phase\n")
     print("| phase | offered req/s | goodput 200s/s | ÷ capacity | 200 | 503 | 429 | other | 503 with Retry-After "
-          "| p50 / p99 of 200s ms | health p50 / p99 / max ms | CPU cores: server / load | targets met? |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "| p50 / p99 of 200s ms | p50 / p99 of 503s ms | health p50 / p99 / max ms | CPU cores: server / load | targets met? |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     h = idle_health
-    print(f"| idle (no load) | | | | | | | | | | {h[0]:.1f} / {h[1]:.1f} / {h[2]:.1f} | | |")
+    print(f"| idle (no load) | | | | | | | | | | | {h[0]:.1f} / {h[1]:.1f} / {h[2]:.1f} | | |")
     for label, s, h in rows:
         ratio = s["goodput"] / capacity
         met = [("other=0", not s["other"]), ("health p99<50ms", h[1] < 50 and h[3] == 0), ("goodput>=90%", ratio >= 0.9)]
         behind = f" ({s['behind']} sends skipped: client >1 s behind)" if s["behind"] else ""
         print(f"| {label} | {s['offered']:.0f}{behind} | {s['goodput']:.0f} | {ratio:.0%} | {s['c200']} | {s['c503']} | "
               f"{s['c429']} | {fmt_other(s['other'])} | {s['retry503']} | {s['p50']:.1f} / {s['p99']:.1f} | "
+              f"{s['shed_p50']:.1f} / {s['shed_p99']:.1f} | "
               f"{h[0]:.1f} / {h[1]:.1f} / {h[2]:.1f}{f' ({h[3]} not 200)' if h[3] else ''} | "
               f"{s['cpu'][0]:.2f} / {s['cpu'][1]:.2f} | "
               f"{', '.join(f'{n}: {chr(0x2713) if ok else chr(0x2717)}' for n, ok in met)} |")
