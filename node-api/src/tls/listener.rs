@@ -66,23 +66,26 @@ pub async fn serve(
     };
     let mut shutdown = std::pin::pin!(shutdown);
     match tls {
-        None => loop {
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => p.context("the connection limit closed")?,
-                () = &mut shutdown => break,
-            };
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                () = &mut shutdown => break,
-            };
-            match accepted {
-                Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    tokio::spawn(connection.clone().run(tcp, peer, permit));
+        None => {
+            loop {
+                let permit = tokio::select! {
+                    p = slots.clone().acquire_owned() => p.context("the connection limit closed")?,
+                    () = &mut shutdown => break,
+                };
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    () = &mut shutdown => break,
+                };
+                match accepted {
+                    Ok((tcp, peer)) => {
+                        let _ = tcp.set_nodelay(true);
+                        tokio::spawn(connection.clone().run(tcp, peer, permit));
+                    }
+                    Err(e) => accept_failed(e).await,
                 }
-                Err(e) => accept_failed(e).await,
             }
-        },
+            drop(listener);
+        }
         Some(tls) => {
             let acceptor = TlsAcceptor::from(tls.rustls_config());
             let (tx, mut ready) = mpsc::channel(64);
