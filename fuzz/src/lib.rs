@@ -151,6 +151,7 @@ fn models() -> &'static Models<Held> {
                 let routing = ModelRouting {
                     versions: versions.iter().map(|(r, _)| r.clone()).collect(),
                     shadow: None,
+                    serving: None,
                 };
                 let held = versions
                     .into_iter()

@@ -111,6 +111,59 @@ pub struct ModelRouting {
     /// version's and counted, never returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<VersionRoute>,
+    /// The model's bulkhead and fallback on the nodes (kiln.toml's `serving`); `None`:
+    /// each node's own flags and defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<ServingPolicy>,
+}
+
+/// How nodes serve one model under load and failure: its bulkhead (calls at once, calls
+/// waiting) and its fallback. Unset fields take the node's flags and defaults; a node's
+/// flag naming the model (`--bulkhead`, `--fallback`) wins over this.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServingPolicy {
+    /// Calls of the model running at once on a node (all its versions together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Calls waiting for a slot on a node; one more is shed with 503 `overloaded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue: Option<u32>,
+    /// What answers when a version fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackPolicy>,
+}
+
+/// A model's fallback: `"previous"` (another version the node serves), or fixed outputs
+/// (`{ outputs = { NAME = [one row] } }`, repeated for every row of a request).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum FallbackPolicy {
+    /// `"previous"` (the only name; checked by [`FallbackPolicy::check`]).
+    Named(String),
+    /// Fixed outputs: one row of values per output name.
+    Fixed {
+        /// Output name → the values of one row.
+        outputs: BTreeMap<String, Vec<serde_json::Number>>,
+    },
+}
+
+impl FallbackPolicy {
+    /// Whether it is well-formed: the name `previous`, or at least one output with values.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            FallbackPolicy::Named(n) if n == "previous" => Ok(()),
+            FallbackPolicy::Named(n) => Err(format!(
+                "fallback `{n}`: use \"previous\" or {{ outputs = {{ NAME = [values of one row] }} }}"
+            )),
+            FallbackPolicy::Fixed { outputs }
+                if outputs.is_empty() || outputs.values().any(Vec::is_empty) =>
+            {
+                Err("a fixed fallback needs at least one output, each with the values of one row".into())
+            }
+            FallbackPolicy::Fixed { .. } => Ok(()),
+        }
+    }
 }
 
 /// One version in a routing table.

@@ -87,6 +87,7 @@ pub fn app(
                 open: true,
             }],
             shadow: None,
+            serving: None,
         },
     );
     EdgeApp::new(vec![model], routes)

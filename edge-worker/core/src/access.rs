@@ -199,6 +199,7 @@ mod tests {
                     route(4, 0, "Archived", false),
                 ],
                 shadow: None,
+                serving: None,
             },
         );
         EdgeApp::new((1..=4).map(model).collect(), routes).unwrap()

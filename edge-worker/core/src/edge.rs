@@ -115,6 +115,7 @@ impl EdgeApp {
                         .into_iter()
                         .collect(),
                     shadow: None,
+                    serving: None,
                 },
             };
             if let Some(missing) = routing.versions.iter().find(|r| !held.contains_key(&r.version)) {

@@ -102,6 +102,8 @@ pub fn model_routing(
     if routing.versions.iter().all(|v| v.weight == 0) {
         return None;
     }
+    // During a rollout too: the policy is the model's, not a version's.
+    routing.serving = fm.and_then(|f| f.serving.clone());
     Some(routing)
 }
 
@@ -324,5 +326,32 @@ mod tests {
         );
         // A version that already takes traffic is not also its own shadow.
         assert!(r.shadow.is_none());
+    }
+
+    #[test]
+    fn the_serving_policy_goes_to_the_nodes_between_and_during_rollouts() {
+        let versions: BTreeMap<u64, ModelVersion> = [(1, version(1)), (2, version(2))].into();
+        let policy = kiln_node_api::ServingPolicy {
+            max_concurrency: Some(2),
+            max_queue: Some(4),
+            fallback: Some(kiln_node_api::FallbackPolicy::Named("previous".into())),
+        };
+        let fm = FleetModel {
+            stable: Some(1),
+            serving: Some(policy.clone()),
+            ..FleetModel::default()
+        };
+        let between = model_routing(&versions, Some(&fm), None).unwrap();
+        assert_eq!(between.serving.as_ref(), Some(&policy));
+        let during = model_routing(&versions, Some(&fm), Some(&rollout(0, Phase::Analysing))).unwrap();
+        assert_eq!(during.serving.as_ref(), Some(&policy));
+        let without = FleetModel {
+            stable: Some(1),
+            ..FleetModel::default()
+        };
+        assert_eq!(
+            model_routing(&versions, Some(&without), None).unwrap().serving,
+            None
+        );
     }
 }

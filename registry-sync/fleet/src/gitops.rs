@@ -179,6 +179,13 @@ pub fn plan(registry: &Registry, file: &GitopsFile) -> anyhow::Result<Vec<Change
                 to: spec.nodes.clone(),
             });
         }
+        if fm.serving != spec.serving {
+            changes.push(Change::Serving {
+                model: model.clone(),
+                from: fm.serving.clone(),
+                to: spec.serving.clone(),
+            });
+        }
         let Some(to) = spec.version else {
             continue;
         };
@@ -239,7 +246,10 @@ pub fn apply(registry: &Registry, file: &GitopsFile, actor: &str) -> anyhow::Res
             Change::Policy { model, to, .. } => {
                 registry.set_rollout_policy(model, to.as_ref(), actor)?;
             }
-            Change::Weights { model, .. } | Change::Shadow { model, .. } | Change::Nodes { model, .. } => {
+            Change::Weights { model, .. }
+            | Change::Shadow { model, .. }
+            | Change::Nodes { model, .. }
+            | Change::Serving { model, .. } => {
                 // One write (one audit entry) for all of a model's fleet changes.
                 if fleet_done.insert(model.clone()) {
                     set_fleet_entry(registry, model, &file.models[model], actor)?;
@@ -267,6 +277,7 @@ fn set_fleet_entry(
         weights: spec.weights.clone(),
         shadow: spec.shadow,
         nodes: spec.nodes.clone(),
+        serving: spec.serving.clone(),
         ..live
     };
     registry.set_fleet_model(model, &fm, actor, REASON)?;

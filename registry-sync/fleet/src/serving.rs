@@ -73,6 +73,7 @@ pub fn local_table(generation: u64, served: Vec<ModelVersion>) -> RoutingTable {
                 .map(|v| route(v, if Some(v.version) == target { 100 } else { 0 }))
                 .collect(),
             shadow: None,
+            serving: None,
         };
         table.models.insert(name, routing);
     }
@@ -106,6 +107,7 @@ pub fn edge_table(registry: &Registry) -> Result<RoutingTable, RegistryError> {
                 ModelRouting {
                     versions: vec![route(v, 100)],
                     shadow: None,
+                    serving: None,
                 },
             );
         }

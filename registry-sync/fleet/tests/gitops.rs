@@ -299,3 +299,59 @@ fn the_example_kiln_toml_loads() {
     assert!(f.models["mlp"].weights.is_some());
     assert_eq!(f.sync.listen, Some("127.0.0.1:7070".parse().unwrap()));
 }
+
+#[test]
+fn a_serving_policy_is_planned_applied_once_and_kept() {
+    let (_dir, reg) = registry_with_versions();
+    let with_policy = format!(
+        "{FILE}serving = {{ max_concurrency = 2, max_queue = 8, fallback = {{ outputs = {{ variable = [0.5] }} }} }}\n"
+    );
+    let f = file(&with_policy);
+    assert!(!gitops::apply(&reg, &file(FILE), ACTOR).unwrap().is_empty());
+    let plan = lines(&gitops::plan(&reg, &f).unwrap());
+    assert_eq!(
+        plan,
+        vec![
+            "~ house-price: serving none → { max_concurrency = 2, max_queue = 8, fallback = { outputs = { variable = [0.5] } } }"
+                .to_string()
+        ]
+    );
+    gitops::apply(&reg, &f, ACTOR).unwrap();
+    let stored = reg.fleet_models().unwrap()["house-price"]
+        .serving
+        .clone()
+        .expect("stored");
+    assert_eq!(stored.max_concurrency, Some(2));
+    assert_eq!(stored.max_queue, Some(8));
+    let before = audit_len(&reg);
+    assert_eq!(gitops::apply(&reg, &f, ACTOR).unwrap(), vec![], "idempotent");
+    assert_eq!(audit_len(&reg), before);
+    let last = reg
+        .audit_log(None)
+        .unwrap()
+        .into_iter()
+        .rev()
+        .find(|e| e.action == "fleet.set")
+        .expect("the fleet write is audited");
+    assert_eq!(last.after["serving"]["max_concurrency"], 2, "{last:?}");
+    // Leaving it out again goes back to the nodes' own settings.
+    assert_eq!(
+        lines(&gitops::apply(&reg, &file(FILE), ACTOR).unwrap()),
+        vec!["~ house-price: serving { max_concurrency = 2, max_queue = 8, fallback = { outputs = { variable = [0.5] } } } → none".to_string()]
+    );
+    assert_eq!(reg.fleet_models().unwrap()["house-price"].serving, None);
+}
+
+#[test]
+fn a_bad_serving_policy_is_refused_naming_the_key() {
+    for (policy, expected) in [
+        ("{ fallback = \"latest\" }", "fallback `latest`"),
+        ("{ max_concurrency = 0 }", "serving.max_concurrency"),
+        ("{ fallback = { outputs = {} } }", "at least one output"),
+        ("{ max_calls = 3 }", "max_calls"),
+    ] {
+        let text = format!("{FILE}serving = {policy}\n");
+        let err = format!("{:#}", gitops::parse(&text).unwrap_err());
+        assert!(err.contains(expected), "{policy}: {err}");
+    }
+}

@@ -86,6 +86,9 @@ pub struct FleetModel {
     pub shadow: Option<u64>,
     /// The nodes that serve the model (None = every node).
     pub nodes: Option<Vec<String>>,
+    /// Its bulkhead and fallback on the nodes (None = the nodes' own settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<kiln_node_api::ServingPolicy>,
 }
 
 fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
@@ -282,11 +285,12 @@ impl Registry {
     /// What every model serves between rollouts.
     pub fn fleet_models(&self) -> Result<BTreeMap<String, FleetModel>, RegistryError> {
         let conn = self.lock();
-        let mut stmt =
-            conn.prepare("SELECT model, stable, previous, weights, shadow, nodes FROM fleet_models")?;
+        let mut stmt = conn
+            .prepare("SELECT model, stable, previous, weights, shadow, nodes, serving FROM fleet_models")?;
         let rows = stmt.query_map([], |r| {
             let weights: Option<String> = r.get(3)?;
             let nodes: Option<String> = r.get(5)?;
+            let serving: Option<String> = r.get(6)?;
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, Option<u64>>(1)?,
@@ -294,11 +298,12 @@ impl Registry {
                 weights,
                 r.get::<_, Option<u64>>(4)?,
                 nodes,
+                serving,
             ))
         })?;
         let mut out = BTreeMap::new();
         for row in rows {
-            let (model, stable, previous, weights, shadow, nodes) = row?;
+            let (model, stable, previous, weights, shadow, nodes, serving) = row?;
             let parse = |text: Option<String>, what: &str| -> Result<Option<Value>, RegistryError> {
                 text.map(|t| {
                     serde_json::from_str(&t)
@@ -314,6 +319,10 @@ impl Registry {
                 .map(serde_json::from_value)
                 .transpose()
                 .map_err(|e| RegistryError::Corrupt(format!("fleet nodes of `{model}`: {e}")))?;
+            let serving = parse(serving, "serving policy")?
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| RegistryError::Corrupt(format!("fleet serving policy of `{model}`: {e}")))?;
             out.insert(
                 model.clone(),
                 FleetModel {
@@ -322,6 +331,7 @@ impl Registry {
                     weights,
                     shadow,
                     nodes,
+                    serving,
                 },
             );
         }
@@ -468,12 +478,13 @@ impl Registry {
     }
 }
 
-/// A stored fleet row: stable, previous, weights JSON, shadow, nodes JSON.
+/// A stored fleet row: stable, previous, weights JSON, shadow, nodes JSON, serving JSON.
 type FleetRow = (
     Option<u64>,
     Option<u64>,
     Option<String>,
     Option<u64>,
+    Option<String>,
     Option<String>,
 );
 
@@ -487,9 +498,9 @@ pub(crate) fn write_fleet_model(
 ) -> Result<bool, RegistryError> {
     let old: Option<FleetRow> = tx
         .query_row(
-            "SELECT stable, previous, weights, shadow, nodes FROM fleet_models WHERE model = ?1",
+            "SELECT stable, previous, weights, shadow, nodes, serving FROM fleet_models WHERE model = ?1",
             [model],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
         )
         .optional()?;
     let weights = fm
@@ -500,16 +511,27 @@ pub(crate) fn write_fleet_model(
         .nodes
         .as_ref()
         .map(|n| serde_json::to_string(n).unwrap_or_default());
-    let new = (fm.stable, fm.previous, weights.clone(), fm.shadow, nodes.clone());
+    let serving = fm
+        .serving
+        .as_ref()
+        .map(|p| serde_json::to_string(p).unwrap_or_default());
+    let new = (
+        fm.stable,
+        fm.previous,
+        weights.clone(),
+        fm.shadow,
+        nodes.clone(),
+        serving.clone(),
+    );
     if old.as_ref() == Some(&new) {
         return Ok(false);
     }
     tx.execute(
-        "INSERT INTO fleet_models (model, stable, previous, weights, shadow, nodes, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO fleet_models (model, stable, previous, weights, shadow, nodes, serving, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (model) DO UPDATE SET stable = excluded.stable, previous = excluded.previous,
              weights = excluded.weights, shadow = excluded.shadow, nodes = excluded.nodes,
-             updated_at = excluded.updated_at",
+             serving = excluded.serving, updated_at = excluded.updated_at",
         params![
             model,
             fm.stable,
@@ -517,6 +539,7 @@ pub(crate) fn write_fleet_model(
             weights,
             fm.shadow,
             nodes,
+            serving,
             now_rfc3339()
         ],
     )?;
@@ -524,19 +547,26 @@ pub(crate) fn write_fleet_model(
                     previous: Option<u64>,
                     weights: &Option<String>,
                     shadow: Option<u64>,
-                    nodes: &Option<String>| {
-        json!({
+                    nodes: &Option<String>,
+                    serving: &Option<String>| {
+        let json_of = |t: &Option<String>| t.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok());
+        let mut row = json!({
             "stable": stable,
             "previous": previous,
-            "weights": weights.as_deref().and_then(|w| serde_json::from_str::<Value>(w).ok()),
+            "weights": json_of(weights),
             "shadow": shadow,
-            "nodes": nodes.as_deref().and_then(|n| serde_json::from_str::<Value>(n).ok()),
-        })
+            "nodes": json_of(nodes),
+        });
+        // Only rows with a policy say so: audit entries of the others keep their shape.
+        if let Some(policy) = json_of(serving) {
+            row["serving"] = policy;
+        }
+        row
     };
-    let before = old
-        .as_ref()
-        .map_or(Value::Null, |(s, p, w, sh, n)| describe(*s, *p, w, *sh, n));
-    let mut after = describe(fm.stable, fm.previous, &weights, fm.shadow, &nodes);
+    let before = old.as_ref().map_or(Value::Null, |(s, p, w, sh, n, sv)| {
+        describe(*s, *p, w, *sh, n, sv)
+    });
+    let mut after = describe(fm.stable, fm.previous, &weights, fm.shadow, &nodes, &serving);
     after["reason"] = json!(reason);
     audit::append(tx, actor, "fleet.set", model, fm.stable, before, after)?;
     Ok(true)

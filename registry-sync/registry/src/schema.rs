@@ -175,6 +175,13 @@ const MIGRATIONS: &[(&str, &str)] = &[
     UPDATE rollouts SET paused_at = updated_at WHERE state = 'paused';
     "#,
     ),
+    (
+        "fleet serving policies",
+        r#"
+    -- A model's bulkhead and fallback on the nodes (kiln.toml's `serving`), as JSON.
+    ALTER TABLE fleet_models ADD COLUMN serving TEXT;
+    "#,
+    ),
 ];
 
 /// Brings the schema up to date.

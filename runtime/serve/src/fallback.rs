@@ -40,6 +40,21 @@ impl Fallback {
         Ok(Fallback::Fixed(file.outputs))
     }
 
+    /// The fallback a routing table's serving policy names (`None` for a name other than
+    /// `previous`, which kiln.toml's check refuses before it gets here).
+    pub fn from_policy(policy: &kiln_node_api::FallbackPolicy) -> Option<Fallback> {
+        match policy {
+            kiln_node_api::FallbackPolicy::Named(n) if n == "previous" => Some(Fallback::Previous),
+            kiln_node_api::FallbackPolicy::Named(_) => None,
+            kiln_node_api::FallbackPolicy::Fixed { outputs } => Some(Fallback::Fixed(
+                outputs
+                    .iter()
+                    .map(|(name, row)| (name.clone(), row.iter().filter_map(|v| v.as_f64()).collect()))
+                    .collect(),
+            )),
+        }
+    }
+
     /// The label of metrics and of the response header.
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -112,8 +112,14 @@ pub(crate) async fn predict(
             }
         }
     }
+    // The model's serving policy (kiln.toml, through the routing table), if any.
+    let policy = state
+        .table()
+        .models
+        .get(&served.name)
+        .and_then(|r| r.routing.serving.clone());
     // A slot in the model's bulkhead, waiting at most one call's deadline for it.
-    let bulkhead = state.bulkhead(&served.name);
+    let bulkhead = state.bulkhead(&served.name, policy.as_ref());
     let _slot = match bulkhead.enter(&served.name, state.host.config().deadline).await {
         Ok(slot) => slot,
         Err(e) => {
@@ -127,7 +133,7 @@ pub(crate) async fn predict(
         }
     };
     let rows = inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1);
-    let fallback = state.config.fallbacks.get(&served.name);
+    let fallback = state.fallback(&served.name, policy.as_ref());
     // The inputs are needed again only by a `previous` fallback.
     let retry_inputs = matches!(fallback, Some(Fallback::Previous)).then(|| inputs.clone());
     let result = run(served.model.clone(), inputs).await;
@@ -183,7 +189,7 @@ pub(crate) async fn predict(
                 error = %e,
                 "inference failed"
             );
-            if let Some(fallback) = fallback
+            if let Some(fallback) = &fallback
                 && let Some((outputs, answered_by)) =
                     fall_back(state, route, fallback, retry_inputs, rows).await
             {

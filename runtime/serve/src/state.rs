@@ -167,16 +167,56 @@ impl State {
         })
     }
 
-    /// The bulkhead of `model`: its own limits, else the node's, else derived.
-    pub(crate) fn bulkhead(&self, model: &str) -> std::sync::Arc<crate::bulkhead::Bulkhead> {
+    /// The bulkhead of `model`: this server's `--bulkhead` for it, else the model's
+    /// serving policy from its routing table (kiln.toml) over the server's default, else
+    /// the server's default (`--max-concurrent-calls`, else derived).
+    pub(crate) fn bulkhead(
+        &self,
+        model: &str,
+        policy: Option<&kiln_node_api::ServingPolicy>,
+    ) -> std::sync::Arc<crate::bulkhead::Bulkhead> {
+        use crate::bulkhead::Limits;
+        let base = self
+            .config
+            .bulkhead
+            .unwrap_or_else(|| Limits::derived(self.host.config().pool_size));
+        let from_policy = policy.map(|p| {
+            let max_concurrent = p
+                .max_concurrency
+                .map_or(base.max_concurrent, |c| c.max(1) as usize);
+            let max_queue = match (p.max_queue, p.max_concurrency) {
+                (Some(q), _) => q as usize,
+                (None, Some(_)) => max_concurrent * 8,
+                (None, None) => base.max_queue,
+            };
+            Limits {
+                max_concurrent,
+                max_queue,
+            }
+        });
         let limits = self
             .config
             .bulkheads
             .get(model)
             .copied()
-            .or(self.config.bulkhead)
-            .unwrap_or_else(|| crate::bulkhead::Limits::derived(self.host.config().pool_size));
+            .or(from_policy)
+            .unwrap_or(base);
         self.bulkheads.get(model, limits)
+    }
+
+    /// The fallback of `model`: this server's `--fallback` for it, else its serving
+    /// policy's.
+    pub(crate) fn fallback(
+        &self,
+        model: &str,
+        policy: Option<&kiln_node_api::ServingPolicy>,
+    ) -> Option<crate::fallback::Fallback> {
+        if let Some(f) = self.config.fallbacks.get(model) {
+            return Some(f.clone());
+        }
+        policy
+            .and_then(|p| p.fallback.as_ref())
+            .and_then(crate::fallback::Fallback::from_policy)
     }
 
     /// The current routing table.

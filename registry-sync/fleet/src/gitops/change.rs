@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use kiln_node_api::{FallbackPolicy, ServingPolicy};
 use kiln_registry::duration::format_ms as format_duration_ms;
 use kiln_registry::fleet::NodeSource;
 use kiln_registry::{RolloutPlan, Strategy};
@@ -65,6 +66,12 @@ pub enum Change {
         from: Option<Vec<String>>,
         to: Option<Vec<String>>,
     },
+    /// The model's bulkhead and fallback on the nodes (None: the nodes' own settings).
+    Serving {
+        model: String,
+        from: Option<ServingPolicy>,
+        to: Option<ServingPolicy>,
+    },
     /// The model's Production version: `from` are the current ones (usually one).
     Production {
         model: String,
@@ -85,9 +92,39 @@ impl Change {
             | Change::Weights { model, .. }
             | Change::Shadow { model, .. }
             | Change::Nodes { model, .. }
+            | Change::Serving { model, .. }
             | Change::Production { model, .. } => Some(model),
         }
     }
+}
+
+/// A serving policy as kiln.toml spells it (`none` when unset).
+fn serving_text(p: &Option<ServingPolicy>) -> String {
+    let Some(p) = p else {
+        return "none".to_string();
+    };
+    let mut parts = Vec::new();
+    if let Some(n) = p.max_concurrency {
+        parts.push(format!("max_concurrency = {n}"));
+    }
+    if let Some(n) = p.max_queue {
+        parts.push(format!("max_queue = {n}"));
+    }
+    match &p.fallback {
+        Some(FallbackPolicy::Named(name)) => parts.push(format!("fallback = \"{name}\"")),
+        Some(FallbackPolicy::Fixed { outputs }) => {
+            let outputs: Vec<String> = outputs
+                .iter()
+                .map(|(name, row)| {
+                    let row: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+                    format!("{name} = [{}]", row.join(", "))
+                })
+                .collect();
+            parts.push(format!("fallback = {{ outputs = {{ {} }} }}", outputs.join(", ")));
+        }
+        None => {}
+    }
+    format!("{{ {} }}", parts.join(", "))
 }
 
 fn or_none<T: fmt::Display>(v: &Option<T>) -> String {
@@ -226,6 +263,14 @@ impl fmt::Display for Change {
             }
             Change::Nodes { model, from, to } => {
                 write!(f, "~ {model}: nodes {} → {}", nodes_text(from), nodes_text(to))
+            }
+            Change::Serving { model, from, to } => {
+                write!(
+                    f,
+                    "~ {model}: serving {} → {}",
+                    serving_text(from),
+                    serving_text(to)
+                )
             }
             Change::Production {
                 model,

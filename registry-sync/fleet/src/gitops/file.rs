@@ -58,6 +58,8 @@ pub struct ModelSpec {
     pub shadow: Option<u64>,
     /// The nodes that serve the model, sorted (None: every node).
     pub nodes: Option<Vec<String>>,
+    /// Its bulkhead and fallback on the nodes (None: the nodes' own settings).
+    pub serving: Option<kiln_node_api::ServingPolicy>,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +83,8 @@ struct RawModel {
     weights: Option<BTreeMap<String, u32>>,
     shadow: Option<u64>,
     nodes: Option<Vec<String>>,
+    /// `{ max_concurrency = 4, max_queue = 32, fallback = "previous" }`.
+    serving: Option<kiln_node_api::ServingPolicy>,
 }
 
 /// Reads and checks a GitOps file; errors name the file and the offending key.
@@ -171,6 +175,20 @@ pub fn parse(text: &str) -> anyhow::Result<GitopsFile> {
             list.dedup();
             list
         });
+        if let Some(serving) = &raw.serving {
+            if serving.max_concurrency == Some(0) {
+                problems.push(format!(
+                    "{at}.serving.max_concurrency: 0 would shed every request; it must be at least 1"
+                ));
+            }
+            if let Some(Err(e)) = serving
+                .fallback
+                .as_ref()
+                .map(kiln_node_api::FallbackPolicy::check)
+            {
+                problems.push(format!("{at}.serving.{e}"));
+            }
+        }
         models.insert(
             name,
             ModelSpec {
@@ -178,6 +196,7 @@ pub fn parse(text: &str) -> anyhow::Result<GitopsFile> {
                 rollout,
                 weights,
                 shadow: raw.shadow,
+                serving: raw.serving,
                 nodes,
             },
         );

@@ -458,14 +458,16 @@ impl Registry {
         let why = format!("rollout {id} {state}");
         let fleet: FleetModel = tx
             .query_row(
-                "SELECT weights, shadow, nodes FROM fleet_models WHERE model = ?1",
+                "SELECT weights, shadow, nodes, serving FROM fleet_models WHERE model = ?1",
                 [&r.model],
                 |row| {
                     let nodes: Option<String> = row.get(2)?;
+                    let serving: Option<String> = row.get(3)?;
                     Ok(FleetModel {
                         weights: None,
                         shadow: row.get(1)?,
                         nodes: nodes.and_then(|n| serde_json::from_str(&n).ok()),
+                        serving: serving.and_then(|p| serde_json::from_str(&p).ok()),
                         ..FleetModel::default()
                     })
                 },

@@ -358,6 +358,7 @@ mod tests {
                     ..VersionRoute::default()
                 }],
                 shadow: None,
+                serving: None,
             },
         );
         store.set_routing(&table).unwrap();

@@ -317,3 +317,94 @@ fn a_fixed_fallback_answers_every_row_and_a_model_without_one_fails_as_before() 
     assert_eq!(plain.status, 500);
     assert_eq!(plain.json()["kind"], "trap");
 }
+
+#[test]
+fn the_routing_tables_serving_policy_sets_the_bulkhead_and_fallback_and_a_flag_wins() {
+    let catalog = Arc::new(DirCatalog::new());
+    let (digest, _) = catalog.store(kiln_host::guest::TEST_GUEST_WASM);
+    let routing = |name: &str| {
+        let entry = kiln_node_api::ModelRouting {
+            versions: vec![crate::routing::route(1, &digest, 100, "Production", &[])],
+            shadow: None,
+            // What kiln.toml's `serving` sends a node: one call at once, none waiting, and
+            // fixed outputs when the version fails.
+            serving: Some(
+                serde_json::from_value(serde_json::json!({
+                    "max_concurrency": 1,
+                    "max_queue": 0,
+                    "fallback": { "outputs": { "y": [9, 9, 9, 9] } },
+                }))
+                .unwrap(),
+            ),
+        };
+        (name.to_string(), entry)
+    };
+    catalog.set_routing(kiln_node_api::RoutingTable {
+        generation: 0,
+        models: [routing("bad"), routing("flagged")].into_iter().collect(),
+        readers: Vec::new(),
+    });
+    let mut config = ServeConfig::default();
+    // A server's own flag for a model wins over the table's policy.
+    config.bulkheads.insert(
+        "flagged".into(),
+        Limits {
+            max_concurrent: 4,
+            max_queue: 4,
+        },
+    );
+    let server = Arc::new(TestServer::start_with(catalog, config));
+
+    let trapped = predict(&server, "bad", -3.0);
+    assert_eq!(trapped.status, 200, "{}", String::from_utf8_lossy(&trapped.body));
+    assert_eq!(
+        trapped.fallback.as_deref(),
+        Some("fixed; failed-version=1; kind=trap")
+    );
+    assert_eq!(
+        trapped.json()["prediction"],
+        serde_json::json!([9.0, 9.0, 9.0, 9.0])
+    );
+
+    let spinning = {
+        let server = server.clone();
+        std::thread::spawn(move || predict(&server, "bad", -1.0))
+    };
+    let shed = loop {
+        let r = predict(&server, "bad", 1.0);
+        if r.status != 200 {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(shed.status, 503);
+    assert_eq!(shed.json()["kind"], "overloaded");
+    // The spinning call timed out: the fixed fallback answers it too.
+    let spin = spinning.join().expect("client");
+    assert_eq!(
+        spin.fallback.as_deref(),
+        Some("fixed; failed-version=1; kind=timeout")
+    );
+    let metrics = String::from_utf8_lossy(&get(&server.url("/metrics")).body).into_owned();
+    let limit = |model: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("kiln_bulkhead_calls{")
+                    && l.contains(&format!(r#"model="{model}""#))
+                    && l.contains(r#"state="max_concurrent""#)
+            })
+            .map(|l| l.rsplit(' ').next().unwrap_or_default().to_string())
+    };
+    assert_eq!(limit("bad").as_deref(), Some("1"), "{metrics}");
+    // `flagged` has not been called yet: call it once so its bulkhead exists.
+    assert_eq!(predict(&server, "flagged", 1.0).status, 200);
+    let metrics = String::from_utf8_lossy(&get(&server.url("/metrics")).body).into_owned();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("kiln_bulkhead_calls{")
+            && l.contains(r#"model="flagged""#)
+            && l.contains(r#"state="max_concurrent""#)
+            && l.ends_with(" 4")),
+        "{metrics}"
+    );
+}

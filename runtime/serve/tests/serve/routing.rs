@@ -25,7 +25,16 @@ pub fn table(generation: u64, models: Vec<(&str, Vec<VersionRoute>, Option<Versi
         generation,
         models: models
             .into_iter()
-            .map(|(name, versions, shadow)| (name.to_string(), ModelRouting { versions, shadow }))
+            .map(|(name, versions, shadow)| {
+                (
+                    name.to_string(),
+                    ModelRouting {
+                        versions,
+                        shadow,
+                        serving: None,
+                    },
+                )
+            })
             .collect(),
         readers: Vec::new(),
     }
