@@ -135,7 +135,8 @@ def main() -> None:
     ap.add_argument("--factor", type=float, default=4)
     ap.add_argument("--duration", type=float, default=30, help="seconds of each overload phase")
     ap.add_argument("--modes", default="open", help="open and/or closed (comma-separated)")
-    ap.add_argument("--connections", type=int, default=256, help="client connections of the open loop")
+    ap.add_argument("--connections", type=int, default=900,
+                    help="client connections of the open loop (kiln serve accepts 1024 by default; the prober needs one)")
     ap.add_argument("--processes", type=int, default=2, help="load generator processes")
     root = os.geteuid() == 0
     ap.add_argument("--load-nice", type=int, default=0, help="nice increment of the load generator processes")

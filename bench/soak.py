@@ -359,7 +359,7 @@ def main() -> None:
           f"(target 0: {'met' if outside_fail == 0 else 'NOT met'})\n")
 
     names = ["sync", "edge-1", "edge-2", "edge-3", "redis"]
-    print("| minute | " + " | ".join(f"{n} RSS MiB / fds" for n in names) + " |")
+    print("| minute (its last sample) | " + " | ".join(f"{n} RSS MiB / fds" for n in names) + " |")
     print("|---:|" + "---:|" * len(names))
     for m in range(int(total // 60) + 1):
         cells = []
@@ -367,12 +367,18 @@ def main() -> None:
             ss = [x for x in samples if x[1] == n and m * 60 <= x[0] < (m + 1) * 60]
             cells.append(f"{ss[-1][2] / 1024:.0f} / {ss[-1][3]}" if ss else "")
         if any(cells):
-            print(f"| {m + 1} (last sample) | " + " | ".join(cells) + " |")
+            print(f"| {m + 1} | " + " | ".join(cells) + " |")
     print()
-    print("| process | RSS start → end MiB | RSS at minute 2 → end: growth | open fds start → end |")
-    print("|---|---:|---:|---:|")
+    print(f"| process | RSS start → end MiB | RSS at minute {m2 / 60:g} → end: growth | RSS at {after:.0f} s (after the promote) → end: growth | open fds start → end |")
+    print("|---|---:|---:|---:|---:|")
+    samples = [x for x in samples if x[0] <= total]  # while the load ran
     m2 = min(120.0, total * 0.2)
+    # The promote loads a second MLP version on every node (kept warm for a roll forward)
+    # and the sync service uploads it: a step in RSS, not a leak. Growth is also shown from
+    # 60 s after the promote ended to the end.
+    after = (events[0]["end"] or events[0]["start"]) + 60 if events else m2
     worst = 0.0
+    worst_after = 0.0
     for name in ["sync", "edge-1", "edge-2", "edge-3", "redis"]:
         ss = [x for x in samples if x[1] == name]
         if not ss:
@@ -380,14 +386,17 @@ def main() -> None:
         first, last = ss[0], ss[-1]
         at2 = min(ss, key=lambda x: abs(x[0] - m2))
         growth = (last[2] - at2[2]) / at2[2] if at2[2] else 0.0
+        atp = min(ss, key=lambda x: abs(x[0] - after))
+        growth_after = (last[2] - atp[2]) / atp[2] if atp[2] else 0.0
         restarted = name == "edge-3" or name == "redis"
-        if not restarted and name != "redis":
+        if not restarted:
             worst = max(worst, growth)
+            worst_after = max(worst_after, growth_after)
         note2 = " (restarted: its new process)" if restarted else ""
         print(f"| {name} | {first[2] / 1024:.0f} → {last[2] / 1024:.0f} | {at2[2] / 1024:.0f} → {last[2] / 1024:.0f}: "
-              f"{growth:+.1%}{note2} | {first[3]} → {last[3]} |")
+              f"{growth:+.1%}{note2} | {atp[2] / 1024:.0f} → {last[2] / 1024:.0f}: {growth_after:+.1%} | {first[3]} → {last[3]} |")
     print(f"\nRSS growth from minute {m2 / 60:g} to the end, worst of sync, edge-1, edge-2: {worst:+.1%} "
-          f"(target ≤ 5 %: {'met' if worst <= 0.05 else 'NOT met'})")
+          f"(target ≤ 5 %: {'met' if worst <= 0.05 else 'NOT met'}); from {after:.0f} s (after the promote): {worst_after:+.1%}")
 
 
 if __name__ == "__main__":
