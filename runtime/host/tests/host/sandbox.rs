@@ -4,7 +4,8 @@
 use crate::strict_host;
 use kiln_engine::Tensor;
 use kiln_host::guest::TEST_GUEST_WASM;
-use kiln_host::{HostError, Isolation};
+use kiln_host::{Host, HostConfig, HostError, Isolation};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn call(name: &str) -> Vec<Tensor> {
@@ -151,4 +152,39 @@ fn a_model_writing_to_stderr_runs_on_a_tokio_worker() {
         err.to_string().contains("model stderr"),
         "the panic message reached stderr: {err}"
     );
+}
+
+/// With every instance slot in use, a call is refused as `Overloaded` (the server sheds
+/// it with a 503), not a host failure (a 500 that a canary analysis would blame on the
+/// version).
+#[test]
+fn a_call_past_the_instance_slots_is_overloaded_not_a_host_error() {
+    let host = Arc::new(
+        Host::new(HostConfig {
+            deadline: Duration::from_millis(600),
+            memory_limit: 64 << 20,
+            isolation: Isolation::Pooled,
+            instance_slots: 4,
+            cache_dir: Some(crate::cache_dir()),
+            ..HostConfig::default()
+        })
+        .expect("host"),
+    );
+    let model = Arc::new(host.load(TEST_GUEST_WASM).unwrap());
+    // Four looping calls hold the four slots until their deadline.
+    let spinning: Vec<_> = (0..4)
+        .map(|_| {
+            let model = model.clone();
+            std::thread::spawn(move || model.predict(call("spin")))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let refused = model.predict(call("x")).unwrap_err();
+    assert!(matches!(refused, HostError::Overloaded(_)), "{refused:?}");
+    assert_eq!(refused.kind(), "overloaded");
+    assert!(refused.to_string().contains("instance slots"), "{refused}");
+    for s in spinning {
+        assert!(matches!(s.join().unwrap(), Err(HostError::Timeout(_))));
+    }
+    assert_eq!(model.predict(call("x")).unwrap(), call("x"), "slots free again");
 }
