@@ -16,6 +16,17 @@ fn predict(server: &TestServer, model: &str, first: f64) -> Reply {
     )
 }
 
+/// An OIP body of `rows` rows of ones whose first value, -1, makes the misbehaving model
+/// loop into its deadline.
+fn spinning_body(rows: usize) -> String {
+    let mut values = vec!["1"; rows * 4];
+    values[0] = "-1";
+    format!(
+        r#"{{"inputs": [{{"name": "x", "shape": [{rows}, 4], "datatype": "FP32", "data": [{}]}}]}}"#,
+        values.join(",")
+    )
+}
+
 fn misbehaving(catalog: &DirCatalog, name: &str) -> ServedVersion {
     version_of(
         catalog,
@@ -116,12 +127,7 @@ fn health_wait_behind_spinning_calls(rows: usize) -> Duration {
     for _ in 0..20 {
         assert_eq!(predict(&server, "bad", 1.0).status, 200);
     }
-    let mut values = vec!["1".to_string(); rows * 4];
-    values[0] = "-1".into();
-    let body = format!(
-        r#"{{"inputs": [{{"name": "x", "shape": [{rows}, 4], "datatype": "FP32", "data": [{}]}}]}}"#,
-        values.join(",")
-    );
+    let body = spinning_body(rows);
     let calls: Vec<_> = (0..2)
         .map(|_| {
             let (server, body) = (server.clone(), body.clone());
@@ -207,12 +213,7 @@ fn request_bytes_in_flight_are_bounded_and_the_excess_is_shed() {
     let server = Arc::new(TestServer::start_with(catalog, config));
     // A spinning ~40 KiB request holds most of the 64 KiB budget for its 1 s deadline.
     let rows = 5000;
-    let mut values = vec!["1".to_string(); rows * 4];
-    values[0] = "-1".into();
-    let big = format!(
-        r#"{{"inputs": [{{"name": "x", "shape": [{rows}, 4], "datatype": "FP32", "data": [{}]}}]}}"#,
-        values.join(",")
-    );
+    let big = spinning_body(rows);
     assert!(big.len() > 32 << 10 && big.len() < 64 << 10, "{}", big.len());
     let holding = {
         let (server, big) = (server.clone(), big.clone());
