@@ -300,7 +300,7 @@ def main() -> None:
 
     if args.dump:
         with open(args.dump, "w") as f:
-            f.write(json.dumps({"events": events, "targets": [t.label for t in targets]}) + "\n")
+            f.write(json.dumps({"events": events, "targets": [t.label for t in targets], "samples": samples}) + "\n")
             for i in range(len(r.status)):
                 f.write(f"[{r.t[i]:.4f}, {r.lat[i]:.5f}, {r.status[i]}, {r.target[i]}]\n")
 
@@ -358,6 +358,12 @@ def main() -> None:
     print(f"\nfailures outside the injected faults (redis and node kills), promote and rollback included: {outside_fail} "
           f"(target 0: {'met' if outside_fail == 0 else 'NOT met'})\n")
 
+    samples = [x for x in samples if x[0] <= total]  # while the load ran
+    m2 = min(120.0, total * 0.2)
+    # The promote loads a second MLP version on every node (kept warm for a roll forward)
+    # and the sync service uploads it: a step in RSS, not a leak. Growth is also shown from
+    # 60 s after the promote ended to the end.
+    after = (events[0]["end"] or events[0]["start"]) + 60 if events else m2
     names = ["sync", "edge-1", "edge-2", "edge-3", "redis"]
     print("| minute (its last sample) | " + " | ".join(f"{n} RSS MiB / fds" for n in names) + " |")
     print("|---:|" + "---:|" * len(names))
@@ -371,12 +377,6 @@ def main() -> None:
     print()
     print(f"| process | RSS start → end MiB | RSS at minute {m2 / 60:g} → end: growth | RSS at {after:.0f} s (after the promote) → end: growth | open fds start → end |")
     print("|---|---:|---:|---:|---:|")
-    samples = [x for x in samples if x[0] <= total]  # while the load ran
-    m2 = min(120.0, total * 0.2)
-    # The promote loads a second MLP version on every node (kept warm for a roll forward)
-    # and the sync service uploads it: a step in RSS, not a leak. Growth is also shown from
-    # 60 s after the promote ended to the end.
-    after = (events[0]["end"] or events[0]["start"]) + 60 if events else m2
     worst = 0.0
     worst_after = 0.0
     for name in ["sync", "edge-1", "edge-2", "edge-3", "redis"]:
