@@ -91,22 +91,32 @@ pub(crate) async fn has_component(
 /// `PUT /admin/v1/components/{digest}` with the component's bytes: streamed into a
 /// temporary file in the store and hashed on the way (never held whole in memory), then
 /// renamed into place if it hashes to `digest`. At most `max_concurrent_uploads` at once.
+/// Reads and drops a refused upload's body (up to `limit`), so a client that sends the
+/// whole body before it reads the answer (most do, without `Expect: 100-continue`) gets
+/// the answer rather than a reset connection. Only for refusals that cost nothing to
+/// find: a full server (503) or an oversized body (413) answers at once instead.
+async fn discard(body: Body, limit: usize) {
+    let _ = axum::body::to_bytes(body, limit).await;
+}
+
 pub(crate) async fn put_component(
     Shared(state): Shared<Arc<State>>,
     Path(digest): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
+    let limit = state.config.max_upload_bytes;
     let Some(store) = state.store.clone() else {
+        discard(body, limit).await;
         return Err(ApiError::new(StatusCode::CONFLICT.as_u16(), NOT_MANAGED).into());
     };
     if !is_sha256_hex(&digest) {
+        discard(body, limit).await;
         return Err(ApiError::bad_request(format!(
             "`{digest}` is not a SHA-256 digest (64 lowercase hex characters)"
         ))
         .into());
     }
-    let limit = state.config.max_upload_bytes;
     if tls::declared_too_large(&headers, limit as u64) {
         return Err(ApiError::too_large(limit).into());
     }
