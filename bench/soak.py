@@ -309,7 +309,8 @@ def main() -> None:
     faults = [e for e in events if "SIGKILL" in e["name"]]
 
     def window_of(t: float, target: int) -> str | None:
-        for e in events:
+        # A node's own window first: in a short run the windows overlap.
+        for e in sorted(events, key=lambda e: e["node"] is None):
             if e["start"] - 0.5 <= t <= (e["end"] or e["start"]) + args.grace:
                 if e["node"] is not None and target // ntarget != e["node"]:
                     continue
