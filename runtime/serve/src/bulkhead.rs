@@ -104,6 +104,11 @@ impl Bulkhead {
         self.limits.max_concurrent - self.slots.available_permits().min(self.limits.max_concurrent)
     }
 
+    /// Whether a call arriving now would be shed: every slot running and the queue full.
+    pub fn is_full(&self) -> bool {
+        self.slots.available_permits() == 0 && self.queued() >= self.limits.max_queue
+    }
+
     /// Calls waiting now.
     pub fn queued(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
@@ -239,8 +244,10 @@ mod tests {
             max_concurrent: 1,
             max_queue: 1,
         });
+        assert!(!b.is_full());
         let first = b.enter("m", Duration::from_secs(5)).await.unwrap();
         assert_eq!(b.running(), 1);
+        assert!(!b.is_full(), "the queue has room");
         // The second call waits in the queue; the third finds it full.
         let b = Arc::new(b);
         let queued = {
@@ -250,6 +257,7 @@ mod tests {
         while b.queued() == 0 {
             tokio::task::yield_now().await;
         }
+        assert!(b.is_full(), "one running, one queued");
         let shed = b.enter("m", Duration::from_secs(5)).await.err().unwrap();
         assert!(shed.is_overloaded(), "{shed:?}");
         assert!(

@@ -91,9 +91,22 @@ pub(crate) async fn api(
     if declared.is_some_and(|n| n > limit) {
         return HttpError(ApiError::too_large(limit)).into_response();
     }
+    // An inference call to a model whose bulkhead is full (every slot running, the queue
+    // full) is shed before its body is read and parsed: under overload a 503 must cost
+    // far less than a 200, or shedding does not free the server.
+    if method == Method::POST
+        && let Some(model) = inference_model(uri.path())
+        && let Some(routes) = state.table().models.get(model)
+        && state.bulkhead(model, routes.routing.serving.as_ref()).is_full()
+    {
+        let e = ApiError::overloaded(format!(
+            "model `{model}` is at capacity: its calls and queue are full (its bulkhead's limits); retry later"
+        ));
+        return shed_before_reading(&state, uri.path(), e, "bulkhead", started);
+    }
     let _budget = match state.body_budget.reserve(declared.unwrap_or(limit)) {
         Ok(permit) => permit,
-        Err(e) => return shed_before_reading(&state, uri.path(), e, started),
+        Err(e) => return shed_before_reading(&state, uri.path(), e, "body_bytes", started),
     };
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(body) => body,
@@ -167,27 +180,38 @@ fn body_len_hint(declared: Option<usize>) -> usize {
     declared.unwrap_or(usize::MAX)
 }
 
-/// A 503 `overloaded` for a request shed before its body was read (the node's body
-/// bytes in flight are at their limit), counted under its model when the path names
-/// a served one.
-fn shed_before_reading(state: &State, path: &str, e: ApiError, started: Instant) -> Response {
-    let table = state.table();
+/// The model an inference path names (`/v1/models/{m}/predict`,
+/// `/v2/models/{m}[/versions/{v}]/infer`), as written in the path.
+fn inference_model(path: &str) -> Option<&str> {
     let segments: Vec<&str> = path.split('/').collect();
-    let named = segments
-        .windows(2)
-        .find(|w| w[0] == "models")
-        .map(|w| w[1])
-        .filter(|m| table.models.contains_key(*m));
-    let model = named.unwrap_or(UNKNOWN_MODEL);
+    match segments.as_slice() {
+        ["", "v1", "models", m, "predict"]
+        | ["", "v2", "models", m, "infer"]
+        | ["", "v2", "models", m, "versions", _, "infer"] => Some(m),
+        _ => None,
+    }
+}
+
+/// A 503 `overloaded` for a request shed before its body was read (`reason`: the
+/// model's bulkhead is full, or the node's body bytes in flight are at their limit),
+/// counted under its model when the path names a served one; no version was chosen.
+fn shed_before_reading(
+    state: &State,
+    path: &str,
+    e: ApiError,
+    reason: &'static str,
+    started: Instant,
+) -> Response {
+    let table = state.table();
+    let model = inference_model(path)
+        .filter(|m| table.models.contains_key(*m))
+        .unwrap_or(UNKNOWN_MODEL);
     let endpoint = if path.starts_with("/v1/") { "seed" } else { "infer" };
-    state.metrics.overloaded(model, "", "body_bytes");
+    state.metrics.overloaded(model, "", reason);
     state
         .metrics
         .request(model, "", endpoint, 503, started.elapsed().as_secs_f64());
-    tracing::debug!(
-        model,
-        "request shed: the node's request bytes in flight are at their limit"
-    );
+    tracing::debug!(model, reason, "request shed before its body was read");
     to_axum(kiln_api::Response::from(e))
 }
 
