@@ -116,8 +116,10 @@ try:
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], [w])
     model = helper.make_model(graph)
-    # What onnx's save_as_external_data writes, with both tensors in one 64-byte file.
-    for t, offset in ((graph.initializer[0], 0), (node.attribute[0].t, 48)):
+    # What onnx's save_as_external_data writes, with both tensors in one 64-byte file
+    # (make_model copied the graph: edit the model's).
+    g = model.graph
+    for t, offset in ((g.initializer[0], 0), (g.node[0].attribute[0].t, 48)):
         length = len(t.float_data) * 4
         t.ClearField("float_data")
         t.data_location = TensorProto.EXTERNAL

@@ -185,14 +185,14 @@ impl Env for FixedEnv {
 
 /// `POST /v1/models/{name}/predict`. Byte 0 picks the model (bits 0-1) and, in bits
 /// 2-5, a forced-version header (0-7: none) and a routing key (bit 5); the rest is the body.
-pub fn seed(data: &[u8]) {
+pub fn seed(data: &[u8]) -> bool {
     let Some((&mode, body)) = data.split_first() else {
-        return;
+        return false;
     };
     let model = MODELS[usize::from(mode & 3)];
     let headers = headers(mode >> 2);
     let path = format!("/v1/models/{model}/predict");
-    answer(&path, &headers, body);
+    answer(&path, &headers, body)
 }
 
 /// `POST /v2/models/{name}[/versions/{v}]/infer`, JSON or the binary extension. Byte 0
@@ -200,9 +200,9 @@ pub fn seed(data: &[u8]) {
 /// extension (bit 5: bytes 1-2 are the JSON header's length, little-endian; 0xffff sends
 /// a length that is not a number), a forced-version header (bit 6) and a routing key
 /// (bit 7); the rest is the body.
-pub fn oip(data: &[u8]) {
+pub fn oip(data: &[u8]) -> bool {
     let Some((&mode, mut body)) = data.split_first() else {
-        return;
+        return false;
     };
     let model = MODELS[usize::from(mode & 3)];
     let path = match (mode >> 2) & 7 {
@@ -212,7 +212,7 @@ pub fn oip(data: &[u8]) {
     let mut headers = headers(((mode >> 6) & 1) | ((mode >> 7) << 3));
     if mode & 0x20 != 0 {
         let Some((length, rest)) = body.split_first_chunk::<2>() else {
-            return;
+            return false;
         };
         let length = u16::from_le_bytes(*length);
         let value = if length == u16::MAX {
@@ -223,7 +223,7 @@ pub fn oip(data: &[u8]) {
         headers.push(("Inference-Header-Content-Length".into(), value));
         body = rest;
     }
-    answer(&path, &headers, body);
+    answer(&path, &headers, body)
 }
 
 /// Request headers from 4 bits: bits 0-2 a forced version (0: none), bit 3 a routing key.
@@ -244,8 +244,8 @@ fn headers(bits: u8) -> Vec<(String, String)> {
 
 /// Sends one POST through `kiln_api::begin` and checks what comes back: a refusal is a
 /// 4xx with a JSON error; an accepted request carries inputs that fit the chosen version,
-/// and outputs of the model's shape make a 200.
-fn answer(path: &str, headers: &[(String, String)], body: &[u8]) {
+/// and outputs of the model's shape make a 200. Returns whether the request ran.
+fn answer(path: &str, headers: &[(String, String)], body: &[u8]) -> bool {
     let request = Request {
         method: "POST",
         path,
@@ -254,7 +254,10 @@ fn answer(path: &str, headers: &[(String, String)], body: &[u8]) {
         reader: None,
     };
     match kiln_api::begin(models(), &request, &FixedEnv) {
-        Step::Done(response) => check_refusal(&response),
+        Step::Done(response) => {
+            check_refusal(&response);
+            false
+        }
         Step::Run(mut call) => {
             let info = call.route.served.info().clone();
             let batch = check_inputs(&info, &call.inputs);
@@ -272,6 +275,7 @@ fn answer(path: &str, headers: &[(String, String)], body: &[u8]) {
                 response.status,
                 String::from_utf8_lossy(&response.body)
             );
+            true
         }
     }
 }
@@ -376,19 +380,28 @@ fn zeros(spec: &TensorSpec, batch: u64) -> Tensor {
 /// compact `model=3:90,4:10` form). A table either is refused with a message, or
 /// survives a JSON round trip and routes: every weighted choice lands on a listed
 /// version, and an edge built from it answers a request for each of its models.
-pub fn routing_table(data: &[u8]) {
+/// Returns whether either reader accepted it.
+pub fn routing_table(data: &[u8]) -> bool {
+    let mut accepted = false;
     if let Ok(table) = serde_json::from_slice::<RoutingTable>(data) {
         match table.validate() {
             Err(message) => assert!(!message.is_empty(), "a refusal without a message"),
-            Ok(()) => check_table(&table),
+            Ok(()) => {
+                check_table(&table);
+                accepted = true;
+            }
         }
     }
     if let Ok(text) = std::str::from_utf8(data) {
         match Routes::parse(text) {
             Err(message) => assert!(!message.is_empty(), "a refusal without a message"),
-            Ok(routes) => check_routes(&routes),
+            Ok(routes) => {
+                check_routes(&routes);
+                accepted = true;
+            }
         }
     }
+    accepted
 }
 
 fn check_table(table: &RoutingTable) {
@@ -495,10 +508,10 @@ impl kiln_api::Backend for Zeros {
 }
 
 /// A `kiln.toml` as `kiln sync plan` reads it: valid files parse, others give an error
-/// that says what is wrong; a parse never panics.
-pub fn kiln_toml(data: &[u8]) {
+/// that says what is wrong; a parse never panics. Returns whether the file parsed.
+pub fn kiln_toml(data: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(data) else {
-        return;
+        return false;
     };
     match kiln_fleet::gitops::parse(text) {
         Ok(file) => {
@@ -510,18 +523,22 @@ pub fn kiln_toml(data: &[u8]) {
                     );
                 }
             }
+            true
         }
-        Err(e) => assert!(!format!("{e:#}").is_empty(), "an error without a message"),
+        Err(e) => {
+            assert!(!format!("{e:#}").is_empty(), "an error without a message");
+            false
+        }
     }
 }
 
 /// ONNX external data folding, as the MLflow importer runs it. Byte 0 is the length of the
 /// side file `weights.bin` (its bytes count up from 0); the rest is the model. Folding
 /// either fails with a message or leaves a model with nothing external, which a second
-/// pass leaves alone.
-pub fn onnx_external(data: &[u8]) {
+/// pass leaves alone. Returns whether external data was folded in.
+pub fn onnx_external(data: &[u8]) -> bool {
     let Some((&side, model)) = data.split_first() else {
-        return;
+        return false;
     };
     let side: Vec<u8> = (0..side).collect();
     let mut load = |location: &str| -> anyhow::Result<Vec<u8>> {
@@ -540,17 +557,21 @@ pub fn onnx_external(data: &[u8]) {
                 matches!(again, Ok(None)),
                 "a second pass over the folded model: {again:?}"
             );
+            true
         }
-        Ok(None) => {}
-        Err(e) => assert!(!format!("{e:#}").is_empty(), "an error without a message"),
+        Ok(None) => false,
+        Err(e) => {
+            assert!(!format!("{e:#}").is_empty(), "an error without a message");
+            false
+        }
     }
 }
 
 /// The `kiln-bundle` custom section walker (`kiln_types::bundle`), as the Worker's
 /// exporter and the playground read components. A component either yields a section that
 /// lies inside it, or an error; one with no such section gets a bundle appended that
-/// reads back unchanged.
-pub fn wasm_section(data: &[u8]) {
+/// reads back unchanged. Returns whether the section held a bundle.
+pub fn wasm_section(data: &[u8]) -> bool {
     use kiln_types::bundle::{self, Bundle, BundleConfig};
     match bundle::encoded_from_component(data) {
         Ok(section) => {
@@ -559,11 +580,17 @@ pub fn wasm_section(data: &[u8]) {
                 inside.start <= section.as_ptr() && section.as_ptr_range().end <= inside.end,
                 "the section lies outside the component"
             );
-            if let Ok(decoded) = Bundle::decode(section) {
+            let decoded = Bundle::decode(section);
+            if let Ok(decoded) = &decoded {
                 let again = Bundle::decode(&decoded.encode()).expect("an encoded bundle decodes");
-                assert_eq!(again, decoded, "a bundle changed in a round trip");
+                assert_eq!(&again, decoded, "a bundle changed in a round trip");
             }
-            let _ = bundle::from_component(data);
+            assert_eq!(
+                bundle::from_component(data).ok(),
+                decoded.as_ref().ok().cloned(),
+                "from_component disagrees with the section"
+            );
+            decoded.is_ok()
         }
         Err(e) => {
             let message = e.to_string();
@@ -577,6 +604,7 @@ pub fn wasm_section(data: &[u8]) {
                 let back = bundle::from_component(&component).expect("an appended bundle reads back");
                 assert_eq!(back, appended, "the appended bundle changed");
             }
+            false
         }
     }
 }
