@@ -46,6 +46,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -101,7 +102,6 @@ class Fleet:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                import socket
                 with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
