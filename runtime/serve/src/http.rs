@@ -9,6 +9,7 @@ use crate::access::Caller;
 use crate::inference::{self, CacheUse};
 use crate::metrics::UNKNOWN_MODEL;
 use crate::state::State;
+use crate::table::Table;
 use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, State as Shared};
@@ -43,6 +44,7 @@ impl IntoResponse for HttpError {
 
 /// The host as `kiln-api` sees it: the system clock, a CSPRNG, and whether the first load
 /// finished.
+#[derive(Clone, Copy)]
 struct ServeEnv {
     ready: bool,
     max_json_bytes: usize,
@@ -91,22 +93,24 @@ pub(crate) async fn api(
     if declared.is_some_and(|n| n > limit) {
         return HttpError(ApiError::too_large(limit)).into_response();
     }
+    // The routing table this request is served from, start to end.
+    let table = state.table();
     // An inference call to a model whose bulkhead is full (every slot running, the queue
     // full) is shed before its body is read and parsed: under overload a 503 must cost
     // far less than a 200, or shedding does not free the server.
     if method == Method::POST
         && let Some(model) = inference_model(uri.path())
-        && let Some(routes) = state.table().models.get(model)
+        && let Some(routes) = table.models.get(model)
         && state.bulkhead(model, routes.routing.serving.as_ref()).is_full()
     {
         let e = ApiError::overloaded(format!(
             "model `{model}` is at capacity: its calls and queue are full (its bulkhead's limits); retry later"
         ));
-        return shed_before_reading(&state, uri.path(), e, "bulkhead", started);
+        return shed_before_reading(&state, &table, uri.path(), e, "bulkhead", started);
     }
     let _budget = match state.body_budget.reserve(declared.unwrap_or(limit)) {
         Ok(permit) => permit,
-        Err(e) => return shed_before_reading(&state, uri.path(), e, "body_bytes", started),
+        Err(e) => return shed_before_reading(&state, &table, uri.path(), e, "body_bytes", started),
     };
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(body) => body,
@@ -121,9 +125,9 @@ pub(crate) async fn api(
         ready: state.is_ready(),
         max_json_bytes: state.config.max_json_bytes,
     };
-    let table = state.table();
     let path = uri.path().to_string();
     let method = method.as_str().to_string();
+    let routed_on = table.clone();
     let begin = move || {
         let request = kiln_api::Request {
             method: &method,
@@ -133,9 +137,10 @@ pub(crate) async fn api(
             // Set by `access::authenticate` on every route that may name a version.
             reader: reader.as_deref(),
         };
-        kiln_api::begin(&table.models, &request, &env)
+        kiln_api::begin(&routed_on.models, &request, &env)
     };
-    let step = if body_len_hint(declared) <= PARSE_INLINE_BYTES {
+    // A client that does not say its body's size may send a large one.
+    let step = if declared.is_some_and(|n| n <= PARSE_INLINE_BYTES) {
         begin()
     } else {
         match tokio::task::spawn_blocking(begin).await {
@@ -143,17 +148,20 @@ pub(crate) async fn api(
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     };
-    let env = ServeEnv {
-        ready: state.is_ready(),
-        max_json_bytes: state.config.max_json_bytes,
-    };
-    let (mut response, ran) = match step {
+    let (response, ran) = match step {
         Step::Done(response) => (response, None),
         Step::Run(mut call) => {
             let inputs = std::mem::take(&mut call.inputs);
             let digest = call.route.served.digest.clone();
-            let outcome =
-                inference::predict(&state, &call.route, inputs, &call.requested, call.endpoint).await;
+            let outcome = inference::predict(
+                &state,
+                &table,
+                &call.route,
+                inputs,
+                &call.requested,
+                call.endpoint,
+            )
+            .await;
             let mut fallback_header = None;
             if let Some((header, answered_by)) = outcome.fallback {
                 if let Some(other) = answered_by {
@@ -170,14 +178,8 @@ pub(crate) async fn api(
             (response, Some((digest, outcome.cache, outcome.shed)))
         }
     };
-    record(&state, &mut response, started, ran.as_ref());
+    record(&state, &response, started, ran.as_ref());
     to_axum(response)
-}
-
-/// The body size to decide where to parse, before the body is read: the declared
-/// length, or "large" when the client did not say.
-fn body_len_hint(declared: Option<usize>) -> usize {
-    declared.unwrap_or(usize::MAX)
 }
 
 /// The model an inference path names (`/v1/models/{m}/predict`,
@@ -197,12 +199,12 @@ fn inference_model(path: &str) -> Option<&str> {
 /// counted under its model when the path names a served one; no version was chosen.
 fn shed_before_reading(
     state: &State,
+    table: &Table,
     path: &str,
     e: ApiError,
     reason: &'static str,
     started: Instant,
 ) -> Response {
-    let table = state.table();
     let model = inference_model(path)
         .filter(|m| table.models.contains_key(*m))
         .unwrap_or(UNKNOWN_MODEL);
@@ -229,7 +231,7 @@ fn read_error(e: &axum::Error, limit: usize) -> ApiError {
 /// Counts and logs an answered inference request.
 fn record(
     state: &State,
-    response: &mut kiln_api::Response,
+    response: &kiln_api::Response,
     started: Instant,
     ran: Option<&(String, CacheUse, Option<&'static str>)>,
 ) {

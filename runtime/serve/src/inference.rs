@@ -7,7 +7,7 @@ use crate::fallback::{Fallback, fixed_outputs};
 use crate::prediction_cache::{CacheKey, Lookup};
 use crate::shadow;
 use crate::state::State;
-use crate::table::{Route, ServedModel};
+use crate::table::{Route, ServedModel, Table};
 use kiln_api::{Endpoint, Failure, FailureKind};
 use kiln_host::{HostError, LoadedModel};
 use kiln_types::Tensor;
@@ -71,6 +71,7 @@ pub(crate) struct Outcome {
 /// a success, the route's shadow (if any) gets a copy of the inputs.
 pub(crate) async fn predict(
     state: &Arc<State>,
+    table: &Table,
     route: &Route,
     inputs: Vec<Tensor>,
     requested: &[String],
@@ -113,13 +114,12 @@ pub(crate) async fn predict(
         }
     }
     // The model's serving policy (kiln.toml, through the routing table), if any.
-    let policy = state
-        .table()
+    let policy = table
         .models
         .get(&served.name)
-        .and_then(|r| r.routing.serving.clone());
+        .and_then(|r| r.routing.serving.as_ref());
     // A slot in the model's bulkhead, waiting at most one call's deadline for it.
-    let bulkhead = state.bulkhead(&served.name, policy.as_ref());
+    let bulkhead = state.bulkhead(&served.name, policy);
     let _slot = match bulkhead.enter(&served.name, state.host.config().deadline).await {
         Ok(slot) => slot,
         Err(e) => {
@@ -133,7 +133,7 @@ pub(crate) async fn predict(
         }
     };
     let rows = inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1);
-    let fallback = state.fallback(&served.name, policy.as_ref());
+    let fallback = state.fallback(&served.name, policy);
     // The inputs are needed again only by a `previous` fallback.
     let retry_inputs = matches!(fallback, Some(Fallback::Previous)).then(|| inputs.clone());
     let result = run(served.model.clone(), inputs).await;
@@ -191,7 +191,7 @@ pub(crate) async fn predict(
             );
             if let Some(fallback) = &fallback
                 && let Some((outputs, answered_by)) =
-                    fall_back(state, route, fallback, retry_inputs, rows).await
+                    fall_back(table, route, fallback, retry_inputs, rows).await
             {
                 state
                     .metrics
@@ -259,7 +259,7 @@ async fn cache_key(digest: &str, inputs: Vec<Tensor>, requested: &[String]) -> (
 /// `previous`); `None` when the fallback cannot answer (no other version, or it failed
 /// too), and the original failure stands.
 async fn fall_back(
-    state: &Arc<State>,
+    table: &Table,
     route: &Route,
     fallback: &Fallback,
     inputs: Option<Vec<Tensor>>,
@@ -275,7 +275,6 @@ async fn fall_back(
             }
         },
         Fallback::Previous => {
-            let table = state.table();
             let routes = table.models.get(&served.name)?;
             // The newest other version older than the failing one, else the newest other.
             let other = routes

@@ -130,6 +130,9 @@ pub(crate) struct State {
     pub(crate) bulkheads: crate::bulkhead::Bulkheads,
     /// Request-body bytes in flight.
     pub(crate) body_budget: crate::bulkhead::BodyBudget,
+    /// Every model's bulkhead limits unless its serving policy or a flag says otherwise
+    /// (`--max-concurrent-calls`, else derived once from the pool and the CPU count).
+    default_bulkhead: crate::bulkhead::Limits,
 }
 
 impl State {
@@ -148,6 +151,9 @@ impl State {
             credentials: RwLock::new(credentials),
             bulkheads: crate::bulkhead::Bulkheads::default(),
             body_budget: crate::bulkhead::BodyBudget::new(config.max_body_bytes_in_flight),
+            default_bulkhead: config
+                .bulkhead
+                .unwrap_or_else(|| crate::bulkhead::Limits::derived(host.config().pool_size)),
             host,
             catalog,
             shadow_slots: Arc::new(tokio::sync::Semaphore::new(config.max_shadow_in_flight)),
@@ -176,10 +182,7 @@ impl State {
         policy: Option<&kiln_node_api::ServingPolicy>,
     ) -> std::sync::Arc<crate::bulkhead::Bulkhead> {
         use crate::bulkhead::Limits;
-        let base = self
-            .config
-            .bulkhead
-            .unwrap_or_else(|| Limits::derived(self.host.config().pool_size));
+        let base = self.default_bulkhead;
         let from_policy = policy.map(|p| {
             let max_concurrent = p
                 .max_concurrency
