@@ -5,7 +5,7 @@
 //! that does not match the model.
 //!
 //! cargo-fuzz runs them under libFuzzer (`fuzz_targets/`, nightly); the stable suite
-//! `tests/tests/fuzz_parsers.rs` compiles this same file and runs it on the committed
+//! `tests/tests/scenarios/fuzz_parsers.rs` compiles this same file and runs it on the committed
 //! corpus and on proptest inputs, so CI checks the same promises without libFuzzer.
 
 use kiln_api::routing::{ModelRoutes, Served};
@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 /// The example models whose real infos the API targets serve (file stem under
-/// `examples/models/`, info). `tests/tests/fuzz_parsers.rs` checks them against the
+/// `examples/models/`, info). `tests/tests/scenarios/fuzz_parsers.rs` checks them against the
 /// engine's own reading of each `.onnx`.
 pub fn model_infos() -> Vec<(&'static str, ModelInfo)> {
     let spec = |name: &str, element_type, shape: &[i64]| TensorSpec {

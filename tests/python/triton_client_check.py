@@ -1,5 +1,5 @@
 """Drives a Kiln server with Triton's own HTTP client (tritonclient[http], unmodified) and
-prints what it saw as JSON, for tests/tests/serve_tritonclient.rs to check against the
+prints what it saw as JSON, for tests/tests/scenarios/serve_tritonclient.rs to check against the
 onnxruntime references.
 
 usage: triton_client_check.py HOST:PORT MODEL REQUEST.json

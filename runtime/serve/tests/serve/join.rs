@@ -1,7 +1,7 @@
 //! Joining a sync service: the node announces itself with its name, URL, instance id and
 //! served generation, with the join token once and then the credential the service gave
 //! it, at the interval the service asks for, and keeps serving (and retrying) while the
-//! service is down. (The real service is in tests/tests/registry_fleet.rs and the fleet tests.)
+//! service is down. (The real service is in the fleet scenarios, e.g. tests/tests/scenarios/fleet_credentials.rs.)
 
 use crate::*;
 use axum::http::HeaderMap;

@@ -6,7 +6,7 @@
 //! as a module so stable builds never link libFuzzer); `cargo +nightly fuzz run <target>`
 //! runs them for as long as you like.
 
-#[path = "../../fuzz/src/lib.rs"]
+#[path = "../../../fuzz/src/lib.rs"]
 mod checks;
 
 use proptest::prelude::*;
