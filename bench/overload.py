@@ -22,9 +22,12 @@ OIP v2 (`POST /v2/models/{name}/infer`, one row).
    generator competes with the server, and falls behind when it cannot keep up.
    `--modes open,closed` also runs the closed loop at `--factor` x the connections of the
    capacity plateau, for comparison.
-3. During each overload phase a separate process GETs /v2/health/live and /v2/health/ready
-   in turn every 50 ms on a connection of its own: p50, p99, max. The same probe runs for a
-   few seconds with no load first (the `idle` row).
+3. During each overload phase two separate processes GET /v2/health/live and
+   /v2/health/ready in turn every 50 ms, each on a connection of its own: one on the main
+   port (`--listen`, which the load shares), one on the health listener (`--health-listen`,
+   served by a thread and runtime of its own): p50, p99, max of each. The same probes run
+   for a few seconds with no load first (the `idle` row). The health target is judged on
+   the health listener, where probes belong under load; the main port's figure is shown.
 
 The server's peak RSS is its VmHWM at the end; `kiln_overloaded_total` by reason comes
 from its /metrics.
@@ -166,9 +169,11 @@ def main() -> None:
         kiln("models", "register", str(wasm[file]), "--name", name)
         kiln("models", "promote", name, "1", "Production")
     port = free_port()
+    hport = free_port()
     log = open(work / "serve.log", "w")
     nice = args.server_nice
-    server = subprocess.Popen([args.kiln_bin, "serve", "--listen", f"127.0.0.1:{port}", "--cache", "off", *args.serve_args.split()],
+    server = subprocess.Popen([args.kiln_bin, "serve", "--listen", f"127.0.0.1:{port}", "--health-listen", f"127.0.0.1:{hport}",
+                               "--cache", "off", *args.serve_args.split()],
                               env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=(lambda: os.nice(nice)) if nice else None)
     rows = []
     caps = []
@@ -182,8 +187,9 @@ def main() -> None:
                 raise SystemExit(f"{t.label}: {status} {body[:300]!r}")
         c.close()
         load = dict(processes=args.processes, nice=args.load_nice)
-        p = Prober(port, ["/v2/health/live", "/v2/health/ready"], 0.05, 5, start_delay=0.2, nice=args.probe_nice)
-        idle_health = health_stats(p.result())
+        paths = ["/v2/health/live", "/v2/health/ready"]
+        probes = [Prober(pt, paths, 0.05, 5, start_delay=0.2, nice=args.probe_nice) for pt in (port, hport)]
+        idle_health = [health_stats(p.result()) for p in probes]
 
         for n in [int(x) for x in args.capacity_connections.split(",")]:
             run_load(tg, 2, n, **load)  # warm-up
@@ -196,7 +202,7 @@ def main() -> None:
         capacity = best["goodput"]
 
         for mode in args.modes.split(","):
-            prober = Prober(port, ["/v2/health/live", "/v2/health/ready"], 0.05, args.duration + 0.5, nice=args.probe_nice)
+            probes = [Prober(pt, paths, 0.05, args.duration + 0.5, nice=args.probe_nice) for pt in (port, hport)]
             cpu = measure_cpu(server.pid)
             if mode == "open":
                 rate = args.factor * capacity
@@ -208,7 +214,7 @@ def main() -> None:
                 label = f"closed loop, {conns} connections"
             s = summarize(r, args.duration)
             s["cpu"] = cpu()
-            rows.append((label, s, health_stats(prober.result())))
+            rows.append((label, s, [health_stats(p.result()) for p in probes]))
             print(f"{label}: {s['goodput']:.0f} 200s/s", file=sys.stderr)
             time.sleep(2)
         reasons = overloaded_by_reason(port)
@@ -231,18 +237,23 @@ def main() -> None:
               f"{s['c503'] + s['c429']} 503/429, {fmt_other(s['other'])} other | {s['cpu'][0]:.2f} / {s['cpu'][1]:.2f} |")
     print(f"\ncapacity = {capacity:.0f} req/s; overload = {args.factor:g}x; {args.duration:g} s per phase\n")
     print("| phase | offered req/s | goodput 200s/s | ÷ capacity | 200 | 503 | 429 | other | 503 with Retry-After "
-          "| p50 / p99 of 200s ms | p50 / p99 of 503s ms | health p50 / p99 / max ms | CPU cores: server / load | targets met? |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    h = idle_health
-    print(f"| idle (no load) | | | | | | | | | | | {h[0]:.1f} / {h[1]:.1f} / {h[2]:.1f} | | |")
-    for label, s, h in rows:
+          "| p50 / p99 of 200s ms | p50 / p99 of 503s ms | health on --health-listen p50 / p99 / max ms "
+          "| health on --listen p50 / p99 / max ms | CPU cores: server / load | targets met? |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+
+    def fmt_health(h) -> str:
+        return f"{h[0]:.1f} / {h[1]:.1f} / {h[2]:.1f}{f' ({h[3]} not 200)' if h[3] else ''}"
+
+    main_h, own_h = idle_health
+    print(f"| idle (no load) | | | | | | | | | | | {fmt_health(own_h)} | {fmt_health(main_h)} | | |")
+    for label, s, (main_h, h) in rows:
         ratio = s["goodput"] / capacity
         met = [("other=0", not s["other"]), ("health p99<50ms", h[1] < 50 and h[3] == 0), ("goodput>=90%", ratio >= 0.9)]
         behind = f" ({s['behind']} sends skipped: client >1 s behind)" if s["behind"] else ""
         print(f"| {label} | {s['offered']:.0f}{behind} | {s['goodput']:.0f} | {ratio:.0%} | {s['c200']} | {s['c503']} | "
               f"{s['c429']} | {fmt_other(s['other'])} | {s['retry503']} | {s['p50']:.1f} / {s['p99']:.1f} | "
               f"{s['shed_p50']:.1f} / {s['shed_p99']:.1f} | "
-              f"{h[0]:.1f} / {h[1]:.1f} / {h[2]:.1f}{f' ({h[3]} not 200)' if h[3] else ''} | "
+              f"{fmt_health(h)} | {fmt_health(main_h)} | "
               f"{s['cpu'][0]:.2f} / {s['cpu'][1]:.2f} | "
               f"{', '.join(f'{n}: {chr(0x2713) if ok else chr(0x2717)}' for n, ok in met)} |")
     print(f"\nserver: peak RSS (VmHWM) {hwm:.0f} MiB, RSS at the end {rss:.0f} MiB; "

@@ -223,7 +223,8 @@ pub struct LoadedModel {
     /// Component size in bytes.
     pub size: usize,
     instances: Instances,
-    /// Moving average of recent call durations in nanoseconds (0 until the first call).
+    /// Moving average of the CPU time of recent calls in nanoseconds (0 until the first
+    /// call).
     latency_ns: AtomicU64,
 }
 
@@ -249,9 +250,11 @@ impl LoadedModel {
                 "inputs hold {total} bytes, over the limit of {limit} bytes"
             )));
         }
-        let started = std::time::Instant::now();
+        // CPU time, not wall time: on a busy machine a call's wall time includes the time
+        // its thread waited for a core, which says nothing about the model.
+        let started = thread_cpu_time();
         let result = self.instances.predict(inputs, deadline);
-        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let took = u64::try_from(thread_cpu_time().saturating_sub(started).as_nanos()).unwrap_or(u64::MAX);
         // An exponential moving average (weight 1/8): one slow call lifts it at once, so
         // a server that runs fast models inline goes back to a thread pool quickly.
         let _ = self
@@ -266,7 +269,7 @@ impl LoadedModel {
         result
     }
 
-    /// Recent typical call duration (`None` before the first call).
+    /// Recent typical CPU time of a call (`None` before the first call).
     pub fn typical_latency(&self) -> Option<std::time::Duration> {
         match self.latency_ns.load(Ordering::Relaxed) {
             0 => None,
@@ -283,4 +286,13 @@ impl LoadedModel {
     pub fn warm(&self) -> Result<(), HostError> {
         self.instances.warm()
     }
+}
+
+/// The CPU time the calling thread has used.
+fn thread_cpu_time() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    std::time::Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }

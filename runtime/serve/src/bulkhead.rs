@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// The limits of one model's bulkhead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,15 +65,31 @@ impl std::str::FromStr for Limits {
 }
 
 /// One model's bulkhead.
+///
+/// A freed slot goes to the first call that asks for it, queued or not: a queued call is
+/// woken, but it runs only when the async runtime next polls it, which under load is after
+/// every other ready connection; a slot reserved for it would sit idle that long (with 900
+/// connections sending, ~100 ms per hand-off, and the model's throughput fell to its
+/// slots ÷ that). A queued call that keeps losing the race is shed when its wait runs out.
 pub struct Bulkhead {
     limits: Limits,
-    slots: Arc<Semaphore>,
+    running: AtomicUsize,
     waiting: AtomicUsize,
+    freed: Notify,
 }
 
-/// A running call's slot; dropping it lets the next queued call in.
+/// A running call's slot; dropping it frees the slot (and wakes a queued call). It can
+/// move to the thread that runs the call, so the slot is free as soon as the call ends,
+/// not when the request's task is next polled.
 pub struct Slot {
-    _permit: OwnedSemaphorePermit,
+    bulkhead: Arc<Bulkhead>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.bulkhead.running.fetch_sub(1, Ordering::AcqRel);
+        self.bulkhead.freed.notify_one();
+    }
 }
 
 struct Waiting<'a>(&'a AtomicUsize);
@@ -89,8 +105,9 @@ impl Bulkhead {
     pub fn new(limits: Limits) -> Bulkhead {
         Bulkhead {
             limits,
-            slots: Arc::new(Semaphore::new(limits.max_concurrent)),
+            running: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            freed: Notify::new(),
         }
     }
 
@@ -101,12 +118,12 @@ impl Bulkhead {
 
     /// Calls running now.
     pub fn running(&self) -> usize {
-        self.limits.max_concurrent - self.slots.available_permits().min(self.limits.max_concurrent)
+        self.running.load(Ordering::Acquire)
     }
 
     /// Whether a call arriving now would be shed: every slot running and the queue full.
     pub fn is_full(&self) -> bool {
-        self.slots.available_permits() == 0 && self.queued() >= self.limits.max_queue
+        self.running() >= self.limits.max_concurrent && self.queued() >= self.limits.max_queue
     }
 
     /// Calls waiting now.
@@ -114,12 +131,25 @@ impl Bulkhead {
         self.waiting.load(Ordering::Acquire)
     }
 
+    /// A free slot now, if there is one.
+    fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        let max = self.limits.max_concurrent;
+        self.running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                (r < max).then_some(r + 1)
+            })
+            .ok()
+            .map(|_| Slot {
+                bulkhead: self.clone(),
+            })
+    }
+
     /// A slot for one call of `model`: at once if one is free, else after waiting in the
     /// queue for at most `max_wait`; 503 `overloaded` when the queue is full or the wait
     /// runs out.
-    pub async fn enter(&self, model: &str, max_wait: Duration) -> Result<Slot, ApiError> {
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Ok(Slot { _permit: permit });
+    pub async fn enter(self: &Arc<Self>, model: &str, max_wait: Duration) -> Result<Slot, ApiError> {
+        if let Some(slot) = self.try_take() {
+            return Ok(slot);
         }
         let ahead = self.waiting.fetch_add(1, Ordering::AcqRel);
         let _waiting = Waiting(&self.waiting);
@@ -129,12 +159,25 @@ impl Bulkhead {
                 self.limits.max_concurrent, self.limits.max_queue
             )));
         }
-        match tokio::time::timeout(max_wait, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Slot { _permit: permit }),
-            _ => Err(ApiError::overloaded(format!(
-                "model `{model}` is at capacity: no call slot freed up within {} ms; retry later",
-                max_wait.as_millis()
-            ))),
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            // Registered before the check, so a slot freed in between still wakes us.
+            let freed = self.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(slot) = self.try_take() {
+                return Ok(slot);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                // A wake-up this call took but can no longer use goes to the next waiter.
+                if self.running() < self.limits.max_concurrent {
+                    self.freed.notify_one();
+                }
+                return Err(ApiError::overloaded(format!(
+                    "model `{model}` is at capacity: no call slot freed up within {} ms; retry later",
+                    max_wait.as_millis()
+                )));
+            }
         }
     }
 }
@@ -240,16 +283,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_bulkhead_queues_then_sheds() {
-        let b = Bulkhead::new(Limits {
+        let b = Arc::new(Bulkhead::new(Limits {
             max_concurrent: 1,
             max_queue: 1,
-        });
+        }));
         assert!(!b.is_full());
         let first = b.enter("m", Duration::from_secs(5)).await.unwrap();
         assert_eq!(b.running(), 1);
         assert!(!b.is_full(), "the queue has room");
         // The second call waits in the queue; the third finds it full.
-        let b = Arc::new(b);
         let queued = {
             let b = b.clone();
             tokio::spawn(async move { b.enter("m", Duration::from_secs(5)).await.map(|_| ()) })
@@ -272,16 +314,60 @@ mod tests {
 
     #[tokio::test]
     async fn a_queued_call_is_shed_after_its_wait() {
-        let b = Bulkhead::new(Limits {
+        let b = Arc::new(Bulkhead::new(Limits {
             max_concurrent: 1,
             max_queue: 4,
-        });
+        }));
         let _held = b.enter("m", Duration::from_secs(1)).await.unwrap();
         let started = std::time::Instant::now();
         let shed = b.enter("m", Duration::from_millis(50)).await.err().unwrap();
         assert!(shed.is_overloaded());
         assert!(started.elapsed() >= Duration::from_millis(50));
         assert_eq!(b.queued(), 0, "a shed call leaves the queue");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_freed_slot_goes_to_the_first_caller_not_to_a_waiter_not_yet_running() {
+        let b = Arc::new(Bulkhead::new(Limits {
+            max_concurrent: 1,
+            max_queue: 4,
+        }));
+        let first = b.enter("m", Duration::from_secs(5)).await.unwrap();
+        let queued = {
+            let b = b.clone();
+            tokio::spawn(async move { b.enter("m", Duration::from_secs(5)).await.map(|_| ()) })
+        };
+        while b.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The drop wakes the queued call, which cannot run until this task yields: the slot
+        // is free meanwhile (a slot reserved for the waiter would sit idle).
+        drop(first);
+        let second = b
+            .enter("m", Duration::ZERO)
+            .await
+            .expect("the freed slot is taken at once");
+        assert_eq!(b.queued(), 1, "the woken call lost the race and waits again");
+        drop(second);
+        queued
+            .await
+            .unwrap()
+            .expect("the queued call gets the next freed slot");
+        assert_eq!((b.running(), b.queued()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_slot_is_freed_where_it_is_dropped() {
+        let b = Arc::new(Bulkhead::new(Limits {
+            max_concurrent: 1,
+            max_queue: 0,
+        }));
+        let slot = b.enter("m", Duration::ZERO).await.unwrap();
+        assert!(b.is_full());
+        // The call's thread drops it; the request's task has not run since.
+        std::thread::spawn(move || drop(slot)).join().unwrap();
+        assert_eq!(b.running(), 0);
+        assert!(b.enter("m", Duration::ZERO).await.is_ok());
     }
 
     #[test]

@@ -85,6 +85,54 @@ impl Server {
         router(self.state.clone())
     }
 
+    /// The routes of the health listener: liveness, readiness and `/metrics`.
+    pub fn health_router(&self) -> Router {
+        health_router(self.state.clone())
+    }
+
+    /// Serves [`Server::health_router`] on `listener` from a thread and async runtime of
+    /// its own (with the server's TLS and connection limits), until the returned handle
+    /// is dropped. On the main port, a probe waits its turn behind every connection with
+    /// a request ready, which under an overload of hundreds of connections is hundreds
+    /// of milliseconds; here it waits only for the operating system to schedule the
+    /// thread. Call it before [`Server::load`] so that probes answer (not ready) while
+    /// the models load.
+    pub fn serve_health(&self, listener: std::net::TcpListener) -> anyhow::Result<HealthServer> {
+        listener
+            .set_nonblocking(true)
+            .context("setting the health listener non-blocking")?;
+        let addr = listener
+            .local_addr()
+            .context("reading the health listener's address")?;
+        let router = self.health_router();
+        let tls = self.state.config.tls.clone();
+        let limits = self.state.config.limits.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("kiln-health".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting the health listener's runtime")?;
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .context("registering the health listener")?;
+                    let shutdown = async move {
+                        let _ = stopped.await;
+                    };
+                    kiln_node_api::tls::serve(listener, router, tls, &limits, shutdown).await
+                })
+            })
+            .context("starting the health listener's thread")?;
+        tracing::info!(%addr, "serving liveness, readiness and metrics on their own listener");
+        Ok(HealthServer {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
     /// Serves on `listener`, reloading from the catalog every poll interval (and doing
     /// the first load if [`Server::load`] was not called), until `shutdown` resolves;
     /// then stops accepting and lets in-flight requests finish.
@@ -117,6 +165,34 @@ impl Server {
         drop(heartbeat);
         tracing::info!("server stopped");
         result
+    }
+}
+
+/// The health listener of [`Server::serve_health`]; dropping it stops the listener and
+/// waits for its requests in flight.
+pub struct HealthServer {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl HealthServer {
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for HealthServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(Err(e))) => tracing::error!(error = %format!("{e:#}"), "the health listener failed"),
+            Some(Err(_)) => tracing::error!("the health listener's thread panicked"),
+            _ => {}
+        }
     }
 }
 
@@ -182,6 +258,27 @@ fn router(state: Arc<State>) -> Router {
         .layer(axum::middleware::map_response(http::json_errors))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+fn health_router(state: Arc<State>) -> Router {
+    let routes = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/v2/health/live", any(http::api))
+        .route("/v2/health/ready", any(http::api))
+        .fallback(health_not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    request_timeout(routes, state.config.limits.request_timeout, "--request-timeout")
+        .layer(axum::middleware::map_response(http::json_errors))
+        .layer(DefaultBodyLimit::max(64 << 10))
+        .with_state(state)
+}
+
+/// Anything but health and metrics on the health listener: the API's 404, saying what
+/// the listener serves.
+async fn health_not_found(method: Method, uri: Uri) -> HttpError {
+    let mut e = kiln_api::ApiError::no_route(method.as_str(), uri.path());
+    e.message += " on the health listener (it serves /v2/health/live, /v2/health/ready and /metrics)";
+    e.into()
 }
 
 async fn metrics_text(axum::extract::State(state): axum::extract::State<Arc<State>>) -> Response {

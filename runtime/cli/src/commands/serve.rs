@@ -22,6 +22,12 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "KILN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Also serve liveness, readiness and /metrics on this address, from a thread of
+    /// their own: probes there answer while the main port is overloaded (on --listen a
+    /// probe waits its turn behind every connection's request). Point health checks and
+    /// Prometheus here. Same TLS as --listen. Off by default.
+    #[arg(long, env = "KILN_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
     /// Prediction cache: `memory` (in-process), `off`, or a Redis URL (`redis://HOST:PORT/DB`,
     /// or `rediss://` for Redis over TLS, verified like --ca-file says).
     #[arg(long, env = "KILN_CACHE", default_value = "memory")]
@@ -188,6 +194,15 @@ pub fn run(host: Arc<Host>, registry: Arc<Registry>, args: &ServeArgs, banner: b
         } else {
             Server::new(host, Arc::new(RegistryCatalog::new(registry)), config)?
         };
+        // Bound and answering (not ready) before the models load.
+        let health = match args.health_listen {
+            Some(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("listening on {addr} (--health-listen)"))?;
+                Some(server.serve_health(listener)?)
+            }
+            None => None,
+        };
         let report = server.load().await?;
         for (model, version, why) in &report.failed {
             eprintln!("warning: {model} version {version} is not served: {why}");
@@ -208,6 +223,15 @@ pub fn run(host: Arc<Host>, registry: Arc<Registry>, args: &ServeArgs, banner: b
         if banner {
             println!("{}", crate::bootstrap::usage(&addr.to_string()));
         }
-        server.run(listener, crate::shutdown::shutdown_signal()).await
+        if let Some(health) = &health {
+            println!(
+                "health and metrics on {}://{}/v2/health/ready",
+                args.tls.scheme(),
+                health.addr()
+            );
+        }
+        let result = server.run(listener, crate::shutdown::shutdown_signal()).await;
+        drop(health);
+        result
     })
 }

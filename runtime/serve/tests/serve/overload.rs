@@ -417,3 +417,84 @@ fn the_routing_tables_serving_policy_sets_the_bulkhead_and_fallback_and_a_flag_w
         "{metrics}"
     );
 }
+
+#[test]
+fn the_health_listener_answers_while_the_main_runtime_is_stuck() {
+    let server = Server::new(host(), Arc::new(DirCatalog::new()), ServeConfig::default()).unwrap();
+    let health = server
+        .serve_health(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .unwrap();
+    let probe = |path: &str| get(&format!("http://{}{path}", health.addr()));
+    // Bound before the load: alive, not ready.
+    assert_eq!(probe("/v2/health/live").status, 200);
+    assert_eq!(probe("/v2/health/ready").status, 503);
+
+    // The main port on a one-thread runtime, whose thread a task then blocks for 3 s.
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let main = {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                server.load().await.unwrap();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                let run = tokio::spawn(server.run(listener, async move {
+                    let _ = stop_rx.await;
+                }));
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                std::thread::sleep(Duration::from_secs(3));
+                run.await.unwrap().unwrap();
+            })
+        })
+    };
+    let main_addr = addr_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    // The main runtime is stuck: its own health route waits for it...
+    let stuck = {
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let r = get(&format!("http://{main_addr}/v2/health/live"));
+            (r.status, started.elapsed())
+        })
+    };
+    // ...while the health listener answers at once, ready now.
+    std::thread::sleep(Duration::from_millis(100));
+    for path in ["/v2/health/live", "/v2/health/ready"] {
+        let started = Instant::now();
+        let r = probe(path);
+        assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    let metrics = probe("/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(String::from_utf8_lossy(&metrics.body).contains("kiln_build_info"));
+    let (status, waited) = stuck.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        waited >= Duration::from_secs(1),
+        "the main port answered in {waited:?}: the runtime was not stuck"
+    );
+    // Only health and metrics are served there, with the API's JSON 404.
+    let other = probe("/v2/models/m/ready");
+    assert_eq!(other.status, 404);
+    assert!(
+        other.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("health listener"),
+        "{:?}",
+        other.json()
+    );
+    let _ = stop_tx.send(());
+    main.join().unwrap();
+    drop(health);
+}
