@@ -11,7 +11,13 @@ and minute 10.
 The fleet: one registry, `kiln sync run` on it, 3 nodes `kiln serve --join ... --join-token-file
 ... --cache redis://127.0.0.1:PORT --cache-ttl-secs 10` sharing one `redis-server` (no
 persistence). The models: the house-price forest (`house-price`) and the MLP (`mlp`), v1 of
-each promoted before the load starts. The load: open loop at `--load` (0.7) x the capacity
+each promoted before the load starts. With `--steady-start` (the default), `mlp` v2 (the same
+model compiled with another version label, so another component) is then promoted too, with
+the direct strategy, before the load: the fleet starts as a model with a release history
+runs, its stable version serving and the previous one kept warm for a rollback, so the
+promote in the middle replaces a warm version instead of adding one. With
+`--no-steady-start` the fleet starts from v1 alone, and the promote loads a second version
+on every node: a step in RSS (about one loaded version) that is not a leak. The load: open loop at `--load` (0.7) x the capacity
 measured first (closed loop, 16 connections, 10 s, the same mix), spread evenly over the 3
 nodes x {house-price, mlp} x {seed API `POST /v1/models/{name}/predict`, OIP `POST
 /v2/models/{name}/infer`}, one row per request, from 2000 distinct bodies per kind (random
@@ -19,10 +25,11 @@ features), so that the shared prediction cache answers part of the requests and 
 models run for the rest.
 
 Events, at fractions of the run (minute marks for a 10-minute run):
-- 25 % (2:30) promote: `mlp` v2 (the same model compiled with another version label, so
-  another component) is registered and promoted; its rollout policy is canary 50,100 every
-  10 s (`--min-requests 10`); the event lasts until the rollout has succeeded.
-- 40 % (4:00) rollback: `kiln rollout rollback mlp` (v1 serves again, from its warm copy).
+- 25 % (2:30) promote: `mlp` v3 (v2 with `--no-steady-start`) is registered and promoted;
+  its rollout policy is canary 50,100 every 10 s (`--min-requests 10`); the event lasts
+  until the rollout has succeeded.
+- 40 % (4:00) rollback: `kiln rollout rollback mlp` (the version before serves again, from
+  its warm copy).
 - 55 % (5:30) redis: redis-server SIGKILLed, restarted on the same port 5 s later.
 - 75 % (7:30) node: the node edge-3 SIGKILLed, restarted 5 s later with the same home and
   flags (it serves its stored state at once and reports to the sync service again).
@@ -147,6 +154,28 @@ def wait_until(what: str, check, limit: float) -> None:
         time.sleep(0.1)
 
 
+def wait_rollout(fleet: "Fleet", version: int, limit: float = 120) -> str | None:
+    """Waits for the rollout of `mlp` to `version` to end; its final state."""
+    deadline = time.monotonic() + limit
+    state = None
+    while time.monotonic() < deadline:
+        listed = json.loads(fleet.kiln("rollout", "status", "mlp", "--json"))
+        state = listed[0]["state"] if listed else None
+        if listed and listed[0].get("to_version") == version and state in ("succeeded", "rolled_back", "aborted"):
+            break
+        time.sleep(0.5)
+    return state
+
+
+def serves(port: int, raw: bytes, version: int) -> bool:
+    """Whether the node answers the OIP request `raw` with `version` (the routing push has
+    landed)."""
+    c = Conn(port, 5)
+    status, _, body = c.send(raw)
+    c.close()
+    return status == 200 and json.loads(body).get("model_version") == str(version)
+
+
 def answers_200(port: int, raw: bytes) -> bool:
     c = Conn(port, 5)
     status, _, _ = c.send(raw)
@@ -165,6 +194,8 @@ def main() -> None:
     ap.add_argument("--fleet-nice", type=int, default=-5 if os.geteuid() == 0 else 0,
                     help="nice increment of the nodes, the sync service and redis (default -5 as root: ahead of the "
                          "load generator and of whatever else runs on the machine, e.g. builds)")
+    ap.add_argument("--steady-start", action=argparse.BooleanOptionalAction, default=True,
+                    help="start with mlp v2 serving and v1 kept warm (see above)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--dump", help="write every answer (t, latency, status, target label) as JSON lines here")
     args = ap.parse_args()
@@ -174,7 +205,8 @@ def main() -> None:
     env = dict(os.environ, KILN_HOME=str(work / "registry"), KILN_ACTOR="bench", KILN_CACHE_DIR=str(comp / "aot"))
     env.setdefault("KILN_LOG", "warn")
     fleet = Fleet(args, work, env)
-    wasm = components(args.kiln_bin, [*MODELS, "mlp@2"], comp, env)
+    promoted = 3 if args.steady_start else 2  # the mlp version promoted in the middle
+    wasm = components(args.kiln_bin, [*MODELS, *(f"mlp@{v}" for v in range(2, promoted + 1))], comp, env)
     golden = {}
     for file, name in MODELS.items():
         golden[name] = work / f"{name}.golden.json"
@@ -182,7 +214,6 @@ def main() -> None:
         fleet.kiln("models", "register", str(wasm[file]), "--name", name, "--golden", str(golden[name]))
         fleet.kiln("models", "promote", name, "1", "Production")
     step = max(2, round(args.minutes))  # 10 s steps in a 10-minute run, 2 s in a quick one
-    fleet.kiln("rollout", "policy", "mlp", "--steps", "50,100", "--interval", f"{step}s", "--min-requests", "10")
     (work / "join.token").write_text(fleet.kiln("tokens", "create", "--name", "bench-join", "--role", "node"))
 
     rng = random.Random(13)
@@ -206,6 +237,17 @@ def main() -> None:
         for port in fleet.ports:
             for _, raws in kinds:
                 wait_until(f"127.0.0.1:{port} serving", lambda: answers_200(port, raws[0]), 300)
+        if args.steady_start:
+            fleet.kiln("rollout", "policy", "mlp", "--strategy", "direct")
+            fleet.kiln("models", "register", str(wasm["mlp@2"]), "--name", "mlp", "--golden", str(golden["mlp"]))
+            fleet.kiln("models", "promote", "mlp", "2", "Production")
+            state = wait_rollout(fleet, 2)
+            if state != "succeeded":
+                raise SystemExit(f"promoting mlp v2 before the load: the rollout ended {state}")
+            for port in fleet.ports:
+                mlp_oip = dict(kinds)["mlp oip"][0]
+                wait_until(f"127.0.0.1:{port} serving mlp v2", lambda: serves(port, mlp_oip, 2), 120)
+        fleet.kiln("rollout", "policy", "mlp", "--steps", "50,100", "--interval", f"{step}s", "--min-requests", "10")
         print("fleet up; measuring capacity", file=sys.stderr)
         run_load(targets, 3, 16)
         cap_rec = run_load(targets, 10, 16)
@@ -247,17 +289,10 @@ def main() -> None:
             return e
 
         at(0.25)
-        e = event(f"promote mlp v2 (canary 50,100, {step} s steps)")
-        fleet.kiln("models", "register", str(wasm["mlp@2"]), "--name", "mlp", "--golden", str(golden["mlp"]))
-        fleet.kiln("models", "promote", "mlp", "2", "Production")
-        limit = time.monotonic() + 120
-        state = None
-        while time.monotonic() < limit:
-            listed = json.loads(fleet.kiln("rollout", "status", "mlp", "--json"))
-            state = listed[0]["state"] if listed else None
-            if listed and listed[0].get("to_version") == 2 and state in ("succeeded", "rolled_back", "aborted"):
-                break
-            time.sleep(0.5)
+        e = event(f"promote mlp v{promoted} (canary 50,100, {step} s steps)")
+        fleet.kiln("models", "register", str(wasm[f"mlp@{promoted}"]), "--name", "mlp", "--golden", str(golden["mlp"]))
+        fleet.kiln("models", "promote", "mlp", str(promoted), "Production")
+        state = wait_rollout(fleet, promoted)
         e["end"] = time.time() - t0
         e["name"] += f": {state} after {e['end'] - e['start']:.0f} s"
         at(0.40)
@@ -361,9 +396,9 @@ def main() -> None:
 
     samples = [x for x in samples if x[0] <= total]  # while the load ran
     m2 = min(120.0, total * 0.2)
-    # The promote loads a second MLP version on every node (kept warm for a roll forward)
-    # and the sync service uploads it: a step in RSS, not a leak. Growth is also shown from
-    # 60 s after the promote ended to the end.
+    # Without --steady-start the promote loads a second MLP version on every node (kept warm
+    # for a roll forward) and the sync service uploads it: a step in RSS, not a leak. Growth
+    # is also shown from 60 s after the promote ended to the end.
     after = (events[0]["end"] or events[0]["start"]) + 60 if events else m2
     names = ["sync", "edge-1", "edge-2", "edge-3", "redis"]
     print("| minute (its last sample) | " + " | ".join(f"{n} RSS MiB / fds" for n in names) + " |")

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use kiln_node_api::{ModelRouting, RoutingTable};
+use kiln_registry::fleet::FleetModel;
 use kiln_registry::{ModelVersion, Registry, RegistryError, Stage};
 
 use crate::desired::{route, served_models};
@@ -57,8 +58,13 @@ pub fn targets(registry: &Registry) -> Result<BTreeMap<String, u64>, RegistryErr
 /// What `kiln serve` serves from a local registry, as of `generation`: every version in
 /// Production or Staging or named by an alias (`served`, as [`Registry::served`] lists
 /// them) is loaded; the model's serving version takes all its unnamed traffic and the
-/// others answer only requests that name them (weight 0).
-pub fn local_table(generation: u64, served: Vec<ModelVersion>) -> RoutingTable {
+/// others answer only requests that name them (weight 0). A model's serving policy
+/// (bulkhead, fallback) is its `fleet` entry's, set by `kiln sync apply` from kiln.toml.
+pub fn local_table(
+    generation: u64,
+    served: Vec<ModelVersion>,
+    fleet: &BTreeMap<String, FleetModel>,
+) -> RoutingTable {
     let mut table = RoutingTable {
         generation,
         ..RoutingTable::default()
@@ -73,7 +79,7 @@ pub fn local_table(generation: u64, served: Vec<ModelVersion>) -> RoutingTable {
                 .map(|v| route(v, if Some(v.version) == target { 100 } else { 0 }))
                 .collect(),
             shadow: None,
-            serving: None,
+            serving: fleet.get(&name).and_then(|f| f.serving.clone()),
         };
         table.models.insert(name, routing);
     }
@@ -163,14 +169,38 @@ mod tests {
         let t = local_table(
             7,
             vec![v(3, Stage::Staging, &[]), v(2, Stage::None, &["champion"])],
+            &BTreeMap::new(),
         );
         assert_eq!(t.generation, 7);
         assert_eq!(weights(&t), [(2, 100), (3, 0)]);
-        let staging_only = local_table(1, vec![v(3, Stage::Staging, &[])]);
+        let staging_only = local_table(1, vec![v(3, Stage::Staging, &[])], &BTreeMap::new());
         assert_eq!(
             weights(&staging_only),
             [(3, 0)],
             "no serving version: no unnamed traffic"
+        );
+    }
+
+    #[test]
+    fn the_local_table_carries_the_models_serving_policy() {
+        let policy = kiln_node_api::ServingPolicy {
+            max_concurrency: Some(3),
+            max_queue: Some(0),
+            fallback: None,
+        };
+        let fleet = BTreeMap::from([(
+            "m".to_string(),
+            FleetModel {
+                serving: Some(policy.clone()),
+                ..FleetModel::default()
+            },
+        )]);
+        let t = local_table(1, vec![v(1, Stage::Production, &[])], &fleet);
+        assert_eq!(t.models["m"].serving, Some(policy));
+        let other = BTreeMap::from([("other".to_string(), fleet["m"].clone())]);
+        assert_eq!(
+            local_table(1, vec![v(1, Stage::Production, &[])], &other).models["m"].serving,
+            None
         );
     }
 
@@ -183,6 +213,7 @@ mod tests {
                 v(2, Stage::None, &["challenger"]),
                 v(3, Stage::Staging, &[]),
             ],
+            &BTreeMap::new(),
         );
         let open: Vec<(u64, bool)> = t.models["m"]
             .versions

@@ -433,9 +433,21 @@ pub fn document() -> Value {
                 "404": error_response("no such model, version, alias, rollout, node or token"),
                 "409": error_response("conflicts with the current state"),
                 "422": error_response("invalid values"),
+                "408": error_response("the request (its body included) took longer than --request-timeout (--upload-timeout for uploads); the connection is closed"),
                 "500": error_response("the registry failed; the server's log has the reference")
             }
         });
+        if op.request.is_some() {
+            operation["responses"]["413"] =
+                error_response("the body is over the server's limit (--max-upload-mib for components)");
+        }
+        if op.path.contains("/components/") && op.request.is_some() {
+            operation["responses"]["503"] = json!({
+                "description": "overloaded (`kind`: `overloaded`): more uploads at once than --max-concurrent-uploads; retry after the delay given",
+                "headers": { "Retry-After": { "description": "seconds to wait", "schema": { "type": "integer" } } },
+                "content": { "application/json": { "schema": r("Error") } }
+            });
+        }
         if let Some(schema) = op.request {
             let media = if op.path.contains("/components/") {
                 "application/octet-stream"

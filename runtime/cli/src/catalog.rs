@@ -36,7 +36,11 @@ impl Catalog for RegistryCatalog {
         // Generation first: a change committed between the two reads shows up again on
         // the next poll instead of being hidden behind an up-to-date generation.
         let generation = self.registry.generation()?;
-        Ok(kiln_fleet::local_table(generation, self.registry.served()?))
+        Ok(kiln_fleet::local_table(
+            generation,
+            self.registry.served()?,
+            &self.registry.fleet_models()?,
+        ))
     }
 
     fn component_path(&self, digest: &str) -> PathBuf {

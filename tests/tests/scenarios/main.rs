@@ -15,6 +15,7 @@ mod fuzz_parsers;
 mod hot_reload_under_load;
 mod inference_access;
 mod kiln_up;
+mod local_serving_policy;
 mod mlflow_rollout;
 mod mlflow_source;
 mod onnx_node_tests;

@@ -141,7 +141,11 @@ impl Catalog for DirCatalog {
             .filter(|e| matches!(e.stage.as_str(), "Production" | "Staging") || !e.aliases.is_empty())
             .map(ServedVersion::model_version)
             .collect();
-        Ok(kiln_fleet::local_table(file.generation, served))
+        Ok(kiln_fleet::local_table(
+            file.generation,
+            served,
+            &Default::default(),
+        ))
     }
 
     fn component_path(&self, digest: &str) -> PathBuf {
