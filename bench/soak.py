@@ -247,7 +247,8 @@ def main() -> None:
             for port in fleet.ports:
                 mlp_oip = dict(kinds)["mlp oip"][0]
                 wait_until(f"127.0.0.1:{port} serving mlp v2", lambda: serves(port, mlp_oip, 2), 120)
-        fleet.kiln("rollout", "policy", "mlp", "--steps", "50,100", "--interval", f"{step}s", "--min-requests", "10")
+        fleet.kiln("rollout", "policy", "mlp", "--strategy", "canary", "--steps", "50,100", "--interval", f"{step}s",
+                   "--min-requests", "10")
         print("fleet up; measuring capacity", file=sys.stderr)
         run_load(targets, 3, 16)
         cap_rec = run_load(targets, 10, 16)

@@ -4,7 +4,7 @@
 
 use crate::aot_cache::{AotCache, CacheOutcome};
 use crate::bindings::ModelPre;
-use crate::config::HostConfig;
+use crate::config::{HostConfig, Isolation};
 use crate::epoch::{EPOCH_TICK, Epoch};
 use crate::error::HostError;
 use crate::function_cache::FunctionCache;
@@ -56,11 +56,20 @@ pub fn engine_config(config: &HostConfig) -> anyhow::Result<Config> {
         .table_elements(100_000)
         .max_core_instance_size(4 << 20)
         .max_component_instance_size(4 << 20)
-        // Bytes of linear memory reset by copy rather than madvise between instances.
-        // Per-request predict, measured (MLP / forest / CNN): 0 B 108/95/405 µs, 2 MiB
-        // 58/125/233 µs, 8 MiB 56/300/233 µs: copying is cheaper than re-faulting hot
-        // pages until the copy outgrows them.
-        .linear_memory_keep_resident(2 << 20)
+        // Bytes of linear memory reset by copy rather than madvise between instances, and
+        // so kept resident in every slot an instance has used. Per-request isolation
+        // frees an instance after every call; per-request predict, measured (MLP / forest /
+        // CNN): 0 B 108/95/405 µs, 2 MiB 58/125/233 µs, 8 MiB 56/300/233 µs: copying is
+        // cheaper than re-faulting hot pages until the copy outgrows them. Pooled
+        // instances are reused, not freed, between calls, so there it buys nothing and
+        // costs memory: a promoted version's instances take slots no version used before
+        // (wasmtime prefers them for a new module), each keeping up to 2 MiB after the
+        // version is unloaded; `kiln serve`'s RSS grew 4–5 MiB with every promote of the
+        // MLP, and stays flat without it.
+        .linear_memory_keep_resident(match config.isolation {
+            Isolation::PerRequest => 2 << 20,
+            Isolation::Pooled => 0,
+        })
         .table_keep_resident(64 << 10);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     if let Some(dir) = &config.cache_dir {

@@ -13,6 +13,7 @@ pub mod function_cache;
 pub mod guest;
 pub mod host;
 mod instance;
+pub mod memory;
 pub mod sandbox;
 mod streams;
 

@@ -231,12 +231,26 @@ impl State {
     }
 
     /// Installs a new table, returning the previous one.
+    /// Serves `table` from now on; returns the one it replaces. The memory of versions the
+    /// new table no longer holds goes back to the operating system once they are dropped:
+    /// at once, and again after the deadline of the calls still running on them.
     pub(crate) fn swap_table(&self, table: Arc<Table>) -> Arc<Table> {
-        let mut slot = self
-            .table
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        std::mem::replace(&mut *slot, table)
+        let previous = {
+            let mut slot = self
+                .table
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            std::mem::replace(&mut *slot, table)
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let in_flight = self.host.config().deadline + std::time::Duration::from_millis(500);
+            runtime.spawn(async move {
+                let _ = tokio::task::spawn_blocking(kiln_host::memory::release_free_memory).await;
+                tokio::time::sleep(in_flight).await;
+                let _ = tokio::task::spawn_blocking(kiln_host::memory::release_free_memory).await;
+            });
+        }
+        previous
     }
 
     /// Whether the first load finished.
