@@ -31,8 +31,34 @@ pub fn digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// [`digest`] of everything `reader` yields, read 64 KiB at a time (never held whole),
+/// and how many bytes that was.
+pub fn digest_reader(mut reader: impl std::io::Read) -> std::io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut len = 0u64;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok((hex::encode(hasher.finalize()), len)),
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                len += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn digest_reader_agrees_with_digest_past_its_buffer() {
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let (hex, len) = super::digest_reader(&bytes[..]).unwrap();
+        assert_eq!((hex, len), (super::digest(&bytes), 200_000));
+    }
+
     #[test]
     fn digest_is_lowercase_sha256_hex() {
         // SHA-256("abc"), FIPS 180-2 appendix B.1.

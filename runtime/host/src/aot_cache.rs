@@ -55,6 +55,25 @@ impl AotCache {
             .map(|d| d.join(format!("{digest}-{}.cwasm", self.engine_hash)))
     }
 
+    /// The component with `digest` from the cache, if it holds a usable artifact (a
+    /// memory map: nothing of the component's wasm is read).
+    pub fn load_cached(&self, engine: &Engine, digest: &str) -> Option<Component> {
+        let path = self.path_for(digest)?;
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: as in `load_or_compile`: only artifacts this code serialized with an
+        // engine of the same compatibility hash are in the cache, and wasmtime checks the
+        // header again.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(digest, path = %path.display(), error = %e, "cached artifact unusable");
+                None
+            }
+        }
+    }
+
     /// Loads the component with `digest` from the cache, or compiles `wasm` and stores it.
     pub fn load_or_compile(
         &self,

@@ -142,6 +142,13 @@ impl Host {
         self.cache.load_or_compile(&self.engine, digest, wasm)
     }
 
+    /// The component with `digest` from the AOT cache, if it is there: for a caller that
+    /// verified the digest from the file without holding the wasm in memory, and reads
+    /// it only on a miss.
+    pub fn cached_component(&self, digest: &str) -> Option<Component> {
+        self.cache.load_cached(&self.engine, digest)
+    }
+
     /// Loads a model component: compile or cache hit, pre-instantiate, read its info.
     pub fn load(&self, wasm: &[u8]) -> Result<LoadedModel, HostError> {
         let (component, digest, outcome) = self.compile_component(wasm)?;
