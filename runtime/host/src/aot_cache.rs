@@ -62,13 +62,13 @@ impl AotCache {
         if !path.exists() {
             return None;
         }
-        // SAFETY: as in `load_or_compile`: only artifacts this code serialized with an
-        // engine of the same compatibility hash are in the cache, and wasmtime checks the
-        // header again.
+        // SAFETY: the cache directory holds only artifacts this code serialized with an
+        // engine of the same compatibility hash (it is in the file name); wasmtime checks
+        // the header again and refuses anything else.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(c) => Some(c),
             Err(e) => {
-                tracing::warn!(digest, path = %path.display(), error = %e, "cached artifact unusable");
+                tracing::warn!(digest, path = %path.display(), error = %e, "cached artifact unusable; recompiling");
                 None
             }
         }
@@ -87,16 +87,8 @@ impl AotCache {
                 .context("compiling the component")?;
             return Ok((c, CacheOutcome::Uncached));
         };
-        if path.exists() {
-            // SAFETY: the cache directory holds only artifacts this code serialized with
-            // an engine of the same compatibility hash (it is in the file name); wasmtime
-            // checks the header again and refuses anything else.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok((c, CacheOutcome::Hit)),
-                Err(e) => {
-                    tracing::warn!(digest, path = %path.display(), error = %e, "cached artifact unusable; recompiling");
-                }
-            }
+        if let Some(c) = self.load_cached(engine, digest) {
+            return Ok((c, CacheOutcome::Hit));
         }
         let started = std::time::Instant::now();
         let component = Component::new(engine, wasm)
