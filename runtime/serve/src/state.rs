@@ -230,7 +230,6 @@ impl State {
             .clone()
     }
 
-    /// Installs a new table, returning the previous one.
     /// Serves `table` from now on; returns the one it replaces. The memory of versions the
     /// new table no longer holds goes back to the operating system once they are dropped:
     /// at once, and again after the deadline of the calls still running on them.
