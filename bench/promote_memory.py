@@ -7,7 +7,10 @@ of seed requests. Prints the server's RSS after every swap.
     cargo build --bin kiln && python3 bench/promote_memory.py --kiln-bin target/debug/kiln
 
 What it shows: whether an unloaded version's memory goes back to the operating system (RSS
-flat after the first swaps) or stays (RSS growing with every swap).
+flat after the first swaps) or stays (RSS growing with every swap). With `--cold-aot` the server
+starts on an empty AOT cache, so each of the first loads of v1, v2 and v3 compiles the component
+with Cranelift in the server (as a managed node does for every pushed version): the RSS after
+those swaps against the later, cached ones is what a compile leaves behind.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=5, help="seconds between promotes")
     ap.add_argument("--seconds", type=float, default=150)
     ap.add_argument("--rate", type=float, default=1500, help="requests/s of the background load")
+    ap.add_argument("--cold-aot", action="store_true",
+                    help="serve from an empty AOT cache: the first load of each version compiles in the server")
     ap.add_argument("--serve-args", default="", help="extra `kiln serve` flags, e.g. '--isolation per-request'")
     args = ap.parse_args()
     note = machine_note()
@@ -51,8 +56,9 @@ def main() -> None:
         kiln("models", "register", str(wasm[m]), "--name", "mlp")
     kiln("models", "promote", "mlp", "1", "Production")
     port = free_port()
+    serve_env = dict(env, KILN_CACHE_DIR=str(work / "aot")) if args.cold_aot else env
     server = subprocess.Popen([args.kiln_bin, "serve", "--listen", f"127.0.0.1:{port}", "--cache", "off", *args.serve_args.split()],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env=serve_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = []
     stop = threading.Event()
     try:
@@ -84,7 +90,8 @@ def main() -> None:
         server.terminate()
         server.wait()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n`kiln serve --cache off {args.serve_args}` (binary {args.kiln_bin}), mlp v1..v3 promoted in turn every "
+    cold = ", empty AOT cache at the start (the first load of each version compiles)" if args.cold_aot else ""
+    print(f"\n`kiln serve --cache off {args.serve_args}` (binary {args.kiln_bin}{cold}), mlp v1..v3 promoted in turn every "
           f"{args.interval:g} s for {args.seconds:g} s under {args.rate:g} req/s; {note}\n")
     print("| swap | Production | RSS MiB |")
     print("|---:|---|---:|")

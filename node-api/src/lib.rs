@@ -9,6 +9,8 @@
 //! `tls` cargo feature (off by default, so the wasm32 edges never link it): `tls`, the
 //! rustls setup every Kiln server and client shares.
 
+#[cfg(feature = "tls")]
+pub mod alerts;
 pub mod breaker;
 pub mod histogram;
 pub mod retry;

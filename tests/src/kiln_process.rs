@@ -29,6 +29,7 @@ pub fn kiln_bin() -> PathBuf {
             "edge-worker/core/src",
             "edge-worker/cloudflare/src",
             "node-api",
+            "monitor",
             "Cargo.lock",
             "Cargo.toml",
         ]

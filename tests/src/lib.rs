@@ -2,6 +2,7 @@
 //! models compiled once per checkout (components cached under `target/`), and the
 //! onnxruntime reference outputs committed next to each example.
 
+pub mod alertmanager;
 pub mod chromium;
 pub mod cloudflare_worker;
 pub mod fleet;

@@ -53,27 +53,39 @@ impl BlobStore {
 
     /// Reads a blob and checks it still hashes to its name.
     pub(crate) fn read(&self, digest: &str) -> Result<Vec<u8>, RegistryError> {
+        let (hex, path, mut file) = self.open_file(digest)?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes)
+            .map_err(|e| storage(e, format!("reading blob {}", path.display())))?;
+        check(&path, &hex, &kiln_types::digest(&bytes))?;
+        Ok(bytes)
+    }
+
+    /// Opens a blob after checking, in one streaming pass, that it still hashes to its
+    /// name; the file is positioned at its start. Its bytes are never all in memory: this
+    /// is how the sync service sends a component to a node.
+    pub(crate) fn open_verified(&self, digest: &str) -> Result<fs::File, RegistryError> {
+        use std::io::{Seek, SeekFrom};
+        let (hex, path, mut file) = self.open_file(digest)?;
+        let (actual, _) = kiln_types::digest_reader(&mut file)
+            .map_err(|e| storage(e, format!("reading blob {}", path.display())))?;
+        check(&path, &hex, &actual)?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| storage(e, format!("reading blob {}", path.display())))?;
+        Ok(file)
+    }
+
+    fn open_file(&self, digest: &str) -> Result<(String, PathBuf, fs::File), RegistryError> {
         let hex = normalize_digest(digest)?;
         let path = self.dir.join(&hex);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(RegistryError::NotFound(format!(
-                    "blob sha256:{hex} is missing from {}; re-register the component to restore it",
-                    self.dir.display()
-                )));
-            }
-            Err(e) => return Err(storage(e, format!("reading blob {}", path.display()))),
-        };
-        let actual = kiln_types::digest(&bytes);
-        if actual != hex {
-            return Err(RegistryError::Corrupt(format!(
-                "blob {} is corrupt: its content hashes to sha256:{actual}, not sha256:{hex}; \
-                 delete the file and re-register the component",
-                path.display()
-            )));
+        match fs::File::open(&path) {
+            Ok(file) => Ok((hex, path, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(RegistryError::NotFound(format!(
+                "blob sha256:{hex} is missing from {}; re-register the component to restore it",
+                self.dir.display()
+            ))),
+            Err(e) => Err(storage(e, format!("reading blob {}", path.display()))),
         }
-        Ok(bytes)
     }
 
     /// Removes a blob; a blob that is already gone is fine.
@@ -84,6 +96,18 @@ impl BlobStore {
             Err(e) => Err(storage(e, format!("removing unreferenced blob {hex}"))),
         }
     }
+}
+
+/// A blob whose content no longer hashes to its name is `Corrupt`.
+fn check(path: &Path, hex: &str, actual: &str) -> Result<(), RegistryError> {
+    if actual == hex {
+        return Ok(());
+    }
+    Err(RegistryError::Corrupt(format!(
+        "blob {} is corrupt: its content hashes to sha256:{actual}, not sha256:{hex}; \
+         delete the file and re-register the component",
+        path.display()
+    )))
 }
 
 fn storage(err: std::io::Error, context: String) -> RegistryError {
@@ -114,6 +138,30 @@ mod tests {
         store.remove(&hex).unwrap();
         assert!(matches!(store.read(&hex), Err(RegistryError::NotFound(_))));
         store.remove(&hex).unwrap();
+    }
+
+    #[test]
+    fn an_opened_blob_is_checked_and_starts_at_its_first_byte() {
+        use std::io::Read;
+        let home = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(home.path()).unwrap();
+        // Past digest_reader's 64 KiB buffer, so the check reads in several passes.
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let hex = digest(&bytes);
+        store.put(&hex, &bytes).unwrap();
+        let mut read = Vec::new();
+        store.open_verified(&hex).unwrap().read_to_end(&mut read).unwrap();
+        assert_eq!(read, bytes);
+
+        let mut tampered = bytes.clone();
+        tampered[150_000] ^= 1;
+        fs::write(store.path(&hex), &tampered).unwrap();
+        let err = store.open_verified(&hex).unwrap_err();
+        assert!(matches!(err, RegistryError::Corrupt(_)), "{err:?}");
+        assert!(matches!(
+            store.open_verified(&"0".repeat(64)),
+            Err(RegistryError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod model;
 mod mutations;
 pub mod node_reset;
 pub mod plan;
+pub mod reference;
 mod registry;
 pub mod rollout;
 mod schema;
@@ -33,6 +34,7 @@ pub use model::{
 };
 pub use mutations::StageTransition;
 pub use plan::{PlanOverrides, RolloutPlan, Strategy};
+pub use reference::ReferenceProfile;
 pub use registry::Registry;
 
 pub use auth::{Action, Identity, Role};

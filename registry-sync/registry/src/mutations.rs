@@ -365,7 +365,7 @@ impl Registry {
                      or force the deletion (--force) if serving must stop"
                 )));
             }
-            for table in ["aliases", "tags", "golden", "versions"] {
+            for table in ["aliases", "tags", "golden", "reference_profiles", "versions"] {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE name = ?1 AND version = ?2"),
                     params![name, version],

@@ -175,6 +175,12 @@ impl Registry {
         self.blobs.read(digest)
     }
 
+    /// Opens a blob for streaming, after checking in one pass (without holding its bytes)
+    /// that it still hashes to `digest`; `Corrupt` if not.
+    pub fn open_blob(&self, digest: &str) -> Result<std::fs::File, RegistryError> {
+        self.blobs.open_verified(digest)
+    }
+
     /// Audit entries in order, optionally only those about one model.
     pub fn audit_log(&self, model: Option<&str>) -> Result<Vec<AuditEntry>, RegistryError> {
         let conn = self.lock();

@@ -182,6 +182,24 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ALTER TABLE fleet_models ADD COLUMN serving TEXT;
     "#,
     ),
+    (
+        "reference profiles",
+        r#"
+    -- A version's reference data for drift (kiln-monitor's profile, as JSON), gone with it.
+    CREATE TABLE reference_profiles (
+        name       TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        features   TEXT NOT NULL,
+        rows       INTEGER NOT NULL,
+        source     TEXT NOT NULL,
+        profile    TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        PRIMARY KEY (name, version),
+        FOREIGN KEY (name, version) REFERENCES versions(name, version) ON DELETE CASCADE
+    );
+    "#,
+    ),
 ];
 
 /// Brings the schema up to date.

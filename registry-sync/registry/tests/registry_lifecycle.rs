@@ -436,8 +436,8 @@ fn state_survives_reopening_and_the_schema_is_versioned() {
         .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
         .unwrap();
     assert_eq!(
-        migrations, 5,
-        "initial schema + fleet and rollouts + API tokens + rollout pause times + fleet serving policies"
+        migrations, 6,
+        "initial schema + fleet and rollouts + API tokens + rollout pause times + fleet serving policies + reference profiles"
     );
 
     // A registry written by a newer kiln is refused instead of misread.

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use kiln_registry::ReferenceProfile;
 use kiln_registry::auth::{IssuedToken, NewToken, TokenInfo};
 use kiln_registry::fleet::NodeRecord;
 use kiln_registry::rollout::Rollout;
@@ -257,6 +258,15 @@ pub trait RegistryApi: Send + Sync {
     fn set_tag(&self, name: &str, version: u64, key: &str, value: &str) -> ApiResult<()>;
     /// Removes a tag.
     fn delete_tag(&self, name: &str, version: u64, key: &str) -> ApiResult<()>;
+    /// Sets (or replaces) a version's reference profile for drift.
+    fn set_reference(
+        &self,
+        name: &str,
+        version: u64,
+        reference: &ReferenceProfile,
+    ) -> ApiResult<ReferenceProfile>;
+    /// A version's reference profile, if it has one.
+    fn reference(&self, name: &str, version: u64) -> ApiResult<Option<ReferenceProfile>>;
     /// Replaces a version's description.
     fn describe(&self, name: &str, version: u64, text: &str) -> ApiResult<()>;
     /// Deletes a version (a Production one only with `force`).

@@ -15,8 +15,8 @@ use kiln_registry::{
 };
 
 use crate::api::{
-    ApiError, ApiResult, ChangeView, Finish, FleetStatus, IssuedView, Registered, RegistryApi, RolledBack,
-    TokenView, WhoAmI,
+    ApiError, ApiResult, ChangeView, Finish, FleetStatus, IssuedView, ReferenceProfile, Registered,
+    RegistryApi, RolledBack, TokenView, WhoAmI,
 };
 
 /// The registry, as `identity`.
@@ -154,6 +154,23 @@ impl RegistryApi for Authorized {
         self.check(Action::Deploy, Some(name))?;
         self.registry.set_tag(name, version, key, value, self.actor())?;
         Ok(())
+    }
+
+    fn set_reference(
+        &self,
+        name: &str,
+        version: u64,
+        reference: &ReferenceProfile,
+    ) -> ApiResult<ReferenceProfile> {
+        self.check(Action::Deploy, Some(name))?;
+        Ok(self
+            .registry
+            .set_reference(name, version, reference, self.actor())?)
+    }
+
+    fn reference(&self, name: &str, version: u64) -> ApiResult<Option<ReferenceProfile>> {
+        self.check(Action::Read, Some(name))?;
+        Ok(self.registry.reference(name, version)?)
     }
 
     fn delete_tag(&self, name: &str, version: u64, key: &str) -> ApiResult<()> {

@@ -15,8 +15,8 @@ use kiln_registry::{
 
 use crate::api::API_PREFIX;
 use crate::api::{
-    ApiError, ApiResult, ChangeView, Finish, FleetStatus, IssuedView, Registered, RegistryApi, RolledBack,
-    TokenView, WhoAmI,
+    ApiError, ApiResult, ChangeView, Finish, FleetStatus, IssuedView, ReferenceProfile, Registered,
+    RegistryApi, RolledBack, TokenView, WhoAmI,
 };
 use crate::server::RegisterBody;
 
@@ -214,6 +214,26 @@ impl RegistryApi for RemoteRegistry {
             &json!({ "value": value }),
         )?;
         Ok(())
+    }
+
+    fn set_reference(
+        &self,
+        name: &str,
+        version: u64,
+        reference: &ReferenceProfile,
+    ) -> ApiResult<ReferenceProfile> {
+        self.send(
+            "PUT",
+            &format!("/models/{}/versions/{version}/reference", seg(name)),
+            reference,
+        )
+    }
+
+    fn reference(&self, name: &str, version: u64) -> ApiResult<Option<ReferenceProfile>> {
+        self.get(
+            &format!("/models/{}/versions/{version}/reference", seg(name)),
+            &[],
+        )
     }
 
     fn delete_tag(&self, name: &str, version: u64, key: &str) -> ApiResult<()> {

@@ -113,6 +113,24 @@ pub(crate) fn operations() -> Vec<Op> {
             array(obj()),
         ),
         op(
+            "get",
+            "/models/{name}/versions/{version}/reference",
+            "viewer",
+            "The version's reference profile for drift (null when it has none)",
+            None,
+            200,
+            json!({ "anyOf": [r("ReferenceProfile"), { "type": "null" }] }),
+        ),
+        op(
+            "put",
+            "/models/{name}/versions/{version}/reference",
+            "deployer",
+            "Set the version's reference profile for drift (`kiln monitor reference set`)",
+            Some(r("ReferenceProfile")),
+            200,
+            r("ReferenceProfile"),
+        ),
+        op(
             "put",
             "/models/{name}/versions/{version}/stage",
             "deployer",
@@ -338,6 +356,14 @@ fn schemas() -> Value {
                 "tags": { "type": "object", "additionalProperties": string },
                 "lineage": {}, "signature": {}, "size": { "type": "integer" },
                 "source_digest": opt_string, "created_at": string
+            }
+        },
+        "ReferenceProfile": {
+            "type": "object", "required": ["features", "rows", "source", "profile"],
+            "properties": {
+                "features": array(string.clone()), "rows": { "type": "integer" }, "source": string,
+                "profile": { "type": "string", "description": "kiln-monitor's ModelProfile as JSON text" },
+                "created_at": string, "created_by": string
             }
         },
         "StageTransition": {

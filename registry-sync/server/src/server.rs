@@ -90,6 +90,10 @@ impl RegistryServer {
                 axum::routing::delete(delete_version),
             )
             .route(&p("/models/{name}/versions/{version}/golden"), get(golden))
+            .route(
+                &p("/models/{name}/versions/{version}/reference"),
+                get(reference).put(set_reference),
+            )
             .route(&p("/models/{name}/versions/{version}/stage"), put(transition))
             .route(&p("/models/{name}/versions/{version}/description"), put(describe))
             .route(
@@ -476,6 +480,27 @@ async fn delete_alias(
 ) -> Response {
     run(s, who, StatusCode::OK, move |api| {
         api.delete_alias(&name, &alias).map(|()| json!({}))
+    })
+    .await
+}
+
+async fn reference(
+    State(s): Shared,
+    Extension(who): Extension<Identity>,
+    Path((name, version)): Path<(String, u64)>,
+) -> Response {
+    run(s, who, StatusCode::OK, move |api| api.reference(&name, version)).await
+}
+
+async fn set_reference(
+    State(s): Shared,
+    Extension(who): Extension<Identity>,
+    Path((name, version)): Path<(String, u64)>,
+    bytes: Bytes,
+) -> Response {
+    run(s, who, StatusCode::OK, move |api| {
+        let req: crate::api::ReferenceProfile = body(&bytes)?;
+        api.set_reference(&name, version, &req)
     })
     .await
 }

@@ -242,9 +242,61 @@ async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
         "generation": desired.generation,
         "nodes": nodes,
         "clients": shared.other_target_statuses(),
+        "alerts": shared.alerter.as_ref().map(|a| a.status()),
         "insecure_no_auth": shared.config.insecure_no_auth,
     }))
     .into_response()
+}
+
+/// `GET /monitor/v1/drift/{model}?version=V&since=15m`: the fleet's drift of a version
+/// (a token that may read the model).
+async fn drift(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(model): axum::extract::Path<String>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let s = shared.clone();
+    let work = move || -> Result<kiln_monitor::model::DriftAnswer, Refusal> {
+        match identity(&s, &headers)? {
+            Some(id) => id
+                .check(Action::Read, Some(&model))
+                .map_err(|d| refuse(StatusCode::FORBIDDEN, d.0))?,
+            None if s.config.insecure_no_auth => {}
+            None => {
+                return Err(refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "drift needs a token that may read the model (`Authorization: Bearer <token>`)",
+                ));
+            }
+        }
+        let version = match query.get("version") {
+            Some(v) => Some(v.parse::<u64>().map_err(|_| {
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("version={v} is not a version number"),
+                )
+            })?),
+            None => None,
+        };
+        let since = query
+            .get("since")
+            .map_or(crate::drift::DEFAULT_SINCE, String::as_str);
+        crate::drift::answer(&s, &model, version, since).map_err(|r| {
+            (
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::CONFLICT),
+                r.message,
+            )
+        })
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(answer)) => Json(answer).into_response(),
+        Ok(Err(refusal)) => respond(refusal),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("drift task failed: {e}"),
+        ),
+    }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
@@ -278,6 +330,7 @@ pub fn serve(
         let app = axum::Router::new()
             .route(&format!("{SYNC_PREFIX}/nodes"), post(join))
             .route(&format!("{SYNC_PREFIX}/status"), get(status))
+            .route("/monitor/v1/drift/{model}", get(drift))
             .route("/metrics", get(metrics))
             .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") });
         let tls = shared.config.tls.clone();

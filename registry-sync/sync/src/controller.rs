@@ -431,6 +431,19 @@ fn roll_back(shared: &Shared, r: &Rollout, reason: &str) -> anyhow::Result<()> {
         .registry
         .finish_rollout(r.id, RolloutState::RolledBack, &message, &shared.config.actor)?;
     alert(shared, r, reason);
+    crate::monitor::event(
+        shared,
+        kiln_node_api::alerts::Alert::new("KilnRolloutRolledBack", kiln_node_api::alerts::Severity::Page)
+            .label("model", &r.model)
+            .label("version", r.to_version)
+            .annotation(
+                "summary",
+                format!(
+                    "the rollout of {} version {} was rolled back: {reason}",
+                    r.model, r.to_version
+                ),
+            ),
+    );
     Ok(())
 }
 

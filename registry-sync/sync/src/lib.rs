@@ -16,6 +16,8 @@
 mod alert;
 mod api;
 mod controller;
+pub mod drift;
+mod monitor;
 pub mod node_client;
 mod service;
 pub mod smoke;

@@ -181,17 +181,31 @@ impl NodeClient {
         )
     }
 
-    /// `PUT /admin/v1/components/{digest}`.
-    pub fn put_component(&self, digest: &str, bytes: &[u8]) -> anyhow::Result<AdminReply> {
+    /// `GET /admin/v1/profiles?since=…`: the node's per-version profiles (drift).
+    pub fn profiles(&self, since: &str) -> anyhow::Result<Vec<kiln_monitor::model::VersionProfile>> {
+        let url = format!("{}{ADMIN_PREFIX}/profiles?since={since}", self.base);
+        self.answer(
+            "reading the node's traffic profiles",
+            || self.authed(self.agent.get(&url)).call(),
+            |s| s == 200,
+        )
+    }
+
+    /// `PUT /admin/v1/components/{digest}`, streamed from `file` (with its length as the
+    /// content length; each attempt starts again from its first byte).
+    pub fn put_component(&self, digest: &str, file: &std::fs::File) -> anyhow::Result<AdminReply> {
+        use std::io::{Seek, SeekFrom};
         let what = format!("uploading component {}", &digest[..12.min(digest.len())]);
         let url = format!("{}{ADMIN_PREFIX}/components/{digest}", self.base);
         let send = || {
+            let mut file = file;
+            file.seek(SeekFrom::Start(0)).map_err(ureq::Error::Io)?;
             self.authed(
                 self.upload_agent
                     .put(&url)
                     .header("content-type", "application/wasm"),
             )
-            .send(bytes)
+            .send(file)
         };
         self.answer(&what, send, |s| (200..300).contains(&s))
     }

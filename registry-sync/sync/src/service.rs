@@ -48,7 +48,16 @@ impl SyncService {
 
     /// Binds the API, starts the control loop (which starts the node workers) and sources.
     pub fn start(self) -> anyhow::Result<SyncHandle> {
-        let shared = Arc::new(Shared::new(self.registry, self.config).context("creating the metrics")?);
+        let mut shared = Shared::new(self.registry, self.config).context("creating the metrics")?;
+        if !shared.config.alertmanager.is_empty() {
+            let mut alerts = kiln_node_api::alerts::AlerterConfig::new(shared.config.alertmanager.clone());
+            alerts.tls = shared.config.client_tls.clone();
+            alerts.resend_interval = shared.config.alert_resend;
+            shared.alerter = Some(Arc::new(
+                kiln_node_api::alerts::Alerter::start(alerts).context("starting the Alertmanager client")?,
+            ));
+        }
+        let shared = Arc::new(shared);
         let listener = std::net::TcpListener::bind(shared.config.listen)
             .with_context(|| format!("listening on {}", shared.config.listen))?;
         listener.set_nonblocking(true)?;
@@ -72,6 +81,10 @@ impl SyncService {
                 shared.add_target(target);
             }
         }
+        let watcher = shared.clone();
+        std::thread::Builder::new()
+            .name("sync-monitor".into())
+            .spawn(move || crate::monitor::run(watcher))?;
         let mut control = Controller::new(shared.clone());
         control.tick();
         let control = std::thread::Builder::new()
@@ -97,7 +110,20 @@ impl SyncService {
 fn poll_source(shared: &Shared, mut source: Box<dyn Source>) {
     let mut failing = false;
     while !shared.stopping() {
-        match source.poll(&shared.registry) {
+        let result = source.poll(&shared.registry);
+        for failure in source.take_failures() {
+            crate::monitor::event(
+                shared,
+                kiln_node_api::alerts::Alert::new(
+                    &failure.alertname,
+                    kiln_node_api::alerts::Severity::Ticket,
+                )
+                .label("model", &failure.model)
+                .label("version", &failure.version)
+                .annotation("summary", &failure.message),
+            );
+        }
+        match result {
             Ok(()) => failing = false,
             Err(e) => {
                 if !failing {

@@ -25,6 +25,23 @@ pub trait Source: Send + 'static {
     fn target(&self) -> Option<Arc<Target>> {
         None
     }
+    /// Items that failed since the last call (each becomes an alert), oldest first.
+    fn take_failures(&mut self) -> Vec<SourceFailure> {
+        Vec::new()
+    }
+}
+
+/// One item a source could not import.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceFailure {
+    /// The alert's name, e.g. `KilnMlflowImportFailed`.
+    pub alertname: String,
+    /// The model.
+    pub model: String,
+    /// The source's version of it.
+    pub version: String,
+    /// What failed.
+    pub message: String,
 }
 
 /// The compile step the binary supplies (ONNX → component), shared with `kiln models register`.
@@ -36,6 +53,7 @@ pub struct MlflowPoller {
     prepare: Box<PrepareFn>,
     interval: Duration,
     actor: String,
+    failures: Vec<SourceFailure>,
 }
 
 impl MlflowPoller {
@@ -51,6 +69,7 @@ impl MlflowPoller {
             prepare,
             interval,
             actor: actor.to_string(),
+            failures: Vec::new(),
         }
     }
 }
@@ -66,6 +85,10 @@ impl Source for MlflowPoller {
 
     fn target(&self) -> Option<Arc<Target>> {
         Some(self.source.client().target())
+    }
+
+    fn take_failures(&mut self) -> Vec<SourceFailure> {
+        std::mem::take(&mut self.failures)
     }
 
     fn poll(&mut self, registry: &Registry) -> anyhow::Result<()> {
@@ -89,7 +112,16 @@ impl Source for MlflowPoller {
                     "imported from MLflow"
                 ),
                 Err(e) => {
-                    tracing::warn!(model = %change.model, mlflow_version = change.version, error = %format!("{e:#}"), "MLflow import failed")
+                    tracing::warn!(model = %change.model, mlflow_version = change.version, error = %format!("{e:#}"), "MLflow import failed");
+                    self.failures.push(SourceFailure {
+                        alertname: "KilnMlflowImportFailed".to_string(),
+                        model: change.model.clone(),
+                        version: change.version.to_string(),
+                        message: format!(
+                            "importing MLflow version {} of {} failed: {e:#}",
+                            change.version, change.model
+                        ),
+                    });
                 }
             }
         }

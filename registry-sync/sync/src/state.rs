@@ -60,6 +60,14 @@ pub struct SyncConfig {
     /// Connections, header/idle/request/upload timeouts and concurrent uploads of the API
     /// (and of the registry server mounted on it).
     pub limits: kiln_node_api::tls::ServeLimits,
+    /// Alertmanagers the service sends its alerts to (`--alertmanager`): none, no alerts.
+    pub alertmanager: Vec<String>,
+    /// How often alerts are re-sent to Alertmanager while they hold.
+    pub alert_resend: Duration,
+    /// How often drift, SLOs and node health are evaluated (`--monitor-interval`).
+    pub monitor_interval: Duration,
+    /// The SLOs of the GitOps file, evaluated over the fleet's counters.
+    pub slos: Vec<kiln_monitor::slo::Slo>,
 }
 
 impl Default for SyncConfig {
@@ -81,6 +89,10 @@ impl Default for SyncConfig {
             tls: None,
             client_tls: ClientTls::default(),
             limits: kiln_node_api::tls::ServeLimits::default(),
+            alertmanager: Vec::new(),
+            alert_resend: kiln_node_api::alerts::DEFAULT_RESEND_INTERVAL,
+            monitor_interval: Duration::from_secs(60),
+            slos: Vec::new(),
         }
     }
 }
@@ -214,6 +226,8 @@ pub struct SyncMetrics {
     pub heartbeats: IntCounter,
     client_retries: IntCounterVec,
     client_breaker: IntGaugeVec,
+    /// `kiln_feature_drift_score`, `kiln_dataset_drift` of the fleet's traffic.
+    pub drift: kiln_monitor::gauges::DriftGauges,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(
@@ -278,6 +292,7 @@ impl SyncMetrics {
                 &["target", "kind"],
             ),
         )?;
+        let drift = kiln_monitor::gauges::DriftGauges::register(&r, "the fleet's")?;
         // Every label value from the start, so a scrape sees zeros rather than nothing.
         for result in ["ok", "error"] {
             pushes.with_label_values(&[result]);
@@ -291,6 +306,7 @@ impl SyncMetrics {
             heartbeats,
             client_retries,
             client_breaker,
+            drift,
         })
     }
 
@@ -348,15 +364,14 @@ pub struct Shared {
     /// Wakes the control loop early (a node converged or failed): rollouts move on as soon
     /// as the fleet is ready instead of at the next tick.
     pub control_wake: Wake,
-    /// Components being uploaded, shared by the node workers so that pushing one version to
-    /// fifty nodes reads (and holds) its bytes once.
-    blobs: Mutex<HashMap<String, std::sync::Weak<Vec<u8>>>>,
     pub workers: Mutex<BTreeMap<String, WorkerHandle>>,
     /// Every peer the service calls, as a client target: nodes by name (kept when a
     /// node's worker restarts, so its counters only grow), then MLflow and the webhook.
     node_targets: Mutex<BTreeMap<String, Arc<Target>>>,
     other_targets: Mutex<BTreeMap<String, Arc<Target>>>,
     pub stop: AtomicBool,
+    /// The Alertmanager client, when `alertmanager` names any.
+    pub alerter: Option<Arc<kiln_node_api::alerts::Alerter>>,
 }
 
 impl Shared {
@@ -374,10 +389,10 @@ impl Shared {
             resets: Mutex::new(HashSet::new()),
             metrics: SyncMetrics::new()?,
             control_wake: Wake::default(),
-            blobs: Mutex::new(HashMap::new()),
             workers: Mutex::new(BTreeMap::new()),
             node_targets: Mutex::new(BTreeMap::new()),
             other_targets: Mutex::new(BTreeMap::new()),
+            alerter: None,
             stop: AtomicBool::new(false),
         })
     }
@@ -476,19 +491,11 @@ impl Shared {
             .insert(node.to_string(), rt);
     }
 
-    /// A component's bytes (verified against its digest by the registry), shared while any
-    /// worker holds them.
-    pub fn blob(&self, digest: &str) -> Result<Arc<Vec<u8>>, RegistryError> {
-        let mut blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(bytes) = blobs.get(digest).and_then(std::sync::Weak::upgrade) {
-            return Ok(bytes);
-        }
-        blobs.retain(|_, w| w.strong_count() > 0);
-        // Read under the lock: concurrent workers wait for this read instead of each
-        // reading the same file.
-        let bytes = Arc::new(self.registry.read_blob(digest)?);
-        blobs.insert(digest.to_string(), Arc::downgrade(&bytes));
-        Ok(bytes)
+    /// A component's file, checked against its digest by the registry in one streaming
+    /// pass and positioned at its start: a worker streams it to its node, so pushing a
+    /// version never holds its bytes in this process (the OS page cache shares them).
+    pub fn component_file(&self, digest: &str) -> Result<std::fs::File, RegistryError> {
+        self.registry.open_blob(digest)
     }
 
     /// A node's status changed: the controller re-evaluates at once.

@@ -110,12 +110,12 @@ fn spawn(shared: Arc<Shared>, node: String, url: String) -> WorkerHandle {
     }
 }
 
-/// Uploads one component from the registry (one shared copy of its bytes) to the node.
+/// Streams one component from the registry's blob file to the node.
 fn upload(shared: &Shared, client: &NodeClient, digest: &str) -> anyhow::Result<()> {
-    let bytes = shared
-        .blob(digest)
+    let file = shared
+        .component_file(digest)
         .map_err(|e| anyhow::anyhow!("reading component {digest} from the registry: {e}"))?;
-    client.put_component(digest, &bytes)?;
+    client.put_component(digest, &file)?;
     shared.metrics.uploads.inc();
     Ok(())
 }

@@ -3,8 +3,9 @@
 
 use crate::commands::{
     audit::AuditCommand, compile::CompileArgs, export::ExportCommand, inspect::InspectArgs,
-    models::ModelsCommand, predict::PredictArgs, registry::RegistryCommand, rollout::RolloutCommand,
-    serve::ServeArgs, spin::SpinCommand, sync::SyncCommand, tokens::TokensCommand,
+    models::ModelsCommand, monitor::MonitorCommand, predict::PredictArgs, registry::RegistryCommand,
+    rollout::RolloutCommand, serve::ServeArgs, slo::SloCommand, spin::SpinCommand, sync::SyncCommand,
+    tokens::TokensCommand,
 };
 use clap::{Parser, Subcommand};
 use kiln_host::{HostConfig, Isolation};
@@ -163,6 +164,16 @@ pub enum Command {
     Spin {
         #[command(subcommand)]
         command: SpinCommand,
+    },
+    /// Drift: reference profiles, and the drift of live traffic against them.
+    Monitor {
+        #[command(subcommand)]
+        command: MonitorCommand,
+    },
+    /// Service level objectives (kiln.toml): Prometheus burn-rate rules, error-budget report.
+    Slo {
+        #[command(subcommand)]
+        command: SloCommand,
     },
     /// Write an edge's desired state from the registry (the versions it serves, weights).
     Export {

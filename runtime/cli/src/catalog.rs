@@ -54,6 +54,19 @@ impl Catalog for RegistryCatalog {
             .map(|i| Arc::new(TokenReader(i)) as Arc<dyn kiln_api::Reader>))
     }
 
+    fn reference(&self, model: &str, version: u64) -> anyhow::Result<Option<kiln_monitor::model::Reference>> {
+        let Some(stored) = self.registry.reference(model, version)? else {
+            return Ok(None);
+        };
+        let profile = serde_json::from_str(&stored.profile).map_err(|e| {
+            anyhow::anyhow!("the reference profile of {model}/{version} does not parse: {e}; set it again with `kiln monitor reference set`")
+        })?;
+        Ok(Some(kiln_monitor::model::Reference {
+            features: stored.features,
+            profile,
+        }))
+    }
+
     fn stored_digests(&self) -> anyhow::Result<Vec<String>> {
         let mut digests: Vec<String> = self.registry.list(None)?.into_iter().map(|v| v.digest).collect();
         digests.sort();

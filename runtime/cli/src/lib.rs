@@ -13,6 +13,7 @@ pub mod export;
 pub mod lazy_host;
 pub mod limits_args;
 pub mod load_args;
+pub mod reference;
 pub mod register;
 pub mod render;
 pub mod secrets;
@@ -40,7 +41,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let prepare = |file: &Path, name: &str, golden: &[serde_json::Value]| {
                 register::prepare(&host.get()?, file, name, golden)
             };
-            print_block(&commands::models::run(&*registry, command, &prepare)?);
+            let reference = |component: &[u8], data: &Path, names: Option<&str>| {
+                let model = host.get()?.load(component)?;
+                let dataset = reference::read(data, names)?;
+                let profile = reference::profile(&dataset, Some(&model))?;
+                reference::record(data, &dataset, &profile)
+            };
+            print_block(&commands::models::run(&*registry, command, &prepare, &reference)?);
         }
         Command::Audit { command } => {
             print_block(&commands::audit::run(
@@ -77,6 +84,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Spin { command } => commands::spin::run(host.get()?, command)?,
+        Command::Monitor { command } => {
+            let registry = registry_api(&cli.registry, &home)?;
+            let local = cli
+                .registry
+                .registry_url
+                .as_deref()
+                .is_none_or(|u| u.trim().is_empty());
+            let component = |digest: &str| local.then(|| Ok(open_registry(&home)?.read_blob(digest)?));
+            print_block(&commands::monitor::run(&*registry, command, &host, &component)?);
+        }
+        Command::Slo { command } => print_block(&commands::slo::run(command)?),
         Command::Export { command } => print!("{}", commands::export::run(&*open_registry(&home)?, command)?),
     }
     Ok(())

@@ -65,7 +65,13 @@ impl Fixture {
 
     fn models(&self, args: &[&str]) -> anyhow::Result<String> {
         let cli = ModelsCli::try_parse_from(std::iter::once("models").chain(args.iter().copied()))?;
-        models::run(&self.api, cli.cmd, &fake_prepare)
+        // A reference built from the file alone (the real one also runs the component).
+        let reference = |_: &[u8], path: &Path, names: Option<&str>| {
+            let data = kiln_cli::reference::read(path, names)?;
+            let profile = kiln_cli::reference::profile(&data, None)?;
+            kiln_cli::reference::record(path, &data, &profile)
+        };
+        models::run(&self.api, cli.cmd, &fake_prepare, &reference)
     }
 
     fn audit(&self, args: &[&str]) -> anyhow::Result<String> {
@@ -98,6 +104,54 @@ fn register_reports_new_and_existing_versions() {
     assert!(
         plain.starts_with("house-price version 1 already holds this component"),
         "{plain}"
+    );
+}
+
+#[test]
+fn register_with_a_reference_stores_its_profile_and_a_bad_file_registers_nothing() {
+    let f = Fixture::new();
+    let a = f.file("a.wasm", b"component a");
+    let bad = f.file("bad.csv", b"x,y\n1,oops\n");
+    let err = format!(
+        "{:#}",
+        f.models(&["register", &a, "--name", "iris", "--reference", &bad])
+            .unwrap_err()
+    );
+    assert!(err.contains("line 2, column `y`"), "{err}");
+    assert!(
+        f.registry.list(Some("iris")).unwrap().is_empty(),
+        "nothing registered"
+    );
+
+    let csv = f.file("train.csv", b"sepal,petal\n1.5,0.2\n1.7,0.4\n,0.3\n");
+    let out = f
+        .models(&[
+            "register",
+            &a,
+            "--name",
+            "iris",
+            "--reference",
+            &csv,
+            "--feature-names",
+            "s,p",
+        ])
+        .unwrap();
+    assert!(
+        out.contains("reference for drift: 3 rows × 2 features from train.csv"),
+        "{out}"
+    );
+    let stored = f.registry.reference("iris", 1).unwrap().unwrap();
+    assert_eq!(stored.features, ["s", "p"]);
+    let profile: kiln_monitor::model::ModelProfile = serde_json::from_str(&stored.profile).unwrap();
+    let inputs = profile.inputs.unwrap();
+    let f0 = inputs.column("f0").unwrap();
+    assert_eq!((f0.count(), f0.missing(), f0.max()), (2, 1, Some(1.7)));
+    let audit = f.registry.audit_log(Some("iris")).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "set_reference" && e.actor.starts_with("local:")),
+        "{audit:?}"
     );
 }
 

@@ -28,4 +28,15 @@ pub trait Catalog: Send + Sync + 'static {
     fn authenticate(&self, _token: &str) -> anyhow::Result<Option<Arc<dyn kiln_api::Reader>>> {
         Ok(None)
     }
+    /// The reference profile of `model`/`version` that drift is measured against, if one
+    /// was set (`kiln models register --reference`). Called on a blocking thread. The
+    /// default has none (a managed node: the sync service holds references and measures
+    /// the fleet's drift).
+    fn reference(
+        &self,
+        _model: &str,
+        _version: u64,
+    ) -> anyhow::Result<Option<kiln_monitor::model::Reference>> {
+        Ok(None)
+    }
 }

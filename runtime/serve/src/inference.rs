@@ -86,6 +86,14 @@ pub(crate) async fn predict(
         shed: None,
         fallback: None,
     };
+    // Drift: what this version sees (and, below, what it answers).
+    let profile = state
+        .config
+        .drift_profiles
+        .then(|| state.profiles.version(&served.name, served.version));
+    if let Some(p) = &profile {
+        p.observe_inputs(&inputs);
+    }
     // The copy for the shadow is the only per-request clone, and only with a shadow.
     let shadow_inputs = route.shadow.as_ref().map(|_| inputs.clone());
     let mut cache_use = CacheUse::Off;
@@ -97,6 +105,9 @@ pub(crate) async fn predict(
         match cache.get(&key).await {
             Lookup::Hit(outputs) => {
                 state.metrics.cache_lookup("hit");
+                if let Some(p) = &profile {
+                    p.observe_outputs(&outputs);
+                }
                 // A cache hit still feeds the shadow: caching must not hide its answers.
                 if let (Some(shadow), Some(copy)) = (&route.shadow, shadow_inputs) {
                     shadow::spawn(state, shadow.clone(), copy, outputs.clone(), requested);
@@ -140,6 +151,9 @@ pub(crate) async fn predict(
     let result = run(served.model.clone(), inputs, slot).await;
     match result {
         Ok(outputs) => {
+            if let Some(p) = &profile {
+                p.observe_outputs(&outputs);
+            }
             if let Some((cache, key)) = store {
                 let kept: Vec<Tensor> = if requested.is_empty() {
                     outputs.clone()

@@ -12,12 +12,14 @@
 pub mod access;
 pub mod bulkhead;
 pub mod catalog;
+pub mod drift;
 pub mod fallback;
 mod http;
 mod inference;
 pub mod metrics;
 pub mod node;
 pub mod prediction_cache;
+pub mod profiles;
 mod redact;
 mod reload;
 mod server;

@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 /// the label sets without bound.
 pub const UNKNOWN_MODEL: &str = "_unknown";
 
-/// Latency buckets, in seconds: 50 µs (a cache hit) to 5 s (past any sane deadline).
-const BUCKETS: &[f64] = &[
+/// Latency buckets of `kiln_request_duration_seconds`, in seconds: 50 µs (a cache hit) to
+/// 5 s (past any sane deadline). A latency SLO's threshold must be one of them.
+pub const BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0,
 ];
@@ -47,6 +48,8 @@ pub struct Metrics {
     fallbacks: IntCounterVec,
     bulkhead: IntGaugeVec,
     body_bytes_in_flight: IntGauge,
+    /// `kiln_feature_drift_score`, `kiln_dataset_drift` of this server's traffic.
+    drift: kiln_monitor::gauges::DriftGauges,
 }
 
 /// Results of a shadow request, the `result` label of `kiln_shadow_requests_total`.
@@ -288,7 +291,9 @@ impl Metrics {
         for result in ["ok", "error"] {
             reloads.with_label_values(&[result]);
         }
+        let drift = kiln_monitor::gauges::DriftGauges::register(&r, "this server's")?;
         Ok(Metrics {
+            drift,
             registry: r,
             requests,
             duration,
@@ -312,6 +317,12 @@ impl Metrics {
             bulkhead,
             body_bytes_in_flight,
         })
+    }
+
+    /// Sets the drift gauges of `model`/`version` from a report (a column whose method
+    /// changed keeps no stale series: the version's series are replaced).
+    pub fn drift(&self, model: &str, version: &str, report: &kiln_monitor::drift::DriftReport) {
+        self.drift.set(model, version, report);
     }
 
     /// Counts a retried attempt of a call to `target` (a peer this server calls).

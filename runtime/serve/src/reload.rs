@@ -254,6 +254,7 @@ pub(crate) async fn reload(state: &Arc<State>) -> anyhow::Result<LoadReport> {
     }
     state.metrics.reload(report.failed.is_empty());
     state.set_last_error(report.failure_summary());
+    state.alert_load_failures(&report.failed);
     let previous = state.swap_table(Arc::new(table));
     tracing::info!(
         generation = report.generation,

@@ -8,6 +8,7 @@
 
 use crate::access;
 use crate::catalog::Catalog;
+use crate::drift;
 use crate::http::{self, HttpError};
 use crate::node::store::NodeStore;
 use crate::node::{admin, join};
@@ -146,6 +147,7 @@ impl Server {
             let _ = self.state.bound_name.set(addr.to_string());
         }
         let poller = tokio::spawn(reload::poll(self.state.clone()));
+        let gauges = tokio::spawn(drift_gauges(self.state.clone()));
         let heartbeat = match (&self.state.config.join, addr) {
             (Some(config), Some(addr)) => Some(join::Heartbeat::start(self.state.clone(), config, addr)?),
             _ => None,
@@ -162,10 +164,69 @@ impl Server {
         let limits = self.state.config.limits.clone();
         let result = kiln_node_api::tls::serve(listener, self.router(), tls, &limits, shutdown).await;
         poller.abort();
+        gauges.abort();
         drop(heartbeat);
         tracing::info!("server stopped");
         result
     }
+}
+
+/// Every `monitor_interval`: the drift gauges (and drift alerts) of the versions with a
+/// reference and recent traffic, and the SLO burn alerts over this server's counters.
+async fn drift_gauges(state: Arc<State>) {
+    let mut tick = tokio::time::interval(state.config.monitor_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = std::time::Instant::now();
+    let history = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    loop {
+        tick.tick().await;
+        let (state, history) = (state.clone(), history.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::drift::refresh_gauges(&state);
+            let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
+            slo_alerts(&state, &mut history, started.elapsed().as_secs_f64());
+        })
+        .await;
+    }
+}
+
+/// Samples this server's request counters per model and alerts the SLOs that burn.
+fn slo_alerts(
+    state: &State,
+    history: &mut std::collections::HashMap<String, kiln_monitor::burn::BurnHistory>,
+    now: f64,
+) {
+    if state.config.slos.is_empty() {
+        return;
+    }
+    let Ok(text) = state.metrics.render(&state.table(), None) else {
+        return;
+    };
+    let Ok(counters) = kiln_monitor::slo::counters_from_exposition(&text) else {
+        return;
+    };
+    for c in counters {
+        history.entry(c.model.clone()).or_default().push(now, c);
+    }
+    let Some(alerter) = &state.alerter else { return };
+    let alerts = state
+        .config
+        .slos
+        .iter()
+        .filter_map(|slo| history.get(&slo.model).map(|h| h.burning(slo)))
+        .flatten()
+        .map(|burn| {
+            let mut alert = kiln_node_api::alerts::Alert::new(
+                kiln_monitor::slo::ALERT_NAME,
+                kiln_node_api::alerts::Severity::Page,
+            );
+            for (name, value) in burn.labels() {
+                alert = alert.label(name, value);
+            }
+            alert.annotation("summary", burn.summary())
+        })
+        .collect();
+    alerter.reconcile("slo", alerts);
 }
 
 /// The health listener of [`Server::serve_health`]; dropping it stops the listener and
@@ -218,6 +279,7 @@ fn router(state: Arc<State>) -> Router {
                 put(admin::put_component).head(admin::has_component),
             )
             .route("/routing", put(admin::put_routing))
+            .route("/profiles", get(drift::profiles))
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 admin::authorize,
@@ -233,6 +295,7 @@ fn router(state: Arc<State>) -> Router {
     // limit apply to these only.
     let guarded = Router::new()
         .merge(ui::routes())
+        .route("/monitor/v1/drift/{model}", get(drift::drift))
         .fallback(http::api)
         .method_not_allowed_fallback(method_not_allowed);
     let gate = access::Gate {

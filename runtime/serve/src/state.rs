@@ -61,6 +61,17 @@ pub struct ServeConfig {
     pub fallbacks: std::collections::HashMap<String, crate::fallback::Fallback>,
     /// Connections, header/idle/request/upload timeouts and concurrent uploads.
     pub limits: kiln_node_api::tls::ServeLimits,
+    /// Alertmanagers to alert (`--alertmanager`): a version that fails to load, and the
+    /// dataset drift of a served version with a reference. None: no alerts.
+    pub alertmanager: Vec<String>,
+    /// How often active alerts are re-sent.
+    pub alert_resend: Duration,
+    /// Profile each version's inputs and outputs for drift (`--no-drift-profiles`: off).
+    pub drift_profiles: bool,
+    /// SLOs evaluated over this server's own counters, alerted with `alertmanager`.
+    pub slos: Vec<kiln_monitor::slo::Slo>,
+    /// How often drift gauges, drift and SLO alerts are evaluated.
+    pub monitor_interval: Duration,
 }
 
 /// Where a managed node announces itself.
@@ -97,6 +108,11 @@ impl Default for ServeConfig {
             bulkheads: Default::default(),
             fallbacks: Default::default(),
             limits: kiln_node_api::tls::ServeLimits::default(),
+            alertmanager: Vec::new(),
+            alert_resend: kiln_node_api::alerts::DEFAULT_RESEND_INTERVAL,
+            drift_profiles: true,
+            slos: Vec::new(),
+            monitor_interval: Duration::from_secs(60),
         }
     }
 }
@@ -133,6 +149,10 @@ pub(crate) struct State {
     /// Every model's bulkhead limits unless its serving policy or a flag says otherwise
     /// (`--max-concurrent-calls`, else derived once from the pool and the CPU count).
     default_bulkhead: crate::bulkhead::Limits,
+    /// What each version saw and answered, per minute (drift).
+    pub(crate) profiles: crate::profiles::Profiles,
+    /// The Alertmanager client, with `--alertmanager`.
+    pub(crate) alerter: Option<Arc<kiln_node_api::alerts::Alerter>>,
 }
 
 impl State {
@@ -151,6 +171,16 @@ impl State {
             credentials: RwLock::new(credentials),
             bulkheads: crate::bulkhead::Bulkheads::default(),
             body_budget: crate::bulkhead::BodyBudget::new(config.max_body_bytes_in_flight),
+            alerter: match config.alertmanager.is_empty() {
+                true => None,
+                false => {
+                    let mut alerts = kiln_node_api::alerts::AlerterConfig::new(config.alertmanager.clone());
+                    alerts.tls = config.client_tls.clone();
+                    alerts.resend_interval = config.alert_resend;
+                    Some(Arc::new(kiln_node_api::alerts::Alerter::start(alerts)?))
+                }
+            },
+            profiles: crate::profiles::Profiles::default(),
             default_bulkhead: config
                 .bulkhead
                 .unwrap_or_else(|| crate::bulkhead::Limits::derived(host.config().pool_size)),
@@ -241,6 +271,7 @@ impl State {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             std::mem::replace(&mut *slot, table)
         };
+        self.profiles.prune();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let in_flight = self.host.config().deadline + std::time::Duration::from_millis(500);
             runtime.spawn(async move {
@@ -250,6 +281,33 @@ impl State {
             });
         }
         previous
+    }
+
+    /// `KilnVersionLoadFailed` for each version the latest routing change could not load
+    /// (the earlier ones resolve).
+    pub(crate) fn alert_load_failures(&self, failed: &[(String, u64, String)]) {
+        let Some(alerter) = &self.alerter else { return };
+        let node = self.bound_name.get().cloned().unwrap_or_default();
+        let alerts = failed
+            .iter()
+            .map(|(model, version, reason)| {
+                kiln_node_api::alerts::Alert::new(
+                    "KilnVersionLoadFailed",
+                    kiln_node_api::alerts::Severity::Page,
+                )
+                .label("model", model)
+                .label("version", version)
+                .label(
+                    "node",
+                    self.config.node_name.clone().unwrap_or_else(|| node.clone()),
+                )
+                .annotation(
+                    "summary",
+                    format!("{model} version {version} failed to load: {reason}"),
+                )
+            })
+            .collect();
+        alerter.reconcile("load", alerts);
     }
 
     /// Whether the first load finished.

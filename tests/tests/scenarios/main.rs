@@ -6,6 +6,7 @@
 mod bad_input;
 mod client_retries;
 mod conformance;
+mod drift_serve;
 mod edge_browser;
 mod edge_cloudflare;
 mod edge_parity;
@@ -18,6 +19,7 @@ mod kiln_up;
 mod local_serving_policy;
 mod mlflow_rollout;
 mod mlflow_source;
+mod monitor_fleet_alerts;
 mod onnx_node_tests;
 mod readme_fleet_tour;
 mod readme_tour;

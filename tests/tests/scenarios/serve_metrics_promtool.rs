@@ -80,3 +80,86 @@ fn metrics_pass_promtool_and_count_requests_errors_and_latency_per_model() {
     // An unknown model name must not become a label value.
     assert!(!text.contains(r#"model="nope""#), "{text}");
 }
+
+/// `kiln slo rules` writes rules promtool accepts for kiln.toml's SLOs, and `kiln slo
+/// report` reads a live server's counters: the requests sent, the 5xx among them (the
+/// faulty echo fails rows whose first value is negative) and the budget they used.
+#[test]
+fn slo_rules_pass_promtool_and_the_report_counts_a_live_servers_requests() {
+    let home = KilnHome::new();
+    let v = home.register_example("echo4_faulty", "echo");
+    home.run(&["models", "promote", "echo", &v.to_string(), "Production"]);
+    let gitops = home.path().join("kiln.toml");
+    std::fs::write(
+        &gitops,
+        "[models.echo.slo]\navailability = 0.9\nlatency = { threshold = \"5s\", objective = 0.99 }\nwindow = \"7d\"\n",
+    )
+    .expect("kiln.toml");
+    let file = gitops.to_str().unwrap_or_default();
+    let rules = home.path().join("kiln-slo.rules.yml");
+    let out = home.run(&[
+        "slo",
+        "rules",
+        "--file",
+        file,
+        "--out",
+        rules.to_str().unwrap_or_default(),
+    ]);
+    assert!(out.contains("wrote the rules of 1 SLO(s)"), "{out}");
+    let check = Command::new("promtool")
+        .args(["check", "rules", rules.to_str().unwrap_or_default()])
+        .output()
+        .expect("promtool (Debian package prometheus) must be installed");
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && said.contains("SUCCESS"),
+        "{said}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // A threshold that is no bucket bound is refused, naming the bounds around it.
+    std::fs::write(
+        &gitops,
+        "[models.echo.slo]\nlatency = { threshold = \"40ms\", objective = 0.99 }\n",
+    )
+    .expect("kiln.toml");
+    let refused = home.run_raw(&["slo", "rules", "--file", file]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("25ms") && err.contains("50ms"),
+        "{err}"
+    );
+    std::fs::write(
+        &gitops,
+        "[models.echo.slo]\navailability = 0.9\nwindow = \"7d\"\n",
+    )
+    .expect("kiln.toml");
+
+    let server = home.serve("serve", &["--cache", "off"]);
+    let row = |first: f32| {
+        format!(
+            r#"{{"inputs": [{{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [{first}, 2, 3, 4]}}]}}"#
+        )
+    };
+    for i in 0..20 {
+        let reply = server.post("/v2/models/echo/infer", &row(if i % 4 == 0 { -1.0 } else { 1.0 }));
+        assert_eq!(reply.status, if i % 4 == 0 { 500 } else { 200 }, "{}", reply.body);
+    }
+    let report: serde_json::Value = serde_json::from_str(&home.run(&[
+        "slo",
+        "report",
+        "--file",
+        file,
+        "--metrics",
+        &server.url("/metrics"),
+        "--json",
+    ]))
+    .expect("report JSON");
+    let availability = &report[0];
+    assert_eq!(availability["model"], "echo", "{report:#}");
+    assert_eq!(availability["total"], 20, "{report:#}");
+    assert_eq!(availability["bad"], 5, "{report:#}");
+    // 25 % bad against a 10 % budget: breached, 150 % of the budget overspent.
+    assert_eq!(availability["status"], "breached", "{report:#}");
+    let left = availability["budget_remaining"].as_f64().unwrap_or(f64::NAN);
+    assert!((left - (-1.5)).abs() < 1e-9, "{report:#}");
+}

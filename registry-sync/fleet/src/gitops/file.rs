@@ -32,6 +32,8 @@ pub struct SyncSettings {
     pub listen: Option<SocketAddr>,
     /// POSTed a JSON alert when a rollout is rolled back automatically.
     pub alert_webhook: Option<String>,
+    /// Alertmanagers to send alerts to: `["http://127.0.0.1:9093"]`.
+    pub alertmanager: Option<Vec<String>>,
     /// How often a converged node is re-checked: `1s` (checked to parse as a duration).
     pub check_interval: Option<String>,
 }
@@ -60,6 +62,8 @@ pub struct ModelSpec {
     pub nodes: Option<Vec<String>>,
     /// Its bulkhead and fallback on the nodes (None: the nodes' own settings).
     pub serving: Option<kiln_node_api::ServingPolicy>,
+    /// Its service level objectives (`kiln slo rules`, `kiln slo report`), with `model` set.
+    pub slo: Option<kiln_monitor::slo::Slo>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +89,9 @@ struct RawModel {
     nodes: Option<Vec<String>>,
     /// `{ max_concurrency = 4, max_queue = 32, fallback = "previous" }`.
     serving: Option<kiln_node_api::ServingPolicy>,
+    /// `[models.NAME.slo]`: `availability = 0.999`, `latency = { threshold = "50ms",
+    /// objective = 0.99 }`, `window = "30d"` (values checked while parsing).
+    slo: Option<kiln_monitor::slo::Slo>,
 }
 
 /// Reads and checks a GitOps file; errors name the file and the offending key.
@@ -103,6 +110,11 @@ pub fn parse(text: &str) -> anyhow::Result<GitopsFile> {
         && let Err(e) = check_http_url(url)
     {
         problems.push(format!("sync.alert_webhook: {e}"));
+    }
+    for url in raw.sync.alertmanager.iter().flatten() {
+        if let Err(e) = check_http_url(url) {
+            problems.push(format!("sync.alertmanager: {e}"));
+        }
     }
     if let Some(interval) = &raw.sync.check_interval
         && let Err(e) = kiln_registry::duration::parse_ms(interval)
@@ -189,9 +201,20 @@ pub fn parse(text: &str) -> anyhow::Result<GitopsFile> {
                 problems.push(format!("{at}.serving.{e}"));
             }
         }
+        let slo = raw.slo.map(|mut slo| {
+            if !slo.model.is_empty() && slo.model != name {
+                problems.push(format!(
+                    "{at}.slo.model: `{}` is not the table's model; leave `model` out",
+                    slo.model
+                ));
+            }
+            slo.model = name.clone();
+            slo
+        });
         models.insert(
             name,
             ModelSpec {
+                slo,
                 version: raw.version,
                 rollout,
                 weights,
@@ -250,6 +273,27 @@ nodes = ["edge-1"]
         assert_eq!(plan.max_p99_ms, Some(50.0));
         assert_eq!(m.weights, Some(BTreeMap::from([(3, 90), (4, 10)])));
         assert_eq!(m.shadow, Some(4));
+    }
+
+    #[test]
+    fn a_model_slo_parses_with_its_model_name_and_bad_values_are_placed() {
+        let file = parse(
+            "[models.iris.slo]\navailability = 0.999\nlatency = { threshold = \"50ms\", objective = 0.99 }\nwindow = \"7d\"\n",
+        )
+        .unwrap();
+        let slo = file.models["iris"].slo.as_ref().unwrap();
+        assert_eq!(slo.model, "iris");
+        assert_eq!(slo.availability, Some(0.999));
+        assert_eq!(slo.latency.map(|l| l.threshold_seconds), Some(0.05));
+        assert_eq!(slo.window, std::time::Duration::from_secs(7 * 86_400));
+        let err = parse("[models.iris.slo]\navailability = 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line") && err.contains("1.5"), "{err}");
+        let err = parse("[models.iris.slo]\navailability = 0.9\nobjective = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("objective"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use comfy_table::{Table, presets};
 use kiln_registry::{
-    ModelVersion, NewVersion, Prepared, Stage, StageTransition, validate_alias, validate_name,
+    ModelVersion, NewVersion, Prepared, ReferenceProfile, Stage, StageTransition, validate_alias,
+    validate_name,
 };
 use kiln_registry_server::RegistryApi;
 use kiln_registry_server::api::Registered;
@@ -48,6 +49,13 @@ pub enum ModelsCommand {
         /// Point this alias (e.g. champion) at the version; repeat for more.
         #[arg(long = "alias", value_name = "ALIAS")]
         aliases: Vec<String>,
+        /// Reference data for drift: a CSV with a header row (or .npy, rows × features) of
+        /// model inputs; profiled with the version's outputs on it and stored with it.
+        #[arg(long, value_name = "FILE")]
+        reference: Option<PathBuf>,
+        /// Feature names of --reference, comma-separated (default: its header, else f0, f1, …).
+        #[arg(long, requires = "reference")]
+        feature_names: Option<String>,
         /// Print the version as JSON (with "created": true|false).
         #[arg(long)]
         json: bool,
@@ -162,6 +170,7 @@ pub fn run(
     registry: &dyn RegistryApi,
     cmd: ModelsCommand,
     prepare: &dyn Fn(&Path, &str, &[Value]) -> anyhow::Result<Prepared>,
+    reference: &dyn Fn(&[u8], &Path, Option<&str>) -> anyhow::Result<ReferenceProfile>,
 ) -> anyhow::Result<String> {
     match cmd {
         ModelsCommand::Register {
@@ -173,6 +182,8 @@ pub fn run(
             golden,
             stage,
             aliases,
+            reference: reference_file,
+            feature_names,
             json,
         } => {
             validate_name(&name)?;
@@ -199,6 +210,11 @@ pub fn run(
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let prepared = prepare(&file, &name, &requests)
                 .with_context(|| format!("preparing {} for registration", file.display()))?;
+            // Built before anything is stored, so a bad reference file registers nothing.
+            let reference_record = reference_file
+                .as_deref()
+                .map(|path| reference(&prepared.component, path, feature_names.as_deref()))
+                .transpose()?;
             let Registered { mut version, created } = registry.register(NewVersion {
                 name: name.clone(),
                 component: prepared.component,
@@ -225,6 +241,15 @@ pub fn run(
                     short_digest(&version.digest)
                 )
             };
+            if let Some(record) = &reference_record {
+                let stored = registry.set_reference(&name, version.version, record)?;
+                out.push_str(&format!(
+                    "\nreference for drift: {} rows × {} features from {}",
+                    stored.rows,
+                    stored.features.len(),
+                    stored.source
+                ));
+            }
             if let Some(stage) = stage {
                 let t = registry.transition(&name, version.version, stage, stage == Stage::Production)?;
                 out.push('\n');

@@ -93,6 +93,26 @@ pub struct ServeArgs {
     /// --max-concurrent-calls, --bulkhead, --fallback.
     #[command(flatten)]
     pub load: crate::load_args::LoadArgs,
+    /// An Alertmanager (http://127.0.0.1:9093) to alert when a version fails to load and
+    /// when a served version's inputs drift from its reference. Repeat for an HA pair.
+    #[arg(
+        long = "alertmanager",
+        env = "KILN_ALERTMANAGER",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub alertmanager: Vec<String>,
+    /// Do not profile traffic for drift (no `/monitor/v1/drift` answers, no drift gauges
+    /// or alerts from this server; a sync service sees no profiles from it).
+    #[arg(long, env = "KILN_NO_DRIFT_PROFILES")]
+    pub no_drift_profiles: bool,
+    /// A GitOps file (kiln.toml) whose `[models.NAME.slo]` objectives this server checks
+    /// over its own counters, alerting `KilnErrorBudgetBurn` through --alertmanager.
+    #[arg(long, env = "KILN_SLO_FILE", value_name = "FILE")]
+    pub slo_file: Option<std::path::PathBuf>,
+    /// How often drift gauges, drift and SLO alerts are evaluated: 60s.
+    #[arg(long, env = "KILN_MONITOR_INTERVAL", default_value = "60s")]
+    pub monitor_interval: String,
 }
 
 impl ServeArgs {
@@ -179,6 +199,21 @@ pub fn run(host: Arc<Host>, registry: Arc<Registry>, args: &ServeArgs, banner: b
             client_tls,
             access: args.access.config()?,
             limits: args.limits.limits(),
+            alertmanager: args.alertmanager.clone(),
+            drift_profiles: !args.no_drift_profiles,
+            slos: match &args.slo_file {
+                Some(path) => kiln_fleet::gitops::load(path)?
+                    .models
+                    .into_values()
+                    .filter_map(|m| m.slo)
+                    .collect(),
+                None => Vec::new(),
+            },
+            monitor_interval: Duration::from_millis(
+                kiln_registry::duration::parse_ms(&args.monitor_interval)
+                    .map_err(|e| anyhow::anyhow!("--monitor-interval {e}"))?
+                    .max(100),
+            ),
             ..ServeConfig::default()
         };
         args.load.apply(&mut config)?;

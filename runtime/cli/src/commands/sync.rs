@@ -63,6 +63,23 @@ pub struct SyncRunArgs {
     /// POSTed a JSON alert when a rollout is rolled back automatically.
     #[arg(long, env = "KILN_ALERT_WEBHOOK")]
     pub alert_webhook: Option<String>,
+    /// An Alertmanager (http://127.0.0.1:9093) to send alerts to: data drift, SLO burn
+    /// (with --config's SLOs), rollbacks, failing nodes, failed loads and MLflow imports.
+    /// Repeat for an HA pair.
+    #[arg(
+        long = "alertmanager",
+        env = "KILN_ALERTMANAGER",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub alertmanager: Vec<String>,
+    /// How often drift, SLOs and node health are evaluated: 60s.
+    #[arg(long, env = "KILN_MONITOR_INTERVAL", default_value = "60s")]
+    pub monitor_interval: String,
+    /// How often active alerts are re-sent to Alertmanager (each says it ends after four
+    /// of these unless re-sent): 60s.
+    #[arg(long, env = "KILN_ALERT_RESEND", default_value = "60s")]
+    pub alert_resend: String,
     /// Default rollout policy for models without their own.
     #[command(flatten)]
     pub policy: PlanArgs,
@@ -97,6 +114,9 @@ impl SyncRunArgs {
         if let Some(url) = &self.alert_webhook {
             kiln_node_api::check_http_url(url).map_err(|e| anyhow::anyhow!("--alert-webhook {e}"))?;
         }
+        for url in &self.alertmanager {
+            kiln_node_api::alerts::alerts_url(url).map_err(|e| anyhow::anyhow!("--alertmanager {e}"))?;
+        }
         Ok(SyncConfig {
             listen: self.listen,
             token: crate::secrets::secret(
@@ -110,6 +130,9 @@ impl SyncRunArgs {
             concurrency: self.concurrency.max(1),
             backoff_max: Duration::from_millis(parse_ms(&self.backoff_max)?.max(100)),
             alert_webhook: self.alert_webhook.clone(),
+            alertmanager: self.alertmanager.clone(),
+            monitor_interval: Duration::from_millis(parse_ms(&self.monitor_interval)?.max(100)),
+            alert_resend: Duration::from_millis(parse_ms(&self.alert_resend)?.max(1000)),
             default_policy: self.policy.plan(RolloutPlan::default())?,
             limits: self.limits.limits(),
             ..SyncConfig::default()
@@ -322,6 +345,7 @@ pub fn serve(host: Arc<LazyHost>, registry: Arc<Registry>, args: &SyncRunArgs) -
             eprintln!("applied {c}");
         }
         apply_file_settings(&mut config, &file.sync, args)?;
+        config.slos = file.models.values().filter_map(|m| m.slo.clone()).collect();
     }
     let client_tls = config.client_tls.clone();
     check_listener(&config, args)?;
@@ -409,6 +433,9 @@ fn apply_file_settings(
     }
     if config.alert_webhook.is_none() {
         config.alert_webhook = file.alert_webhook.clone();
+    }
+    if config.alertmanager.is_empty() {
+        config.alertmanager = file.alertmanager.clone().unwrap_or_default();
     }
     if let Some(check) = &file.check_interval
         && args.check_interval == CHECK_INTERVAL_DEFAULT

@@ -175,8 +175,10 @@ pub(crate) async fn push(
                 shared.metrics.load_failure(model);
             }
             shared.metrics.reload(false);
+            shared.alert_load_failures(&report.failed);
             return Err(e);
         }
+        shared.alert_load_failures(&[]);
         Ok((
             Table {
                 generation: table.generation,

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""What profiling traffic for drift costs on the request path: the house-price forest served
+by two `kiln serve --cache off` processes on one registry, one profiling every request (the
+default) and one started with `--no-drift-profiles`, loaded in turn (never at the same time)
+with wrk, closed loop, for `--rounds` alternating rounds per workload. Prints req/s (median
+of the rounds), p99, and the ratio profiled / not profiled.
+
+    cargo build --bin kiln && python3 bench/drift_overhead.py --kiln-bin target/debug/kiln
+
+Workloads: the seed API with one row (10 input values and 1 output value profiled per
+request) and OIP with a 64-row batch (640 + 64 values). Every request carries the same
+body, so after 512 values a minute each column is in its KLL sketch: the profile's
+expensive path. Target (issue 14): profiling costs at most 5 % of throughput on the forest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from http_load import ROOT, components, free_port, machine_note, wait_http  # noqa: E402
+
+LUA = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[%(body)s]==]
+done = function(summary, latency, requests)
+  io.write(string.format('KILN_BENCH {"requests": %%d, "duration_us": %%d, "errors": %%d, "p99_us": %%d}\n',
+    summary.requests, summary.duration, summary.errors.status + summary.errors.connect + summary.errors.read
+      + summary.errors.write + summary.errors.timeout, latency:percentile(99)))
+end
+"""
+
+
+def wrk(url: str, body: str, seconds: int, connections: int, work: Path) -> dict:
+    script = work / "post.lua"
+    script.write_text(LUA % {"body": body})
+    run = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "5s",
+                          "-s", str(script), url], capture_output=True, text=True)
+    for line in run.stdout.splitlines():
+        if line.startswith("KILN_BENCH "):
+            stats = json.loads(line[len("KILN_BENCH "):])
+            stats["rps"] = stats["requests"] / (stats["duration_us"] / 1e6)
+            return stats
+    raise SystemExit(f"wrk failed ({run.returncode}): {run.stdout}\n{run.stderr}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kiln-bin", default=str(ROOT / "target" / "release" / "kiln"))
+    ap.add_argument("--components", default="/tmp/kiln-bench-components")
+    ap.add_argument("--seconds", type=int, default=10, help="per measurement")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=8)
+    args = ap.parse_args()
+    note = machine_note()
+    work = Path(tempfile.mkdtemp(prefix="kiln-drift-overhead-"))
+    comp = Path(args.components)
+    env = dict(os.environ, KILN_HOME=str(work / "home"), KILN_ACTOR="bench", KILN_CACHE_DIR=str(comp / "aot"))
+    env.setdefault("KILN_LOG", "warn")
+    wasm = components(args.kiln_bin, ["house_price_forest"], comp, env)
+    subprocess.run([args.kiln_bin, "models", "register", str(wasm["house_price_forest"]), "--name", "house-price",
+                    "--stage", "Production"], env=env, check=True, capture_output=True)
+    request = json.loads((ROOT / "examples" / "models" / "house_price_forest.request.json").read_text())
+    tensor = request["inputs"][0]
+    width = tensor["shape"][1]
+    row = tensor["data"][:width]
+    seed = json.dumps({"features": row})
+    batch = json.dumps({"inputs": [{"name": tensor["name"], "shape": [64, width], "datatype": tensor["datatype"],
+                                    "data": row * 64}]})
+    workloads = [("seed, 1 row", "/v1/models/house-price/predict", seed),
+                 ("OIP, 64 rows", "/v2/models/house-price/infer", batch)]
+    servers = {}
+    try:
+        for label, extra in [("profiled", []), ("not profiled", ["--no-drift-profiles"])]:
+            port = free_port()
+            proc = subprocess.Popen([args.kiln_bin, "serve", "--listen", f"127.0.0.1:{port}", "--cache", "off", *extra],
+                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            servers[label] = (port, proc)
+            wait_http(port, "/v2/health/ready", 600, proc)
+        rows = []
+        for name, path, body in workloads:
+            results = {label: [] for label in servers}
+            for label, (port, _) in servers.items():
+                wrk(f"http://127.0.0.1:{port}{path}", body, 2, args.connections, work)  # warm-up
+            for _ in range(args.rounds):
+                for label, (port, _) in servers.items():
+                    r = wrk(f"http://127.0.0.1:{port}{path}", body, args.seconds, args.connections, work)
+                    if r["errors"]:
+                        raise SystemExit(f"{label} {name}: {r['errors']} errors")
+                    results[label].append(r)
+            on = statistics.median(r["rps"] for r in results["profiled"])
+            off = statistics.median(r["rps"] for r in results["not profiled"])
+            p99_on = statistics.median(r["p99_us"] for r in results["profiled"]) / 1000
+            p99_off = statistics.median(r["p99_us"] for r in results["not profiled"]) / 1000
+            rows.append((name, on, off, p99_on, p99_off, [round(r["rps"]) for r in results["profiled"]],
+                         [round(r["rps"]) for r in results["not profiled"]]))
+    finally:
+        for _, proc in servers.values():
+            proc.terminate()
+            proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nhouse-price forest, `kiln serve --cache off` (binary {args.kiln_bin}), wrk closed loop, {args.connections} "
+          f"connections, {args.rounds} alternating rounds of {args.seconds} s; {note}\n")
+    print("| workload | profiled req/s | not profiled req/s | profiled ÷ not | p99 profiled / not (ms) | rounds profiled | rounds not |")
+    print("|---|---:|---:|---:|---:|---|---|")
+    for name, on, off, p99_on, p99_off, r_on, r_off in rows:
+        print(f"| {name} | {on:.0f} | {off:.0f} | {on / off:.3f} | {p99_on:.2f} / {p99_off:.2f} | {r_on} | {r_off} |")
+
+
+if __name__ == "__main__":
+    main()

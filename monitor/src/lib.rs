@@ -1,0 +1,16 @@
+//! What Kiln watches in what it serves (issue 14): mergeable per-column profiles of a
+//! model's inputs and outputs (`profile`), drift between a reference profile and a live one
+//! by the method Evidently picks by default (`drift`, on the statistics in `stats`), and
+//! SLO recording and multi-window multi-burn-rate alerting rules for Prometheus (`slo`).
+//! Pure: no I/O, no async runtime, so every host (nodes, the sync service, the edges) can
+//! use it.
+
+pub mod burn;
+pub mod dataset;
+pub mod drift;
+#[cfg(feature = "prometheus")]
+pub mod gauges;
+pub mod model;
+pub mod profile;
+pub mod slo;
+pub mod stats;

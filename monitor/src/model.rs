@@ -1,0 +1,327 @@
+//! A model version's profile: its input features and its output columns, laid out from
+//! the tensors of its calls the same way on every host, so that a reference made by the
+//! CLI, a node's live window and the fleet's merge line up column by column.
+//!
+//! Columns: the features of the model's inputs in order — `f0`, `f1`, … when the model
+//! has one input (a reference's feature names map onto them by position), `input[j]` when
+//! it has several; outputs are named after the output, `name[k]` when an output has
+//! several values per row. At most [`MAX_COLUMNS`] input and [`MAX_COLUMNS`] output
+//! columns are profiled (the first ones): an image model's thousands of pixels are no
+//! drift signal, and memory stays bounded.
+
+use crate::drift::{self, DriftError, DriftReport};
+use crate::profile::{ProfileConfig, ProfileError, TableProfile};
+use kiln_types::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// Input (and output) columns profiled per model, at most.
+pub const MAX_COLUMNS: usize = 64;
+
+/// What a model version saw (inputs) and said (outputs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelProfile {
+    /// Input features, once any input was observed.
+    pub inputs: Option<TableProfile>,
+    /// Output columns, once any output was observed.
+    pub outputs: Option<TableProfile>,
+}
+
+/// A version's reference: the profile of the data it was trained or validated on (inputs,
+/// and the version's own outputs on them), with the feature names to show.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    /// Feature names by position (`f0…` in the profile).
+    pub features: Vec<String>,
+    /// The profile.
+    pub profile: ModelProfile,
+}
+
+/// One version's profile over a span of time on one host: what a node's
+/// `GET /admin/v1/profiles` lists, and what the sync service merges fleet-wide.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionProfile {
+    /// Model name.
+    pub model: String,
+    /// Version number.
+    pub version: u64,
+    /// Start of the oldest minute merged (unix seconds).
+    pub from: u64,
+    /// Inputs and outputs seen since then.
+    pub profile: ModelProfile,
+}
+
+/// The answer of `GET /monitor/v1/drift/{model}` (on `kiln serve` and on the sync
+/// service): the report, with the span it covers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftAnswer {
+    /// The span asked for, e.g. `15m`.
+    pub since: String,
+    /// Start of the oldest minute merged (RFC 3339).
+    pub window_start: String,
+    /// The sync service: the nodes whose traffic is in the report, and the ones that
+    /// could not be asked (name and why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<FleetCoverage>,
+    /// The report.
+    #[serde(flatten)]
+    pub report: DriftReport,
+}
+
+/// Which nodes a fleet-wide drift report covers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetCoverage {
+    /// Nodes whose profiles were merged (those without traffic included).
+    pub answered: Vec<String>,
+    /// Nodes that could not be asked, with the reason.
+    pub unreachable: Vec<(String, String)>,
+}
+
+/// The `kiln_feature_drift_score` series of a report: (feature, method, score) per input
+/// feature, and per output column as `output:NAME`.
+pub fn gauge_series(report: &DriftReport) -> Vec<(String, &'static str, f64)> {
+    report
+        .features
+        .iter()
+        .map(|f| (f.name.clone(), f.method.id(), f.score))
+        .chain(
+            report
+                .outputs
+                .iter()
+                .map(|o| (format!("output:{}", o.name), o.method.id(), o.score)),
+        )
+        .collect()
+}
+
+/// The one-line summary of a dataset drift alert (`KilnDataDrift`).
+pub fn drift_summary(model: &str, version: &str, report: &DriftReport, since: &str) -> String {
+    let drifted: Vec<&str> = report
+        .features
+        .iter()
+        .filter(|f| f.drift)
+        .map(|f| f.name.as_str())
+        .collect();
+    format!(
+        "{model} version {version}: {} of {} input features drifted from the reference over the last {since} ({})",
+        drifted.len(),
+        report.features.len(),
+        drifted.join(", ")
+    )
+}
+
+/// Values per row of a batch tensor (dimension 0 is the batch).
+fn per_row(t: &Tensor) -> usize {
+    t.shape
+        .split_first()
+        .map_or(1, |(_, rest)| rest.iter().product::<u64>() as usize)
+}
+
+/// Column names for a list of tensors, capped at [`MAX_COLUMNS`], with each tensor's first
+/// column and how many of its values per row are profiled.
+pub fn layout(tensors: &[Tensor], inputs: bool) -> (Vec<String>, Vec<(usize, usize)>) {
+    let mut names = Vec::new();
+    let mut spans = Vec::new();
+    for t in tensors {
+        let width = per_row(t);
+        let first = names.len();
+        let take = width.min(MAX_COLUMNS.saturating_sub(first));
+        for j in 0..take {
+            names.push(match (tensors.len(), inputs, width) {
+                (1, true, _) => format!("f{j}"),
+                (_, _, 1) => t.name.clone(),
+                _ => format!("{}[{j}]", t.name),
+            });
+        }
+        spans.push((first, take));
+    }
+    (names, spans)
+}
+
+/// The first `take` of each row's `width` values, as a [batch, take] tensor.
+fn first_columns(t: &Tensor, width: usize, take: usize) -> Tensor {
+    let size = t.element_type.size();
+    let mut data = Vec::with_capacity(t.data.len() / width.max(1) * take);
+    for row in t.data.chunks_exact(width * size) {
+        data.extend_from_slice(&row[..take * size]);
+    }
+    Tensor {
+        name: t.name.clone(),
+        element_type: t.element_type,
+        shape: vec![t.shape.first().copied().unwrap_or(1), take as u64],
+        data,
+    }
+}
+
+/// Feeds `tensors` into `table` (created with their layout on first use). A call whose
+/// layout differs from the table's (a dynamic shape that changed) is refused whole.
+fn observe(
+    table: &mut Option<TableProfile>,
+    tensors: &[Tensor],
+    inputs: bool,
+    config: ProfileConfig,
+) -> Result<(), ProfileError> {
+    let (names, spans) = layout(tensors, inputs);
+    let profile = match table {
+        Some(p) => p,
+        None => table.insert(TableProfile::new(names.clone(), config)?),
+    };
+    if !profile.names().eq(names.iter().map(String::as_str)) {
+        return Err(ProfileError::ColumnMismatch {
+            expected: profile.names().map(str::to_string).collect(),
+            found: names,
+        });
+    }
+    // Check every tensor first, so a refused call changes nothing.
+    for t in tensors {
+        t.check_len()
+            .map_err(|e| ProfileError::InvalidTensor(e.to_string()))?;
+    }
+    for (t, &(first, take)) in tensors.iter().zip(&spans) {
+        let width = per_row(t);
+        if take == 0 {
+            continue;
+        }
+        if take == width {
+            profile.observe_tensor(t, first)?;
+        } else {
+            profile.observe_tensor(&first_columns(t, width, take), first)?;
+        }
+    }
+    Ok(())
+}
+
+impl ModelProfile {
+    /// Records a call's inputs.
+    pub fn observe_inputs(&mut self, tensors: &[Tensor], config: ProfileConfig) -> Result<(), ProfileError> {
+        observe(&mut self.inputs, tensors, true, config)
+    }
+
+    /// Records a call's outputs.
+    pub fn observe_outputs(&mut self, tensors: &[Tensor], config: ProfileConfig) -> Result<(), ProfileError> {
+        observe(&mut self.outputs, tensors, false, config)
+    }
+
+    /// Adds `other` in; tables of another layout are refused (nothing changes).
+    pub fn merge(&mut self, other: &ModelProfile) -> Result<(), ProfileError> {
+        let mut merged = self.clone();
+        for (mine, theirs) in [
+            (&mut merged.inputs, &other.inputs),
+            (&mut merged.outputs, &other.outputs),
+        ] {
+            match (mine.as_mut(), theirs) {
+                (Some(m), Some(t)) => m.merge(t)?,
+                (None, Some(t)) => *mine = Some(t.clone()),
+                (_, None) => {}
+            }
+        }
+        *self = merged;
+        Ok(())
+    }
+
+    /// Rows of inputs seen.
+    pub fn rows(&self) -> u64 {
+        self.inputs.as_ref().map_or(0, TableProfile::rows)
+    }
+}
+
+/// Drift of `current` against `reference`, features shown under `feature_names` (by
+/// position; the profile's own `f0…` where none is given). Outputs are compared when both
+/// sides have them (prediction drift).
+pub fn drift(
+    reference: &ModelProfile,
+    current: &ModelProfile,
+    feature_names: &[String],
+) -> Result<DriftReport, DriftError> {
+    // The default sizes always validate, so an empty table cannot fail to build.
+    let Ok(empty) = TableProfile::new(Vec::<String>::new(), ProfileConfig::default()) else {
+        unreachable!("the default profile sizes are valid")
+    };
+    let (ro, co) = match (&reference.outputs, &current.outputs) {
+        (Some(r), Some(c)) => (r, c),
+        _ => (&empty, &empty),
+    };
+    let ri = reference.inputs.as_ref().unwrap_or(&empty);
+    let ci = current.inputs.as_ref().unwrap_or(&empty);
+    let mut report = drift::report(ri, ci, ro, co)?;
+    for (column, name) in report.features.iter_mut().zip(feature_names) {
+        column.name = name.clone();
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_types::ElementType;
+
+    fn f32s(name: &str, shape: Vec<u64>, values: &[f32]) -> Tensor {
+        Tensor {
+            name: name.into(),
+            element_type: ElementType::F32,
+            shape,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    #[test]
+    fn layouts_name_one_inputs_features_by_position_and_several_by_tensor() {
+        let one = [f32s("x", vec![1, 3], &[0.0; 3])];
+        assert_eq!(layout(&one, true).0, ["f0", "f1", "f2"]);
+        let two = [f32s("a", vec![1, 2], &[0.0; 2]), f32s("b", vec![1], &[0.0])];
+        assert_eq!(layout(&two, true).0, ["a[0]", "a[1]", "b"]);
+        assert_eq!(layout(&one, false).0, ["x[0]", "x[1]", "x[2]"]);
+        let (names, spans) = layout(&[f32s("img", vec![1, 100], &[0.0; 100])], true);
+        assert_eq!((names.len(), spans[0]), (MAX_COLUMNS, (0, MAX_COLUMNS)));
+    }
+
+    #[test]
+    fn a_call_of_another_layout_changes_nothing_and_merges_keep_rows() {
+        let config = ProfileConfig::default();
+        let mut p = ModelProfile::default();
+        p.observe_inputs(&[f32s("x", vec![2, 2], &[1.0, 2.0, 3.0, 4.0])], config)
+            .unwrap();
+        assert!(
+            p.observe_inputs(&[f32s("x", vec![1, 3], &[1.0, 2.0, 3.0])], config)
+                .is_err()
+        );
+        assert_eq!(p.rows(), 2);
+        let mut q = ModelProfile::default();
+        q.observe_inputs(&[f32s("x", vec![1, 2], &[5.0, 6.0])], config)
+            .unwrap();
+        q.observe_outputs(&[f32s("y", vec![1], &[0.5])], config).unwrap();
+        p.merge(&q).unwrap();
+        assert_eq!(p.rows(), 3);
+        assert_eq!(p.outputs.as_ref().map(TableProfile::rows), Some(1));
+        let f1 = p.inputs.as_ref().unwrap().column("f1").unwrap();
+        assert_eq!((f1.min(), f1.max()), (Some(2.0), Some(6.0)));
+    }
+
+    #[test]
+    fn drift_shows_the_reference_feature_names_and_compares_outputs_when_both_have_them() {
+        let config = ProfileConfig::default();
+        let mut reference = ModelProfile::default();
+        let mut current = ModelProfile::default();
+        // Same inputs on both sides: no drift; outputs only on the reference side.
+        let values: Vec<f32> = (0..200).map(|i| (i % 50) as f32 * 0.37).collect();
+        for p in [&mut reference, &mut current] {
+            p.observe_inputs(&[f32s("x", vec![100, 2], &values)], config)
+                .unwrap();
+        }
+        reference
+            .observe_outputs(&[f32s("y", vec![100], &values[..100])], config)
+            .unwrap();
+        let names = vec!["sepal".to_string(), "petal".to_string()];
+        let report = drift(&reference, &current, &names).unwrap();
+        assert_eq!(
+            report
+                .features
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>(),
+            ["sepal", "petal"]
+        );
+        assert!(report.features.iter().all(|f| !f.drift), "{report:?}");
+        assert!(report.outputs.is_empty());
+        assert!(!report.dataset_drift);
+        assert_eq!(gauge_series(&report).len(), 2);
+    }
+}

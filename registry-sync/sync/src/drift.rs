@@ -1,0 +1,177 @@
+//! Fleet-wide drift: the sync service asks every node for its per-version profiles
+//! (`GET /admin/v1/profiles`), merges those of one version, and measures them against
+//! the version's reference profile in the registry (`kiln_monitor::model::drift`):
+//! `GET /monitor/v1/drift/{model}` on the sync listener, and the drift gauges.
+
+use std::time::Duration;
+
+use kiln_monitor::model::{DriftAnswer, FleetCoverage, ModelProfile, Reference};
+
+use crate::node_client::NodeClient;
+use crate::state::Shared;
+
+/// The default span of a drift query.
+pub const DEFAULT_SINCE: &str = "15m";
+
+/// Why a fleet drift report could not be made, with its HTTP status.
+#[derive(Debug)]
+pub struct DriftRefusal {
+    /// 400, 404 or 409.
+    pub status: u16,
+    /// What to do about it.
+    pub message: String,
+}
+
+fn refuse(status: u16, message: String) -> DriftRefusal {
+    DriftRefusal { status, message }
+}
+
+/// The merged profiles of `model`/`version` over the fleet's nodes in the last `since`.
+pub fn fleet_profile(
+    shared: &Shared,
+    model: &str,
+    version: u64,
+    since: &str,
+) -> (Option<(ModelProfile, u64)>, FleetCoverage) {
+    let nodes: Vec<(String, String)> = shared
+        .workers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(name, w)| (name.clone(), w.url.clone()))
+        .collect();
+    let mut merged: Option<(ModelProfile, u64)> = None;
+    let mut coverage = FleetCoverage {
+        answered: Vec::new(),
+        unreachable: Vec::new(),
+    };
+    for (node, url) in nodes {
+        let client = NodeClient::new(&url, shared.node_auth(&node), &shared.config.client_tls);
+        match client.profiles(since) {
+            Ok(profiles) => {
+                coverage.answered.push(node.clone());
+                for p in profiles
+                    .into_iter()
+                    .filter(|p| p.model == model && p.version == version)
+                {
+                    match &mut merged {
+                        Some((m, from)) => {
+                            if let Err(e) = m.merge(&p.profile) {
+                                coverage
+                                    .unreachable
+                                    .push((node.clone(), format!("its profile does not merge: {e}")));
+                            }
+                            *from = (*from).min(p.from);
+                        }
+                        None => merged = Some((p.profile, p.from)),
+                    }
+                }
+            }
+            Err(e) => coverage.unreachable.push((node, format!("{e:#}"))),
+        }
+    }
+    (merged, coverage)
+}
+
+/// The version a drift query without `version` is about: the model's serving version.
+fn serving(shared: &Shared, model: &str) -> Result<u64, DriftRefusal> {
+    let versions = shared
+        .registry
+        .list(Some(model))
+        .map_err(|e| refuse(404, e.to_string()))?;
+    kiln_fleet::serving_version(&versions).ok_or_else(|| {
+        refuse(
+            404,
+            format!("{model} has no serving version (Production, else champion); name one with ?version=N"),
+        )
+    })
+}
+
+/// The registry's reference of `model`/`version`.
+pub fn reference(shared: &Shared, model: &str, version: u64) -> Result<Reference, DriftRefusal> {
+    let stored = shared
+        .registry
+        .reference(model, version)
+        .map_err(|e| refuse(404, e.to_string()))?
+        .ok_or_else(|| {
+            refuse(
+                404,
+                format!(
+                    "{model}/{version} has no reference profile to measure drift against: set one with `kiln monitor reference set {model}/{version} data.csv`"
+                ),
+            )
+        })?;
+    let profile = serde_json::from_str(&stored.profile).map_err(|e| {
+        refuse(
+            409,
+            format!("the reference profile of {model}/{version} does not parse: {e}; set it again"),
+        )
+    })?;
+    Ok(Reference {
+        features: stored.features,
+        profile,
+    })
+}
+
+/// Checks a `since` query value: a number and s, m or h, up to the nodes' 1 h retention.
+pub fn check_since(since: &str) -> Result<Duration, DriftRefusal> {
+    let split = since.find(|c: char| !c.is_ascii_digit()).unwrap_or(since.len());
+    let (n, unit) = since.split_at(split);
+    let seconds = match (n.parse::<u64>(), unit) {
+        (Ok(n), "s") => Some(n),
+        (Ok(n), "m") => n.checked_mul(60),
+        (Ok(n), "h") => n.checked_mul(3600),
+        _ => None,
+    };
+    match seconds {
+        Some(s) if s > 0 && s <= 3600 => Ok(Duration::from_secs(s)),
+        _ => Err(refuse(
+            400,
+            format!(
+                "since={since}: write a number and s, m or h, from 1s to 60m (the nodes keep the last hour)"
+            ),
+        )),
+    }
+}
+
+/// The fleet's drift answer for `model` (`version`: else its serving version).
+pub fn answer(
+    shared: &Shared,
+    model: &str,
+    version: Option<u64>,
+    since: &str,
+) -> Result<DriftAnswer, DriftRefusal> {
+    check_since(since)?;
+    let version = match version {
+        Some(v) => v,
+        None => serving(shared, model)?,
+    };
+    let reference = reference(shared, model, version)?;
+    let (merged, coverage) = fleet_profile(shared, model, version, since);
+    let Some((profile, from)) = merged.filter(|(p, _)| p.rows() > 0) else {
+        return Err(refuse(
+            404,
+            format!(
+                "{model}/{version} had no traffic on the fleet's nodes in the last {since} (nodes asked: {}; unreachable: {})",
+                coverage.answered.join(", "),
+                coverage
+                    .unreachable
+                    .iter()
+                    .map(|(n, e)| format!("{n}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        ));
+    };
+    let mut report = kiln_monitor::model::drift(&reference.profile, &profile, &reference.features)
+        .map_err(|e| refuse(409, format!("drift cannot be computed: {e}")))?;
+    report.model = Some(model.to_string());
+    report.version = Some(version.to_string());
+    shared.metrics.drift.set(model, &version.to_string(), &report);
+    Ok(DriftAnswer {
+        since: since.to_string(),
+        window_start: kiln_types::format::rfc3339(from as f64),
+        nodes: Some(coverage),
+        report,
+    })
+}

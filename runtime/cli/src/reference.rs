@@ -1,0 +1,200 @@
+//! Reference profiles for drift, built on this machine: a CSV or `.npy` file of model
+//! inputs is read (`kiln_monitor::dataset`), checked against the model's input, profiled
+//! as the nodes profile live traffic, and — when the component is at hand — run through
+//! the model in batches so that the reference also holds the version's own outputs on it
+//! (what prediction drift compares live outputs with).
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use kiln_host::LoadedModel;
+use kiln_monitor::dataset::{self, Dataset};
+use kiln_monitor::model::ModelProfile;
+use kiln_monitor::profile::ProfileConfig;
+use kiln_registry::ReferenceProfile;
+use kiln_types::{ElementType, Tensor};
+use std::path::Path;
+
+/// Rows per model call while profiling outputs.
+const BATCH_ROWS: usize = 256;
+
+/// Reads a reference file: `.npy` by its magic bytes, else CSV with a header; renamed by
+/// `feature_names` (comma-separated) when given.
+pub fn read(path: &Path, feature_names: Option<&str>) -> anyhow::Result<Dataset> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading the reference data {}", path.display()))?;
+    let mut data = if bytes.starts_with(b"\x93NUMPY") {
+        dataset::parse_npy(&bytes)
+    } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")) || bytes.starts_with(b"PAR1") {
+        bail!(
+            "{}: Parquet is not read yet; write the reference as CSV with a header row (pandas: df.to_csv(path, index=False)) or as .npy (np.save)",
+            path.display()
+        )
+    } else {
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{} is neither a .npy file nor UTF-8 CSV text", path.display()))?;
+        dataset::parse_csv(&text)
+    }
+    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if let Some(names) = feature_names {
+        let names: Vec<String> = names.split(',').map(|n| n.trim().to_string()).collect();
+        data.rename(names)
+            .map_err(|e| anyhow::anyhow!("--feature-names: {e}"))?;
+    }
+    Ok(data)
+}
+
+/// The profile of `data` as `model`'s input, with the model's outputs on it; `model`
+/// `None` profiles the inputs only.
+pub fn profile(data: &Dataset, model: Option<&LoadedModel>) -> anyhow::Result<ModelProfile> {
+    let config = ProfileConfig::default();
+    let (spec_name, element_type, batch_dim, rank1) = match model {
+        Some(m) => {
+            let [input] = m.info.inputs.as_slice() else {
+                bail!(
+                    "{} has {} inputs; a reference file maps its columns onto one input's features, so drift works for single-input models only",
+                    m.info.name,
+                    m.info.inputs.len()
+                );
+            };
+            let features: i64 = input.shape.iter().skip(1).product();
+            if input.shape.len() < 2 && data.columns.len() != 1
+                || features > 0 && features as usize != data.columns.len()
+            {
+                bail!(
+                    "the reference has {} columns but {}'s input `{}` has shape {:?} ({} features per row)",
+                    data.columns.len(),
+                    m.info.name,
+                    input.name,
+                    input.shape,
+                    features
+                );
+            }
+            let batch = input
+                .shape
+                .first()
+                .copied()
+                .filter(|d| *d > 0)
+                .map(|d| d as usize);
+            (
+                input.name.clone(),
+                input.element_type,
+                batch,
+                input.shape.len() == 1,
+            )
+        }
+        None => ("input".to_string(), ElementType::F64, None, false),
+    };
+    let rows = data.rows();
+    let step = batch_dim.unwrap_or(BATCH_ROWS);
+    let progress = model.map(|_| {
+        let bar = ProgressBar::new(rows as u64);
+        bar.set_style(
+            ProgressStyle::with_template("profiling the reference {bar:30} {pos}/{len} rows")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut profile = ModelProfile::default();
+    let mut start = 0;
+    while start < rows {
+        let end = (start + step).min(rows);
+        if batch_dim.is_some() && end - start != step {
+            bail!(
+                "the model takes batches of exactly {step} rows and the reference's {rows} rows do not divide into them"
+            );
+        }
+        let mut tensor = batch(&spec_name, element_type, data, start, end)?;
+        if rank1 {
+            tensor.shape.truncate(1);
+        }
+        profile
+            .observe_inputs(std::slice::from_ref(&tensor), config)
+            .map_err(|e| anyhow::anyhow!("profiling rows {start}..{end}: {e}"))?;
+        if let Some(model) = model {
+            let outputs = model
+                .predict(vec![tensor])
+                .with_context(|| format!("running the model on reference rows {}..{}", start + 1, end))?;
+            profile
+                .observe_outputs(&outputs, config)
+                .map_err(|e| anyhow::anyhow!("profiling the outputs of rows {start}..{end}: {e}"))?;
+        }
+        if let Some(bar) = &progress {
+            bar.set_position(end as u64);
+        }
+        start = end;
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    Ok(profile)
+}
+
+/// Rows `start..end` of `data` as a [rows, features] tensor of `element_type`.
+fn batch(
+    name: &str,
+    element_type: ElementType,
+    data: &Dataset,
+    start: usize,
+    end: usize,
+) -> anyhow::Result<Tensor> {
+    let features = data.columns.len();
+    let mut bytes = Vec::with_capacity((end - start) * features * element_type.size());
+    for row in start..end {
+        for (c, column) in data.columns.iter().enumerate() {
+            let v = column[row];
+            let integer = |lo: f64, hi: f64| -> anyhow::Result<i128> {
+                if !v.is_finite() || v.fract() != 0.0 || v < lo || v > hi {
+                    bail!(
+                        "row {}, column `{}`: {v} does not fit the model's {element_type:?} input (integers only, no missing values)",
+                        row + 1,
+                        data.names[c]
+                    );
+                }
+                Ok(v as i128)
+            };
+            match element_type {
+                ElementType::F32 => bytes.extend_from_slice(&(v as f32).to_le_bytes()),
+                ElementType::F64 => bytes.extend_from_slice(&v.to_le_bytes()),
+                ElementType::I64 => bytes
+                    .extend_from_slice(&(integer(i64::MIN as f64, i64::MAX as f64)? as i64).to_le_bytes()),
+                ElementType::I32 => bytes
+                    .extend_from_slice(&(integer(i32::MIN as f64, i32::MAX as f64)? as i32).to_le_bytes()),
+                ElementType::I16 => bytes
+                    .extend_from_slice(&(integer(i16::MIN as f64, i16::MAX as f64)? as i16).to_le_bytes()),
+                ElementType::I8 => bytes.push(integer(i8::MIN as f64, i8::MAX as f64)? as i8 as u8),
+                ElementType::U8 | ElementType::Bool => bytes.push(integer(0.0, u8::MAX as f64)? as u8),
+                ElementType::U16 => {
+                    bytes.extend_from_slice(&(integer(0.0, u16::MAX as f64)? as u16).to_le_bytes())
+                }
+                ElementType::U32 => {
+                    bytes.extend_from_slice(&(integer(0.0, u32::MAX as f64)? as u32).to_le_bytes())
+                }
+                ElementType::U64 => {
+                    bytes.extend_from_slice(&(integer(0.0, u64::MAX as f64)? as u64).to_le_bytes())
+                }
+                ElementType::F16 => bail!("float16 inputs are not supported for reference profiles"),
+            }
+        }
+    }
+    Ok(Tensor {
+        name: name.to_string(),
+        element_type,
+        shape: vec![(end - start) as u64, features as u64],
+        data: bytes,
+    })
+}
+
+/// The registry record of a reference built from `path`.
+pub fn record(path: &Path, data: &Dataset, profile: &ModelProfile) -> anyhow::Result<ReferenceProfile> {
+    Ok(ReferenceProfile {
+        features: data.names.clone(),
+        rows: data.rows() as u64,
+        source: path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
+        profile: serde_json::to_string(profile)?,
+        created_at: String::new(),
+        created_by: String::new(),
+    })
+}
