@@ -174,6 +174,7 @@ impl ServeArgs {
 /// Loads everything the registry serves (or, managed, what the node store holds), then
 /// answers HTTP until Ctrl-C or SIGTERM; `banner` prints ready-to-paste examples.
 pub fn run(host: Arc<Host>, registry: Arc<Registry>, args: &ServeArgs, banner: bool) -> anyhow::Result<()> {
+    kiln_host::memory::return_large_blocks_to_the_os();
     let admin_token = args.admin_token()?;
     let join = args.join_config()?;
     let tls = args.tls.load()?;

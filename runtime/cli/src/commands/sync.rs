@@ -335,6 +335,7 @@ fn change_lines(changes: &[ChangeView]) -> String {
 /// with `--config` is applied first, and its `[sync]` settings apply where the command
 /// line left the defaults.
 pub fn serve(host: Arc<LazyHost>, registry: Arc<Registry>, args: &SyncRunArgs) -> anyhow::Result<()> {
+    kiln_host::memory::return_large_blocks_to_the_os();
     let mut config = args.config()?;
     config.tls = args.tls.load()?;
     config.client_tls = args.client_tls.load()?;
