@@ -126,7 +126,7 @@ class Fleet:
         self.procs[f"edge-{i + 1}"] = subprocess.Popen(
             [self.args.kiln_bin, "serve", "--listen", f"127.0.0.1:{self.ports[i]}", "--join", f"http://{self.sync_addr}",
              "--join-token-file", str(self.work / "join.token"), "--node-name", f"edge-{i + 1}",
-             "--cache", f"redis://127.0.0.1:{self.redis_port}", "--cache-ttl-secs", "10"],
+             "--cache", f"redis://127.0.0.1:{self.redis_port}", "--cache-ttl-secs", "10", *self.args.serve_args.split()],
             env=dict(self.env, KILN_HOME=str(self.work / f"node-{i + 1}")),
             stdout=open(self.work / f"edge-{i + 1}.log", "a"), stderr=subprocess.STDOUT, preexec_fn=self.pre)
 
@@ -197,6 +197,9 @@ def main() -> None:
     ap.add_argument("--steady-start", action=argparse.BooleanOptionalAction, default=True,
                     help="start with mlp v2 serving and v1 kept warm (see above)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--serve-args", default="",
+                    help="extra flags of every node, e.g. '--no-drift-profiles' (drift profiles hold up to an hour of "
+                         "per-minute windows: memory that grows for an hour by design)")
     ap.add_argument("--dump", help="write every answer (t, latency, status, target label) as JSON lines here")
     args = ap.parse_args()
     note = machine_note()
@@ -370,8 +373,9 @@ def main() -> None:
     fault_names = {e["name"] for e in faults}
     outside_fail = sum(n for w, c in by_window.items() if w not in fault_names for n in c.values())
 
+    node_flags = f", node flags {args.serve_args}" if args.serve_args else ""
     print(f"\nsoak: 3 nodes (`kiln serve --join`, redis cache, TTL 10 s) + kiln sync run + redis-server on one machine "
-          f"({note}); binary {args.kiln_bin}; capacity {capacity:.0f} req/s (closed loop, 16 connections, 10 s"
+          f"({note}); binary {args.kiln_bin}{node_flags}; capacity {capacity:.0f} req/s (closed loop, 16 connections, 10 s"
           f"{', non-200: ' + str(dict(cap_errors)) if cap_errors else ''}); load {args.load:.0%} of it = {rate:.0f} req/s "
           f"open loop, {args.connections} connections, for {args.minutes:g} min; {len(r.status)} requests"
           f"{f', {r.behind} scheduled sends skipped (client > 1 s behind)' if r.behind else ''}\n")

@@ -108,6 +108,32 @@ pub fn drift_summary(model: &str, version: &str, report: &DriftReport, since: &s
     )
 }
 
+/// How long a host keeps its per-minute profiles: the longest `since` a drift query takes.
+pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Parses the `since` of a drift query: a whole number and `s`, `m` or `h`, from 1 s up to
+/// [`RETENTION`]; the error says what to write.
+pub fn parse_since(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let seconds = match (n.parse::<u64>(), unit) {
+        (Ok(n), "s") => Some(n),
+        (Ok(n), "m") => n.checked_mul(60),
+        (Ok(n), "h") => n.checked_mul(3600),
+        _ => None,
+    };
+    match seconds {
+        Some(s) if s > 0 && s <= RETENTION.as_secs() => Ok(std::time::Duration::from_secs(s)),
+        Some(_) => Err(format!(
+            "since={text}: profiles are kept for the last hour; ask for 1s to 60m"
+        )),
+        None => Err(format!(
+            "since={text} is not a duration: write a number and s, m or h, e.g. since=15m"
+        )),
+    }
+}
+
 /// Values per row of a batch tensor (dimension 0 is the batch).
 fn per_row(t: &Tensor) -> usize {
     t.shape

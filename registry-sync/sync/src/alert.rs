@@ -20,20 +20,13 @@ use serde_json::json;
 
 use crate::state::Shared;
 
-/// Retries of one alert: four attempts, 500 ms, 1 s, 2 s apart at most (full jitter).
-pub const WEBHOOK_RETRY: RetryPolicy = RetryPolicy {
-    max_attempts: 4,
-    base_delay: Duration::from_millis(500),
-    max_delay: Duration::from_secs(5),
-};
+/// Retries of one alert: the same as a POST to Alertmanager (four attempts, 500 ms, 1 s,
+/// 2 s apart at most, full jitter).
+pub const WEBHOOK_RETRY: RetryPolicy = kiln_node_api::alerts::ALERTMANAGER_RETRY;
 
-/// The webhook's breaker: open after three failed alerts, for 30 s, doubling after each
-/// failed probe up to 5 minutes.
-pub const WEBHOOK_BREAKER: BreakerPolicy = BreakerPolicy {
-    failure_threshold: 3,
-    initial_cooldown: Duration::from_secs(30),
-    max_cooldown: Duration::from_secs(300),
-};
+/// The webhook's breaker, like an Alertmanager's: open after three failed alerts, for
+/// 30 s, doubling after each failed probe up to 5 minutes.
+pub const WEBHOOK_BREAKER: BreakerPolicy = kiln_node_api::alerts::ALERTMANAGER_BREAKER;
 
 /// The webhook's name in the status and the metrics.
 pub const TARGET: &str = "webhook";

@@ -115,23 +115,7 @@ pub fn reference(shared: &Shared, model: &str, version: u64) -> Result<Reference
 
 /// Checks a `since` query value: a number and s, m or h, up to the nodes' 1 h retention.
 pub fn check_since(since: &str) -> Result<Duration, DriftRefusal> {
-    let split = since.find(|c: char| !c.is_ascii_digit()).unwrap_or(since.len());
-    let (n, unit) = since.split_at(split);
-    let seconds = match (n.parse::<u64>(), unit) {
-        (Ok(n), "s") => Some(n),
-        (Ok(n), "m") => n.checked_mul(60),
-        (Ok(n), "h") => n.checked_mul(3600),
-        _ => None,
-    };
-    match seconds {
-        Some(s) if s > 0 && s <= 3600 => Ok(Duration::from_secs(s)),
-        _ => Err(refuse(
-            400,
-            format!(
-                "since={since}: write a number and s, m or h, from 1s to 60m (the nodes keep the last hour)"
-            ),
-        )),
-    }
+    kiln_monitor::model::parse_since(since).map_err(|e| refuse(400, e))
 }
 
 /// The fleet's drift answer for `model` (`version`: else its serving version).

@@ -6,7 +6,7 @@
 //! answer and by [`refresh_gauges`], which a task runs every minute.
 
 use crate::http::HttpError;
-use crate::profiles::{RETENTION, VersionProfile};
+use crate::profiles::VersionProfile;
 use crate::state::State;
 use axum::Json;
 use axum::extract::{Path, Query, State as Shared};
@@ -30,30 +30,12 @@ pub(crate) struct DriftQuery {
     since: Option<String>,
 }
 
-/// Parses `since`: a number and `s`, `m` or `h`, at most the retention (1 h).
+/// Parses `since` (default [`DEFAULT_SINCE`]): a number and `s`, `m` or `h`, at most the
+/// retention (1 h); 400 otherwise.
 pub fn parse_since(text: Option<&str>) -> Result<Duration, ApiError> {
-    let Some(text) = text else {
-        return Ok(DEFAULT_SINCE);
-    };
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let seconds = match (n.parse::<u64>(), unit) {
-        (Ok(n), "s") => Some(n),
-        (Ok(n), "m") => n.checked_mul(60),
-        (Ok(n), "h") => n.checked_mul(3600),
-        _ => None,
-    };
-    match seconds {
-        Some(s) if s > 0 && s <= RETENTION.as_secs() => Ok(Duration::from_secs(s)),
-        Some(_) => Err(ApiError::bad_request(format!(
-            "since={text}: this server keeps the last {} of traffic; ask for 1s to 60m",
-            kiln_monitor::slo::format_duration(RETENTION)
-        ))),
-        None => Err(ApiError::bad_request(format!(
-            "since={text} is not a duration: write a number and s, m or h, e.g. since=15m"
-        ))),
-    }
+    text.map_or(Ok(DEFAULT_SINCE), |t| {
+        kiln_monitor::model::parse_since(t).map_err(ApiError::bad_request)
+    })
 }
 
 /// `GET /monitor/v1/drift/{model}`.

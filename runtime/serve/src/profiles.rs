@@ -18,8 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-/// How long per-minute windows are kept: the longest `since` a drift query can ask.
-pub const RETENTION: Duration = Duration::from_secs(3600);
+pub use kiln_monitor::model::RETENTION;
 const WINDOW_SECONDS: u64 = 60;
 
 /// The profile sizes of a live one-minute window: 512 exact values per column (a quiet
