@@ -230,6 +230,7 @@ def main() -> None:
     total = args.minutes * 60
     events: list[dict] = []  # name, start, end (s since the load's start), node (or None)
     samples: list[tuple[float, str, int, int]] = []  # t, process, RSS KiB, fds
+    rss_parts: list[tuple[float, str, int, int]] = []  # t, process, RssAnon KiB, RssFile KiB
     try:
         fleet.start_redis()
         fleet.start_sync()
@@ -274,6 +275,7 @@ def main() -> None:
                     if p.poll() is None:
                         try:
                             samples.append((now, name, proc_status(p.pid, "VmRSS"), open_fds(p.pid)))
+                            rss_parts.append((now, name, proc_status(p.pid, "RssAnon"), proc_status(p.pid, "RssFile")))
                         except OSError:
                             pass
                 stop_sampling.wait(5)
@@ -436,6 +438,15 @@ def main() -> None:
         note2 = " (restarted: its new process)" if restarted else ""
         print(f"| {name} | {first[2] / 1024:.0f} → {last[2] / 1024:.0f} | {at2[2] / 1024:.0f} → {last[2] / 1024:.0f}: "
               f"{growth:+.1%}{note2} | {atp[2] / 1024:.0f} → {last[2] / 1024:.0f}: {growth_after:+.1%} | {first[3]} → {last[3]} |")
+    # What the growth is made of: anonymous memory (heap, instances) or file pages (the
+    # binary, memory-mapped AOT artifacts), which the kernel can drop.
+    print(f"\n| process | RssAnon at minute {m2 / 60:g} → end MiB | RssFile at minute {m2 / 60:g} → end MiB |")
+    print("|---|---:|---:|")
+    for name in ["sync", "edge-1", "edge-2"]:
+        ks = [x for x in rss_parts if x[1] == name and x[0] <= total]
+        if ks:
+            at2 = min(ks, key=lambda x: abs(x[0] - m2))
+            print(f"| {name} | {at2[2] / 1024:.1f} → {ks[-1][2] / 1024:.1f} | {at2[3] / 1024:.1f} → {ks[-1][3] / 1024:.1f} |")
     print(f"\nRSS growth from minute {m2 / 60:g} to the end, worst of sync, edge-1, edge-2: {worst:+.1%} "
           f"(target ≤ 5 %: {'met' if worst <= 0.05 else 'NOT met'}); from {after:.0f} s (after the promote): {worst_after:+.1%}")
 
