@@ -277,25 +277,18 @@ pub fn drift(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_types::ElementType;
-
-    fn f32s(name: &str, shape: Vec<u64>, values: &[f32]) -> Tensor {
-        Tensor {
-            name: name.into(),
-            element_type: ElementType::F32,
-            shape,
-            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        }
-    }
 
     #[test]
     fn layouts_name_one_inputs_features_by_position_and_several_by_tensor() {
-        let one = [f32s("x", vec![1, 3], &[0.0; 3])];
+        let one = [Tensor::from_f32("x", &[1, 3], &[0.0; 3])];
         assert_eq!(layout(&one, true).0, ["f0", "f1", "f2"]);
-        let two = [f32s("a", vec![1, 2], &[0.0; 2]), f32s("b", vec![1], &[0.0])];
+        let two = [
+            Tensor::from_f32("a", &[1, 2], &[0.0; 2]),
+            Tensor::from_f32("b", &[1], &[0.0]),
+        ];
         assert_eq!(layout(&two, true).0, ["a[0]", "a[1]", "b"]);
         assert_eq!(layout(&one, false).0, ["x[0]", "x[1]", "x[2]"]);
-        let (names, spans) = layout(&[f32s("img", vec![1, 100], &[0.0; 100])], true);
+        let (names, spans) = layout(&[Tensor::from_f32("img", &[1, 100], &[0.0; 100])], true);
         assert_eq!((names.len(), spans[0]), (MAX_COLUMNS, (0, MAX_COLUMNS)));
     }
 
@@ -303,17 +296,18 @@ mod tests {
     fn a_call_of_another_layout_changes_nothing_and_merges_keep_rows() {
         let config = ProfileConfig::default();
         let mut p = ModelProfile::default();
-        p.observe_inputs(&[f32s("x", vec![2, 2], &[1.0, 2.0, 3.0, 4.0])], config)
+        p.observe_inputs(&[Tensor::from_f32("x", &[2, 2], &[1.0, 2.0, 3.0, 4.0])], config)
             .unwrap();
         assert!(
-            p.observe_inputs(&[f32s("x", vec![1, 3], &[1.0, 2.0, 3.0])], config)
+            p.observe_inputs(&[Tensor::from_f32("x", &[1, 3], &[1.0, 2.0, 3.0])], config)
                 .is_err()
         );
         assert_eq!(p.rows(), 2);
         let mut q = ModelProfile::default();
-        q.observe_inputs(&[f32s("x", vec![1, 2], &[5.0, 6.0])], config)
+        q.observe_inputs(&[Tensor::from_f32("x", &[1, 2], &[5.0, 6.0])], config)
             .unwrap();
-        q.observe_outputs(&[f32s("y", vec![1], &[0.5])], config).unwrap();
+        q.observe_outputs(&[Tensor::from_f32("y", &[1], &[0.5])], config)
+            .unwrap();
         p.merge(&q).unwrap();
         assert_eq!(p.rows(), 3);
         assert_eq!(p.outputs.as_ref().map(TableProfile::rows), Some(1));
@@ -329,11 +323,11 @@ mod tests {
         // Same inputs on both sides: no drift; outputs only on the reference side.
         let values: Vec<f32> = (0..200).map(|i| (i % 50) as f32 * 0.37).collect();
         for p in [&mut reference, &mut current] {
-            p.observe_inputs(&[f32s("x", vec![100, 2], &values)], config)
+            p.observe_inputs(&[Tensor::from_f32("x", &[100, 2], &values)], config)
                 .unwrap();
         }
         reference
-            .observe_outputs(&[f32s("y", vec![100], &values[..100])], config)
+            .observe_outputs(&[Tensor::from_f32("y", &[100], &values[..100])], config)
             .unwrap();
         let names = vec!["sepal".to_string(), "petal".to_string()];
         let report = drift(&reference, &current, &names).unwrap();

@@ -554,17 +554,67 @@ fn redact(url: &str) -> String {
 
 /// A failed POST: no answer, or a status other than 2xx.
 #[derive(Debug)]
-enum PostError {
+pub enum PostError {
+    /// No answer (the transport's error, without credentials).
     Transport(String),
+    /// An answer other than 2xx: its status, `Retry-After` and the reason it gave.
     Status {
+        /// The HTTP status.
         code: u16,
+        /// Its `Retry-After`, if any.
         retry_after: Option<String>,
+        /// The receiver's reason (Alertmanager's `message`, else the answer's start).
         message: String,
     },
 }
 
+/// One attempt of a JSON POST to an alert receiver (Alertmanager, or the sync service's
+/// webhook) with `headers`: `Ok` on a 2xx. A `user:password@` in `url` is sent as basic
+/// auth by ureq and kept out of the error; `shown` names the receiver in it.
+pub fn post_json(
+    agent: &ureq::Agent,
+    url: &str,
+    shown: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> Result<(), PostError> {
+    let mut request = agent.post(url).content_type("application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = request.send(body).map_err(|e| {
+        // ureq's own messages may quote the URL, credentials and all.
+        let text = describe_ureq_error(shown, &e);
+        PostError::Transport(match userinfo(url) {
+            Some(secret) => text.replace(secret, ""),
+            None => text,
+        })
+    })?;
+    let code = response.status().as_u16();
+    if (200..300).contains(&code) {
+        return Ok(());
+    }
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER)
+        .read_to_string()
+        .unwrap_or_default();
+    Err(PostError::Status {
+        code,
+        retry_after,
+        message: rejection_message(&text),
+    })
+}
+
 impl PostError {
-    fn failure(&self) -> Failure {
+    /// What the retry policy and breaker make of it.
+    pub fn failure(&self) -> Failure {
         match self {
             PostError::Transport(_) => Failure::Transport,
             PostError::Status {
@@ -619,40 +669,7 @@ impl Endpoint {
                 return;
             }
         };
-        let attempt = || -> Result<(), PostError> {
-            let mut response = agent
-                .post(&self.url)
-                .content_type("application/json")
-                .send(&body[..])
-                .map_err(|e| {
-                    // ureq's own messages may quote the URL, credentials and all.
-                    let text = describe_ureq_error(&self.shown, &e);
-                    PostError::Transport(match userinfo(&self.url) {
-                        Some(secret) => text.replace(secret, ""),
-                        None => text,
-                    })
-                })?;
-            let code = response.status().as_u16();
-            if (200..300).contains(&code) {
-                return Ok(());
-            }
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let text = response
-                .body_mut()
-                .with_config()
-                .limit(MAX_ANSWER)
-                .read_to_string()
-                .unwrap_or_default();
-            Err(PostError::Status {
-                code,
-                retry_after,
-                message: rejection_message(&text),
-            })
-        };
+        let attempt = || post_json(agent, &self.url, &self.shown, &body, &[]);
         let url = &self.shown;
         let on_event = |event: Event<'_, PostError>| match event {
             Event::Retry {

@@ -70,7 +70,25 @@ impl Values {
 
     /// The first value that does not fit the element type, as `value {i}: {why}`.
     pub fn error(&self) -> Option<String> {
-        self.error.as_ref().map(|(i, why)| format!("value {i}: {why}"))
+        self.misfit().map(|(i, why)| format!("value {i}: {why}"))
+    }
+
+    /// The first value that does not fit the element type: its index and why.
+    pub fn misfit(&self) -> Option<(usize, &str)> {
+        self.error.as_ref().map(|(i, why)| (*i, why.as_str()))
+    }
+
+    /// Adds a number read from elsewhere (a reference file's cell) as if it were JSON:
+    /// NaN is a missing value (`null`), an integral value is an integer, anything else
+    /// a float.
+    pub fn push_f64(&mut self, v: f64) {
+        if v.is_nan() {
+            self.null()
+        } else if v.is_finite() && v.fract() == 0.0 && v.abs() < 2f64.powi(63) {
+            self.number(Number::I(v as i64))
+        } else {
+            self.number(Number::F(v))
+        }
     }
 
     /// The little-endian bytes read.
@@ -421,6 +439,24 @@ mod tests {
         let mut v = Values::new(Some(t), None);
         v.read_str(json).unwrap();
         v
+    }
+
+    #[test]
+    fn numbers_from_elsewhere_convert_like_json_numbers() {
+        let mut ints = Values::new(Some(ElementType::I64), None);
+        for v in [3.0, -2.0] {
+            ints.push_f64(v);
+        }
+        assert_eq!(ints.bytes(), [3i64.to_le_bytes(), (-2i64).to_le_bytes()].concat());
+        ints.push_f64(1.5);
+        ints.push_f64(f64::NAN);
+        assert_eq!(ints.misfit(), Some((2, "1.5 is not an integer")));
+        let mut floats = Values::new(Some(ElementType::F32), None);
+        floats.push_f64(f64::NAN);
+        floats.push_f64(2.0);
+        assert!(floats.error().is_none());
+        assert_eq!(floats.count(), 2);
+        assert!(f32::from_le_bytes(floats.bytes()[..4].try_into().unwrap()).is_nan());
     }
 
     #[test]

@@ -11,10 +11,11 @@
 //! cool-down is over, and the next alert is the probe.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use kiln_node_api::alerts::{PostError, post_json};
 use kiln_node_api::breaker::BreakerPolicy;
-use kiln_node_api::retry::{Event, Failure, Refused, RetryPolicy, Target, ThreadPause};
+use kiln_node_api::retry::{Event, Refused, RetryPolicy, Target, ThreadPause};
 use kiln_registry::rollout::Rollout;
 use serde_json::json;
 
@@ -30,30 +31,6 @@ pub const WEBHOOK_BREAKER: BreakerPolicy = kiln_node_api::alerts::ALERTMANAGER_B
 
 /// The webhook's name in the status and the metrics.
 pub const TARGET: &str = "webhook";
-
-/// A failed attempt: no answer, or a status other than 2xx.
-enum AlertError {
-    Transport(String),
-    Status { code: u16, retry_after: Option<String> },
-}
-
-impl AlertError {
-    fn failure(&self) -> Failure {
-        match self {
-            AlertError::Transport(_) => Failure::Transport,
-            AlertError::Status { code, retry_after } => {
-                Failure::status(*code, retry_after.as_deref(), SystemTime::now())
-            }
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            AlertError::Transport(e) => e.clone(),
-            AlertError::Status { code, .. } => format!("HTTP {code}"),
-        }
-    }
-}
 
 /// The webhook's target (made on first use).
 pub fn target(shared: &Shared) -> Arc<Target> {
@@ -91,42 +68,27 @@ pub fn alert(shared: &Shared, r: &Rollout, reason: &str) {
                 .http_status_as_error(false)
                 .build()
                 .into();
-            let attempt = || -> Result<(), AlertError> {
-                let response = agent
-                    .post(&url)
-                    .header("idempotency-key", &id)
-                    .send_json(&body)
-                    .map_err(|e| AlertError::Transport(kiln_node_api::tls::describe_ureq_error(&url, &e)))?;
-                let code = response.status().as_u16();
-                if (200..300).contains(&code) {
-                    return Ok(());
-                }
-                let retry_after = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                Err(AlertError::Status { code, retry_after })
-            };
-            let on_event = |event: Event<'_, AlertError>| match event {
+            let bytes = body.to_string().into_bytes();
+            let attempt = || post_json(&agent, &url, &url, &bytes, &[("idempotency-key", &id)]);
+            let on_event = |event: Event<'_, PostError>| match event {
                 Event::Retry {
                     attempt,
                     delay,
                     error,
-                } => tracing::info!(url = %url, attempt, delay_ms = delay.as_millis() as u64, error = %error.describe(), "alert webhook call failed; retrying"),
+                } => tracing::info!(url = %url, attempt, delay_ms = delay.as_millis() as u64, error = %error, "alert webhook call failed; retrying"),
                 Event::Opened(_) => tracing::warn!(url = %url, "alert webhook circuit breaker open: alerts are logged, not sent, until its cool-down ends"),
                 Event::Closed => tracing::info!(url = %url, "alert webhook answers again; circuit breaker closed"),
             };
             match target.call(
                 &WEBHOOK_RETRY,
                 &mut ThreadPause,
-                AlertError::failure,
+                PostError::failure,
                 on_event,
                 attempt,
             ) {
                 Ok(()) => tracing::debug!(url = %url, id = %id, "alert delivered"),
                 Err(Refused::Failed { error, attempts }) => {
-                    tracing::warn!(url = %url, attempts, error = %error.describe(), alert = %body, "alert webhook call failed; alert not delivered")
+                    tracing::warn!(url = %url, attempts, error = %error, alert = %body, "alert webhook call failed; alert not delivered")
                 }
                 Err(Refused::Open { retry_in }) => {
                     tracing::warn!(url = %url, retry_in_ms = retry_in.as_millis() as u64, alert = %body, "alert webhook circuit breaker open; alert not sent")

@@ -3,6 +3,8 @@
 //! the version's reference profile in the registry (`kiln_monitor::model::drift`):
 //! `GET /monitor/v1/drift/{model}` on the sync listener, and the drift gauges.
 
+use std::cell::OnceCell;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use kiln_monitor::model::{DriftAnswer, FleetCoverage, ModelProfile, Reference};
@@ -26,13 +28,37 @@ fn refuse(status: u16, message: String) -> DriftRefusal {
     DriftRefusal { status, message }
 }
 
-/// The merged profiles of `model`/`version` over the fleet's nodes in the last `since`.
-pub fn fleet_profile(
-    shared: &Shared,
-    model: &str,
-    version: u64,
-    since: &str,
-) -> (Option<(ModelProfile, u64)>, FleetCoverage) {
+/// Every node's profiles over one span, merged per (model, version): one request per
+/// node, whatever number of versions is asked about afterwards.
+pub struct FleetProfiles {
+    /// Merged profile and its oldest minute (unix seconds), by (model, version).
+    merged: HashMap<(String, u64), (ModelProfile, u64)>,
+    /// Nodes that answered.
+    answered: Vec<String>,
+    /// Nodes that could not be asked, and why.
+    unreachable: Vec<(String, String)>,
+    /// Profiles that did not merge (another layout), by (model, version): node and why.
+    conflicts: HashMap<(String, u64), Vec<(String, String)>>,
+}
+
+impl FleetProfiles {
+    /// The merged profile of `model`/`version`, and which nodes it covers.
+    fn get(&self, model: &str, version: u64) -> (Option<&(ModelProfile, u64)>, FleetCoverage) {
+        let key = (model.to_string(), version);
+        let mut unreachable = self.unreachable.clone();
+        unreachable.extend(self.conflicts.get(&key).into_iter().flatten().cloned());
+        (
+            self.merged.get(&key),
+            FleetCoverage {
+                answered: self.answered.clone(),
+                unreachable,
+            },
+        )
+    }
+}
+
+/// Asks every node for its profiles of the last `since` and merges them per version.
+pub fn fleet_profiles(shared: &Shared, since: &str) -> FleetProfiles {
     let nodes: Vec<(String, String)> = shared
         .workers
         .lock()
@@ -40,37 +66,41 @@ pub fn fleet_profile(
         .iter()
         .map(|(name, w)| (name.clone(), w.url.clone()))
         .collect();
-    let mut merged: Option<(ModelProfile, u64)> = None;
-    let mut coverage = FleetCoverage {
+    let mut fleet = FleetProfiles {
+        merged: HashMap::new(),
         answered: Vec::new(),
         unreachable: Vec::new(),
+        conflicts: HashMap::new(),
     };
     for (node, url) in nodes {
         let client = NodeClient::new(&url, shared.node_auth(&node), &shared.config.client_tls);
         match client.profiles(since) {
             Ok(profiles) => {
-                coverage.answered.push(node.clone());
-                for p in profiles
-                    .into_iter()
-                    .filter(|p| p.model == model && p.version == version)
-                {
-                    match &mut merged {
+                fleet.answered.push(node.clone());
+                for p in profiles {
+                    let key = (p.model, p.version);
+                    match fleet.merged.get_mut(&key) {
                         Some((m, from)) => {
                             if let Err(e) = m.merge(&p.profile) {
-                                coverage
-                                    .unreachable
+                                fleet
+                                    .conflicts
+                                    .entry(key)
+                                    .or_default()
                                     .push((node.clone(), format!("its profile does not merge: {e}")));
+                            } else {
+                                *from = (*from).min(p.from);
                             }
-                            *from = (*from).min(p.from);
                         }
-                        None => merged = Some((p.profile, p.from)),
+                        None => {
+                            fleet.merged.insert(key, (p.profile, p.from));
+                        }
                     }
                 }
             }
-            Err(e) => coverage.unreachable.push((node, format!("{e:#}"))),
+            Err(e) => fleet.unreachable.push((node, format!("{e:#}"))),
         }
     }
-    (merged, coverage)
+    fleet
 }
 
 /// The version a drift query without `version` is about: the model's serving version.
@@ -126,12 +156,26 @@ pub fn answer(
     since: &str,
 ) -> Result<DriftAnswer, DriftRefusal> {
     check_since(since)?;
+    answer_from(shared, &OnceCell::new(), model, version, since)
+}
+
+/// [`answer`] with the nodes' profiles gathered once for several answers (the monitor's
+/// round): they are asked for on the first answer that has a reference to compare with.
+pub fn answer_from(
+    shared: &Shared,
+    profiles: &OnceCell<FleetProfiles>,
+    model: &str,
+    version: Option<u64>,
+    since: &str,
+) -> Result<DriftAnswer, DriftRefusal> {
     let version = match version {
         Some(v) => v,
         None => serving(shared, model)?,
     };
     let reference = reference(shared, model, version)?;
-    let (merged, coverage) = fleet_profile(shared, model, version, since);
+    let (merged, coverage) = profiles
+        .get_or_init(|| fleet_profiles(shared, since))
+        .get(model, version);
     let Some((profile, from)) = merged.filter(|(p, _)| p.rows() > 0) else {
         return Err(refuse(
             404,
@@ -147,14 +191,14 @@ pub fn answer(
             ),
         ));
     };
-    let mut report = kiln_monitor::model::drift(&reference.profile, &profile, &reference.features)
+    let mut report = kiln_monitor::model::drift(&reference.profile, profile, &reference.features)
         .map_err(|e| refuse(409, format!("drift cannot be computed: {e}")))?;
     report.model = Some(model.to_string());
     report.version = Some(version.to_string());
     shared.metrics.drift.set(model, &version.to_string(), &report);
     Ok(DriftAnswer {
         since: since.to_string(),
-        window_start: kiln_types::format::rfc3339(from as f64),
+        window_start: kiln_types::format::rfc3339(*from as f64),
         nodes: Some(coverage),
         report,
     })

@@ -130,9 +130,11 @@ fn drift_alerts(shared: &Shared) -> Vec<Alert> {
     let mut names: Vec<String> = models.iter().map(|v| v.name.clone()).collect();
     names.sort();
     names.dedup();
+    let since = crate::drift::DEFAULT_SINCE;
+    let profiles = std::cell::OnceCell::new();
     let mut alerts = Vec::new();
     for model in names {
-        let Ok(answer) = crate::drift::answer(shared, &model, None, crate::drift::DEFAULT_SINCE) else {
+        let Ok(answer) = crate::drift::answer_from(shared, &profiles, &model, None, since) else {
             continue;
         };
         let report = &answer.report;

@@ -6,6 +6,7 @@
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use kiln_api::tensor_json::Values;
 use kiln_host::LoadedModel;
 use kiln_monitor::dataset::{self, Dataset};
 use kiln_monitor::model::ModelProfile;
@@ -129,7 +130,8 @@ pub fn profile(data: &Dataset, model: Option<&LoadedModel>) -> anyhow::Result<Mo
     Ok(profile)
 }
 
-/// Rows `start..end` of `data` as a [rows, features] tensor of `element_type`.
+/// Rows `start..end` of `data` as a [rows, features] tensor of `element_type`, each cell
+/// converted as the serving path converts a JSON number (`kiln_api::tensor_json`).
 fn batch(
     name: &str,
     element_type: ElementType,
@@ -138,49 +140,24 @@ fn batch(
     end: usize,
 ) -> anyhow::Result<Tensor> {
     let features = data.columns.len();
-    let mut bytes = Vec::with_capacity((end - start) * features * element_type.size());
+    let mut values = Values::new(Some(element_type), Some((end - start) * features));
     for row in start..end {
-        for (c, column) in data.columns.iter().enumerate() {
-            let v = column[row];
-            let integer = |lo: f64, hi: f64| -> anyhow::Result<i128> {
-                if !v.is_finite() || v.fract() != 0.0 || v < lo || v > hi {
-                    bail!(
-                        "row {}, column `{}`: {v} does not fit the model's {element_type:?} input (integers only, no missing values)",
-                        row + 1,
-                        data.names[c]
-                    );
-                }
-                Ok(v as i128)
-            };
-            match element_type {
-                ElementType::F32 => bytes.extend_from_slice(&(v as f32).to_le_bytes()),
-                ElementType::F64 => bytes.extend_from_slice(&v.to_le_bytes()),
-                ElementType::I64 => bytes
-                    .extend_from_slice(&(integer(i64::MIN as f64, i64::MAX as f64)? as i64).to_le_bytes()),
-                ElementType::I32 => bytes
-                    .extend_from_slice(&(integer(i32::MIN as f64, i32::MAX as f64)? as i32).to_le_bytes()),
-                ElementType::I16 => bytes
-                    .extend_from_slice(&(integer(i16::MIN as f64, i16::MAX as f64)? as i16).to_le_bytes()),
-                ElementType::I8 => bytes.push(integer(i8::MIN as f64, i8::MAX as f64)? as i8 as u8),
-                ElementType::U8 | ElementType::Bool => bytes.push(integer(0.0, u8::MAX as f64)? as u8),
-                ElementType::U16 => {
-                    bytes.extend_from_slice(&(integer(0.0, u16::MAX as f64)? as u16).to_le_bytes())
-                }
-                ElementType::U32 => {
-                    bytes.extend_from_slice(&(integer(0.0, u32::MAX as f64)? as u32).to_le_bytes())
-                }
-                ElementType::U64 => {
-                    bytes.extend_from_slice(&(integer(0.0, u64::MAX as f64)? as u64).to_le_bytes())
-                }
-                ElementType::F16 => bail!("float16 inputs are not supported for reference profiles"),
-            }
+        for column in &data.columns {
+            values.push_f64(column[row]);
         }
+    }
+    if let Some((i, why)) = values.misfit() {
+        bail!(
+            "row {}, column `{}`: {why}: it does not fit the model's {element_type:?} input",
+            start + i / features + 1,
+            data.names[i % features]
+        );
     }
     Ok(Tensor {
         name: name.to_string(),
         element_type,
         shape: vec![(end - start) as u64, features as u64],
-        data: bytes,
+        data: values.into_bytes(),
     })
 }
 

@@ -139,20 +139,22 @@ impl VersionProfiles {
 /// Every version's profiles, by (model, version).
 #[derive(Default)]
 pub struct Profiles {
-    versions: RwLock<HashMap<(String, u64), Arc<VersionProfiles>>>,
+    /// By model, then version: a request's lookup borrows the model name (no allocation).
+    versions: RwLock<HashMap<String, HashMap<u64, Arc<VersionProfiles>>>>,
 }
 
 impl Profiles {
     /// The profiles of `model`/`version`, created on first use.
     pub fn version(&self, model: &str, version: u64) -> Arc<VersionProfiles> {
-        let key = (model.to_string(), version);
-        if let Some(p) = self.versions.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return p.clone();
+        if let Some(p) = self.get(model, version) {
+            return p;
         }
         self.versions
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
+            .entry(model.to_string())
+            .or_default()
+            .entry(version)
             .or_default()
             .clone()
     }
@@ -162,22 +164,23 @@ impl Profiles {
         self.versions
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(model.to_string(), version))
+            .get(model)
+            .and_then(|versions| versions.get(&version))
             .cloned()
     }
 
     /// Every version with traffic in the last `since`, its windows merged.
     pub fn all(&self, since: Duration) -> Vec<VersionProfile> {
-        let versions: Vec<((String, u64), Arc<VersionProfiles>)> = self
+        let versions: Vec<(String, u64, Arc<VersionProfiles>)> = self
             .versions
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .flat_map(|(model, versions)| versions.iter().map(|(v, p)| (model.clone(), *v, p.clone())))
             .collect();
         let mut out: Vec<VersionProfile> = versions
             .into_iter()
-            .filter_map(|((model, version), p)| {
+            .filter_map(|(model, version, p)| {
                 p.snapshot(since).map(|s| VersionProfile {
                     model,
                     version,
@@ -192,10 +195,11 @@ impl Profiles {
 
     /// Forgets versions with no window left in the retention.
     pub fn prune(&self) {
-        self.versions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, p| !p.expired());
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
+        for by_version in versions.values_mut() {
+            by_version.retain(|_, p| !p.expired());
+        }
+        versions.retain(|_, by_version| !by_version.is_empty());
     }
 }
 
@@ -203,25 +207,15 @@ impl Profiles {
 mod tests {
     use super::*;
     use kiln_monitor::model::MAX_COLUMNS;
-    use kiln_types::ElementType;
-
-    fn f32_tensor(name: &str, shape: Vec<u64>, values: &[f32]) -> Tensor {
-        Tensor {
-            name: name.into(),
-            element_type: ElementType::F32,
-            shape,
-            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        }
-    }
 
     #[test]
     fn inputs_and_outputs_are_profiled_by_position_and_merged_over_windows() {
         let p = VersionProfiles::default();
-        p.observe_inputs(&[f32_tensor("x", vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])]);
-        p.observe_inputs(&[f32_tensor("x", vec![1, 3], &[7.0, 8.0, 9.0])]);
+        p.observe_inputs(&[Tensor::from_f32("x", &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])]);
+        p.observe_inputs(&[Tensor::from_f32("x", &[1, 3], &[7.0, 8.0, 9.0])]);
         p.observe_outputs(&[
-            f32_tensor("label", vec![3], &[0.0, 1.0, 1.0]),
-            f32_tensor("probabilities", vec![3, 2], &[0.1, 0.9, 0.2, 0.8, 0.3, 0.7]),
+            Tensor::from_f32("label", &[3], &[0.0, 1.0, 1.0]),
+            Tensor::from_f32("probabilities", &[3, 2], &[0.1, 0.9, 0.2, 0.8, 0.3, 0.7]),
         ]);
         let s = p.snapshot(Duration::from_secs(60)).unwrap().profile;
         let inputs = s.inputs.as_ref().unwrap();
@@ -239,7 +233,7 @@ mod tests {
             Some(0.9f32 as f64)
         );
         // A request of another width is counted, not mixed in.
-        p.observe_inputs(&[f32_tensor("x", vec![1, 2], &[1.0, 2.0])]);
+        p.observe_inputs(&[Tensor::from_f32("x", &[1, 2], &[1.0, 2.0])]);
         assert_eq!(p.skipped.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert_eq!(p.snapshot(Duration::from_secs(60)).unwrap().profile.rows(), 3);
     }
@@ -248,7 +242,7 @@ mod tests {
     fn wide_inputs_are_cut_to_the_first_columns() {
         let p = VersionProfiles::default();
         let values: Vec<f32> = (0..2 * 100).map(|i| i as f32).collect();
-        p.observe_inputs(&[f32_tensor("pixels", vec![2, 100], &values)]);
+        p.observe_inputs(&[Tensor::from_f32("pixels", &[2, 100], &values)]);
         let s = p.snapshot(Duration::from_secs(60)).unwrap().profile;
         let inputs = s.inputs.unwrap();
         assert_eq!(inputs.len(), MAX_COLUMNS);

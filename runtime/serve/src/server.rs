@@ -147,7 +147,7 @@ impl Server {
             let _ = self.state.bound_name.set(addr.to_string());
         }
         let poller = tokio::spawn(reload::poll(self.state.clone()));
-        let gauges = tokio::spawn(drift_gauges(self.state.clone()));
+        let gauges = tokio::spawn(watch(self.state.clone()));
         let heartbeat = match (&self.state.config.join, addr) {
             (Some(config), Some(addr)) => Some(join::Heartbeat::start(self.state.clone(), config, addr)?),
             _ => None,
@@ -173,7 +173,7 @@ impl Server {
 
 /// Every `monitor_interval`: the drift gauges (and drift alerts) of the versions with a
 /// reference and recent traffic, and the SLO burn alerts over this server's counters.
-async fn drift_gauges(state: Arc<State>) {
+async fn watch(state: Arc<State>) {
     let mut tick = tokio::time::interval(state.config.monitor_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = std::time::Instant::now();

@@ -185,14 +185,10 @@ fn precompile(state: &Arc<State>, digest: String, path: PathBuf) {
         let result = tokio::task::spawn_blocking(move || {
             let bytes =
                 std::fs::read(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-            let compiled = host
-                .component_for_digest(&digest, &bytes)
-                .map(|(_, o)| (digest, o));
-            // Cranelift's working memory (tens of MiB, across the compile threads' malloc
-            // arenas) is free now: hand it back to the OS instead of keeping it resident.
-            drop(bytes);
-            kiln_host::memory::release_free_memory();
-            compiled
+            // A miss compiles with an engine of its own, dropped with Cranelift's memory
+            // (`Host::component_for_digest`).
+            host.component_for_digest(&digest, &bytes)
+                .map(|(_, o)| (digest, o))
         })
         .await;
         match result {
