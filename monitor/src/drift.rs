@@ -246,11 +246,35 @@ pub fn default_method(reference: &ColumnProfile, current: &ColumnProfile) -> Met
     }
 }
 
+/// The distance a canary's outputs are judged by against the stable version's (the
+/// rollouts' `max_prediction_drift`): Evidently's large-reference choice whatever the row
+/// counts, so that one threshold means the same on a quiet model and a busy one:
+/// `wasserstein` (normed by the stable side's std) for numerical columns with more than 5
+/// unique values, else `jensenshannon`. Both are 0 for equal distributions and grow with
+/// the shift; Evidently flags either at 0.1.
+pub fn distance_method(reference: &ColumnProfile, current: &ColumnProfile) -> Method {
+    let few = union_distinct(reference, current).is_some_and(|u| u <= 5);
+    match column_kind(current) {
+        ColumnKind::Numerical if !few => Method::Wasserstein,
+        _ => Method::Jensenshannon,
+    }
+}
+
 /// Drift of one column by its default method, plus PSI.
 pub fn column_drift(
     name: &str,
     reference: &ColumnProfile,
     current: &ColumnProfile,
+) -> Result<ColumnDrift, DriftError> {
+    column_drift_by(name, reference, current, default_method(reference, current))
+}
+
+/// Drift of one column by `method` (its threshold the method's default), plus PSI.
+pub fn column_drift_by(
+    name: &str,
+    reference: &ColumnProfile,
+    current: &ColumnProfile,
+    method: Method,
 ) -> Result<ColumnDrift, DriftError> {
     let empty = |side| DriftError::EmptyColumn {
         column: name.to_string(),
@@ -259,7 +283,6 @@ pub fn column_drift(
     let rd = reference.distribution().ok_or_else(|| empty(Side::Reference))?;
     let cd = current.distribution().ok_or_else(|| empty(Side::Current))?;
     let kind = column_kind(current);
-    let method = default_method(reference, current);
     let unknown = || DriftError::UnknownCategories {
         column: name.to_string(),
     };

@@ -1,7 +1,7 @@
 //! What Kiln watches in what it serves (issue 14): mergeable per-column profiles of a
 //! model's inputs and outputs (`profile`), drift between a reference profile and a live one
-//! by the method Evidently picks by default (`drift`, on the statistics in `stats`), and
-//! SLO recording and multi-window multi-burn-rate alerting rules for Prometheus (`slo`).
+//! by the method Evidently picks by default (`drift`, on the statistics in `stats`), a
+//! rollout canary's outputs against the stable version's (`shift`), and SLO recording and multi-window multi-burn-rate alerting rules for Prometheus (`slo`).
 //! Pure: no I/O, no async runtime, so every host (nodes, the sync service, the edges) can
 //! use it.
 
@@ -12,5 +12,6 @@ pub mod drift;
 pub mod gauges;
 pub mod model;
 pub mod profile;
+pub mod shift;
 pub mod slo;
 pub mod stats;

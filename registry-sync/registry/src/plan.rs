@@ -71,6 +71,11 @@ pub struct RolloutPlan {
     /// Shadow the new version for one interval before its first weighted step, and roll
     /// back when its answers disagree with the stable version's on more than this share.
     pub max_disagreement: Option<f64>,
+    /// Roll back when the canary's outputs drift from the stable version's on the same
+    /// traffic window by more than this distance (normed Wasserstein for numerical output
+    /// columns, Jensen–Shannon otherwise; Evidently flags 0.1). Judged at the end of each
+    /// step where both versions serve (canary only).
+    pub max_prediction_drift: Option<f64>,
     /// Fewest canary requests (across nodes) a step needs to be judged; fewer at the end of
     /// the interval pauses the rollout and says so.
     pub min_requests: u64,
@@ -95,6 +100,7 @@ impl Default for RolloutPlan {
             max_error_rate_increase: Some(0.005),
             max_p99_ms: None,
             max_disagreement: None,
+            max_prediction_drift: None,
             min_requests: 20,
             max_consecutive_errors: 5,
             max_pause_ms: 3_600_000,
@@ -137,6 +143,19 @@ impl RolloutPlan {
                 && !(0.0..=1.0).contains(&v)
             {
                 return bad(format!("{name} is a share between 0 and 1, got {v}"));
+            }
+        }
+        if let Some(d) = self.max_prediction_drift {
+            if !(d.is_finite() && d > 0.0) {
+                return bad(format!(
+                    "max-prediction-drift is a positive distance (Evidently flags 0.1), got {d}"
+                ));
+            }
+            if self.strategy != Strategy::Canary {
+                return bad(format!(
+                    "max-prediction-drift compares the new version's outputs with the stable version's on the same traffic, which only a canary has; the {} strategy moves all traffic at once",
+                    self.strategy
+                ));
             }
         }
         if let Some(p) = self.max_p99_ms
@@ -218,6 +237,8 @@ pub struct PlanOverrides {
     /// Canary p99 latency above which to roll back: `50ms`, `1s`.
     pub max_p99: Option<String>,
     pub max_disagreement: Option<f64>,
+    /// Canary output drift from the stable version's above which to roll back: `0.1`.
+    pub max_prediction_drift: Option<f64>,
     pub min_requests: Option<u64>,
     /// Canary 5xx answers with no success in a step that roll it back below
     /// `min_requests` (0: off).
@@ -252,6 +273,9 @@ impl PlanOverrides {
         }
         if let Some(v) = self.max_disagreement {
             p.max_disagreement = Some(v);
+        }
+        if let Some(v) = self.max_prediction_drift {
+            p.max_prediction_drift = Some(v);
         }
         if let Some(v) = self.min_requests {
             p.min_requests = v;
@@ -348,6 +372,35 @@ mod tests {
             ..PlanOverrides::default()
         };
         assert!(too_short.apply(RolloutPlan::default()).is_err());
+    }
+
+    #[test]
+    fn prediction_drift_needs_a_canary_and_a_positive_distance() {
+        let o = PlanOverrides {
+            max_prediction_drift: Some(0.1),
+            ..PlanOverrides::default()
+        };
+        assert_eq!(
+            o.apply(RolloutPlan::default()).unwrap().max_prediction_drift,
+            Some(0.1)
+        );
+        for bad in [0.0, -0.1, f64::NAN] {
+            let o = PlanOverrides {
+                max_prediction_drift: Some(bad),
+                ..PlanOverrides::default()
+            };
+            assert!(o.apply(RolloutPlan::default()).is_err(), "{bad}");
+        }
+        let blue_green = PlanOverrides {
+            strategy: Some("blue-green".into()),
+            max_prediction_drift: Some(0.1),
+            ..PlanOverrides::default()
+        };
+        let e = blue_green.apply(RolloutPlan::default()).unwrap_err().to_string();
+        assert!(e.contains("only a canary"), "{e}");
+        // Plans stored before the field existed read without it.
+        let old: RolloutPlan = serde_json::from_str(r#"{"strategy":"canary"}"#).unwrap();
+        assert_eq!(old.max_prediction_drift, None);
     }
 
     #[test]

@@ -397,7 +397,8 @@ fn schemas() -> Value {
                 "strategy": opt_string, "steps": { "type": ["array", "null"], "items": { "type": "integer" } },
                 "interval": opt_string, "max_error_rate": { "type": ["number", "null"] },
                 "max_error_rate_increase": { "type": ["number", "null"] }, "max_p99": opt_string,
-                "max_disagreement": { "type": ["number", "null"] }, "min_requests": { "type": ["integer", "null"] },
+                "max_disagreement": { "type": ["number", "null"] },
+                "max_prediction_drift": { "type": ["number", "null"] }, "min_requests": { "type": ["integer", "null"] },
                 "max_consecutive_errors": { "type": ["integer", "null"] }, "max_pause": opt_string,
                 "max_node_downtime": opt_string
             }

@@ -23,6 +23,7 @@ use kiln_registry::rollout::{
 };
 
 use crate::alert::alert;
+use crate::drift;
 use crate::node_client::NodeClient;
 use crate::smoke;
 use crate::state::Shared;
@@ -556,26 +557,40 @@ fn drive(shared: &Arc<Shared>, state: &mut ControlState, r: &Rollout) -> anyhow:
             counted.extend(baseline.keys().filter(|n| !nodes.contains(n)).cloned());
             let now = counters(shared, &r.model, &counted);
             let figures = step_figures(&baseline, &now, r.to_version, r.from_version);
-            let interval_over = r
-                .step_started_at
-                .as_deref()
-                .and_then(elapsed_since)
-                .is_some_and(|d| d >= Duration::from_millis(r.plan.interval_ms));
-            let (_, shadow) = r.plan.weight_at(r.step);
-            match judge(&r.plan, shadow, &figures, interval_over) {
+            let step_elapsed = r.step_started_at.as_deref().and_then(elapsed_since);
+            let interval_over = step_elapsed.is_some_and(|d| d >= Duration::from_millis(r.plan.interval_ms));
+            let (weight, shadow) = r.plan.weight_at(r.step);
+            let mut verdict = judge(&r.plan, shadow, &figures, interval_over);
+            let mut shift_line = None;
+            // Prediction drift needs both versions serving the same traffic: a weighted
+            // step below 100 %, judged once the other thresholds passed.
+            if let (Verdict::Healthy, Some(max), Some(stable), true) = (
+                &verdict,
+                r.plan.max_prediction_drift,
+                r.from_version,
+                !shadow && weight < 100 && down.is_empty(),
+            ) {
+                let since = drift::step_since(step_elapsed.unwrap_or_default());
+                let shift =
+                    drift::fleet_prediction_shift(shared, &r.model, r.to_version, stable, &since, max);
+                let (v, line) = drift::judge_prediction_drift(r.plan.min_requests.max(1), shift);
+                verdict = v;
+                shift_line = Some(line);
+            }
+            match verdict {
                 Verdict::Broken(reason) => roll_back(shared, r, &reason)?,
                 _ if !down.is_empty() => hold(shared, state, r, &down)?,
                 Verdict::Healthy => {
-                    let (weight, _) = r.plan.weight_at(r.step);
                     let msg = format!(
-                        "step {} ({}) healthy: {}",
+                        "step {} ({}) healthy: {}{}",
                         r.step + 1,
                         if shadow {
                             "shadow".to_string()
                         } else {
                             format!("{weight}%")
                         },
-                        figures.summary()
+                        figures.summary(),
+                        shift_line.map(|l| format!("; {l}")).unwrap_or_default()
                     );
                     registry.advance_rollout(r.id, &msg, &shared.config.actor)?;
                 }
@@ -592,7 +607,6 @@ fn drive(shared: &Arc<Shared>, state: &mut ControlState, r: &Rollout) -> anyhow:
                     )?;
                 }
                 Verdict::Watching => {
-                    let (weight, shadow) = r.plan.weight_at(r.step);
                     let label = if shadow {
                         "shadow".to_string()
                     } else {

@@ -1,13 +1,17 @@
 //! Fleet-wide drift: the sync service asks every node for its per-version profiles
 //! (`GET /admin/v1/profiles`), merges those of one version, and measures them against
 //! the version's reference profile in the registry (`kiln_monitor::model::drift`):
-//! `GET /monitor/v1/drift/{model}` on the sync listener, and the drift gauges.
+//! `GET /monitor/v1/drift/{model}` on the sync listener, and the drift gauges. A canary
+//! step's prediction drift (its outputs against the stable version's over the step) comes
+//! from the same merged profiles ([`judge_prediction_drift`]).
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use kiln_monitor::model::{DriftAnswer, FleetCoverage, ModelProfile, Reference};
+use kiln_monitor::shift::{PredictionShift, ShiftError, prediction_shift};
+use kiln_registry::rollout::Verdict;
 
 use crate::node_client::NodeClient;
 use crate::state::Shared;
@@ -202,4 +206,113 @@ pub fn answer_from(
         nodes: Some(coverage),
         report,
     })
+}
+
+/// The `since` that covers a step which began `elapsed` ago: whole seconds, rounded up,
+/// within the nodes' retention (windows are whole minutes, so a step's first minute may
+/// hold the previous step's traffic: the same for both versions).
+pub fn step_since(elapsed: Duration) -> String {
+    let retention = kiln_monitor::model::RETENTION.as_secs();
+    let seconds = elapsed.as_secs() + u64::from(elapsed.subsec_nanos() > 0);
+    format!("{}s", seconds.clamp(1, retention))
+}
+
+/// The fleet's canary outputs against its stable version's over the last `since`.
+pub fn fleet_prediction_shift(
+    shared: &Shared,
+    model: &str,
+    canary: u64,
+    stable: u64,
+    since: &str,
+    max: f64,
+) -> Result<PredictionShift, ShiftError> {
+    let fleet = fleet_profiles(shared, since);
+    let empty = ModelProfile::default();
+    let profile = |version| fleet.get(model, version).0.map_or(&empty, |(p, _)| p);
+    prediction_shift(profile(stable), profile(canary), max)
+}
+
+/// Judges a canary step that passed its other thresholds by its prediction drift: a
+/// distance above the plan's max rolls it back; fewer than `min_rows` profiled output rows
+/// on either side, or outputs that cannot be compared, pause it (inconclusive, as Argo
+/// Rollouts does) instead of passing it blind. With the step's verdict, the line to add to
+/// its message.
+pub fn judge_prediction_drift(
+    min_rows: u64,
+    shift: Result<PredictionShift, ShiftError>,
+) -> (Verdict, String) {
+    match shift {
+        Ok(s) if s.canary_rows < min_rows || s.stable_rows < min_rows => {
+            let line = format!(
+                "too little profiled traffic to judge prediction drift: canary {} output rows, stable {}, need {min_rows} each",
+                s.canary_rows, s.stable_rows
+            );
+            (Verdict::TooLittleTraffic(line.clone()), line)
+        }
+        Ok(s) if s.drifted() => {
+            let line = s.summary();
+            (Verdict::Broken(format!("canary {line}")), line)
+        }
+        Ok(s) => (Verdict::Healthy, s.summary()),
+        Err(e) => {
+            let line = format!("prediction drift cannot be judged: {e}");
+            (Verdict::TooLittleTraffic(line.clone()), line)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_monitor::drift::{ColumnDrift, ColumnKind, Method};
+
+    fn shift(score: f64, canary_rows: u64, stable_rows: u64) -> PredictionShift {
+        PredictionShift {
+            stable_rows,
+            canary_rows,
+            columns: vec![ColumnDrift {
+                name: "y".into(),
+                kind: ColumnKind::Numerical,
+                method: Method::Wasserstein,
+                score,
+                threshold: 0.1,
+                drift: score > 0.1,
+                psi: 0.0,
+                exact: true,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_drifting_canary_is_broken_a_quiet_one_paused_and_a_close_one_passes() {
+        let (v, line) = judge_prediction_drift(20, Ok(shift(0.4, 100, 300)));
+        assert!(
+            matches!(&v, Verdict::Broken(r) if r.contains("prediction drift: y Wasserstein distance (normed) 0.400 (max 0.1)")),
+            "{v:?}"
+        );
+        assert!(line.contains("canary 100 rows vs stable 300 rows"), "{line}");
+        // Below min rows on either side even a large distance only pauses.
+        let (v, _) = judge_prediction_drift(20, Ok(shift(0.9, 100, 19)));
+        assert!(
+            matches!(&v, Verdict::TooLittleTraffic(r) if r.contains("stable 19, need 20")),
+            "{v:?}"
+        );
+        let (v, line) = judge_prediction_drift(20, Ok(shift(0.05, 100, 300)));
+        assert_eq!(v, Verdict::Healthy);
+        assert!(line.contains("0.050"), "{line}");
+        let (v, _) = judge_prediction_drift(20, Err(ShiftError::NoOutputs { side: "canary" }));
+        assert!(
+            matches!(&v, Verdict::TooLittleTraffic(r) if r.contains("--no-drift-profiles")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_step_is_covered_in_whole_seconds_within_retention() {
+        assert_eq!(step_since(Duration::from_millis(1500)), "2s");
+        assert_eq!(step_since(Duration::ZERO), "1s");
+        assert_eq!(step_since(Duration::from_secs(30)), "30s");
+        assert_eq!(step_since(Duration::from_secs(7200)), "3600s");
+        assert!(check_since(&step_since(Duration::from_secs(7200))).is_ok());
+    }
 }

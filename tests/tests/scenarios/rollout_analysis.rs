@@ -1,7 +1,9 @@
 //! Rollout analysis on a real fleet: a shadow step compares the new version's answers
 //! with the stable one's on a copy of the traffic and rolls back when they disagree (the
 //! clients only ever get the stable answers); a step with too little traffic to judge
-//! pauses the rollout and says so.
+//! pauses the rollout and says so; a canary step with `--max-prediction-drift` compares
+//! the new version's outputs with the stable one's over the step and rolls back when they
+//! moved.
 
 use kiln_tests::fleet::{Fleet, Load, echo_body};
 use std::time::Duration;
@@ -84,5 +86,85 @@ fn a_step_with_too_little_traffic_pauses_and_says_so_and_resume_restarts_it() {
     assert!(
         audit.contains("rollout.pause") && audit.contains("rollout.resume"),
         "{audit}"
+    );
+}
+
+/// Bodies spread over 12 values, so that each version's outputs have a distribution.
+fn spread_bodies() -> Vec<String> {
+    (0..12).map(|i| echo_body(i as f32 * 0.5)).collect()
+}
+
+#[test]
+fn a_canary_whose_answers_drift_from_stable_is_rolled_back_by_prediction_drift() {
+    // v2 doubles what v1 echoes: no error, no latency change, so only the comparison of
+    // its outputs with v1's over the same traffic (the nodes' profiles, merged by the sync
+    // service) can catch it.
+    let fleet = Fleet::start(2, &[]);
+    fleet.deploy_echo_v1();
+    let v2 = fleet.register("echo", "double.wasm", &kiln_tests::component("echo4_double"));
+    fleet.kiln(&[
+        "rollout",
+        "policy",
+        "echo",
+        "--steps",
+        "50,100",
+        "--interval",
+        "2s",
+        "--min-requests",
+        "20",
+        "--max-prediction-drift",
+        "0.1",
+    ]);
+    let load = Load::start(fleet.addrs(), "/v2/models/echo/infer".into(), spread_bodies(), 3);
+    fleet.promote("echo", v2);
+    let done = fleet.wait_rollout("echo", "rolled_back", Duration::from_secs(60));
+    let report = load.stop();
+    let message = done["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("canary prediction drift: y[") && message.contains("Wasserstein distance (normed)"),
+        "{done:#}"
+    );
+    assert!(message.contains("(max 0.1)"), "{done:#}");
+    assert_eq!(done["step"], 0, "rolled back at the 50% step: {done:#}");
+    assert_eq!(report.failed(), 0, "{report:?}");
+}
+
+#[test]
+fn a_canary_that_answers_like_stable_passes_prediction_drift_and_says_its_score() {
+    let fleet = Fleet::start(2, &[]);
+    fleet.deploy_echo_v1();
+    let v2 = fleet.register("echo", "echo-v2.wasm", &kiln_tests::fleet::echo_component("v2"));
+    fleet.kiln(&[
+        "rollout",
+        "policy",
+        "echo",
+        "--steps",
+        "50,100",
+        "--interval",
+        "2s",
+        "--min-requests",
+        "20",
+        "--max-prediction-drift",
+        "0.1",
+    ]);
+    let load = Load::start(fleet.addrs(), "/v2/models/echo/infer".into(), spread_bodies(), 3);
+    fleet.promote("echo", v2);
+    fleet.wait_rollout("echo", "succeeded", Duration::from_secs(60));
+    let report = load.stop();
+    assert_eq!(report.failed(), 0, "{report:?}");
+    // The 50% step's healthy message carries the score it passed with.
+    let audit: serde_json::Value =
+        serde_json::from_str(&fleet.kiln(&["audit", "log", "--model", "echo", "--json"]))
+            .expect("audit JSON");
+    let step = audit
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["action"] == "rollout.step")
+        .unwrap_or_else(|| panic!("no rollout.step entry: {audit:#}"));
+    let message = step["after"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("step 1 (50%) healthy") && message.contains("; prediction drift: y["),
+        "{step:#}"
     );
 }

@@ -168,6 +168,7 @@ fn policy_fields(p: &RolloutPlan) -> Vec<(&'static str, String)> {
             p.max_p99_ms.map_or("none".into(), |ms| format!("{ms}ms")),
         ),
         ("max_disagreement", opt(p.max_disagreement)),
+        ("max_prediction_drift", opt(p.max_prediction_drift)),
         ("min_requests", p.min_requests.to_string()),
         ("max_consecutive_errors", p.max_consecutive_errors.to_string()),
         ("max_pause", format_duration_ms(p.max_pause_ms)),

@@ -35,6 +35,11 @@ pub struct PlanArgs {
     /// Shadow the new version first, rolling back above this disagreement share.
     #[arg(long)]
     pub max_disagreement: Option<f64>,
+    /// Roll back when the canary's outputs drift from the stable version's on the same
+    /// traffic by more than this distance (normed Wasserstein / Jensen-Shannon; 0.1 is
+    /// Evidently's threshold). Judged at the end of each canary step below 100 %.
+    #[arg(long)]
+    pub max_prediction_drift: Option<f64>,
     /// Fewest canary requests needed to judge a step.
     #[arg(long)]
     pub min_requests: Option<u64>,
@@ -62,6 +67,7 @@ impl PlanArgs {
             max_error_rate_increase: self.max_error_rate_increase,
             max_p99: self.max_p99.clone(),
             max_disagreement: self.max_disagreement,
+            max_prediction_drift: self.max_prediction_drift,
             min_requests: self.min_requests,
             max_consecutive_errors: self.max_consecutive_errors,
             max_pause: self.max_pause.clone(),
