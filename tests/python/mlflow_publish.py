@@ -4,6 +4,7 @@ Kiln's MLflow source tests. Uses only the mlflow client library.
     mlflow_publish.py URI publish --model NAME --onnx FILE [--doc-string S] [--param K=V]...
                                   [--metric K=V]... [--description D] [--alias A]
                                   [--stage S] [--external-data]
+                                  [--dataset CSV [--dataset-context C] [--dataset-artifact]]
     mlflow_publish.py URI set-alias --model NAME --alias A --version N
     mlflow_publish.py URI publish-without-onnx --model NAME [--alias A]
 
@@ -43,6 +44,16 @@ def publish(client, args):
     with mlflow.start_run() as run:
         mlflow.log_params(key_values(args.param, str))
         mlflow.log_metrics(key_values(args.metric, float))
+        if args.dataset:
+            # The training data, logged the way MLflow's docs show: a dataset input whose
+            # source is the file, and (with --dataset-artifact) the file itself.
+            import pandas as pd
+
+            frame = pd.read_csv(args.dataset)
+            dataset = mlflow.data.from_pandas(frame, source=args.dataset, name=os.path.basename(args.dataset))
+            mlflow.log_input(dataset, context=args.dataset_context)
+            if args.dataset_artifact:
+                mlflow.log_artifact(args.dataset, artifact_path="data")
         info = mlflow.onnx.log_model(
             model,
             name="model",
@@ -92,6 +103,9 @@ def main():
     p.add_argument("--alias")
     p.add_argument("--stage")
     p.add_argument("--external-data", action="store_true", help="mlflow.onnx.log_model's default")
+    p.add_argument("--dataset", help="a CSV of model inputs logged as the run's dataset")
+    p.add_argument("--dataset-context", default="training")
+    p.add_argument("--dataset-artifact", action="store_true", help="also log the file as a run artifact")
     s = sub.add_parser("set-alias")
     s.add_argument("--model", required=True)
     s.add_argument("--alias", required=True)

@@ -217,6 +217,23 @@ pub struct Run {
     /// Latest value of each metric, as MLflow sent it (a number, or `"NaN"`/`"Infinity"`).
     pub metrics: BTreeMap<String, Value>,
     pub tags: BTreeMap<String, String>,
+    /// Datasets logged as the run's inputs (`mlflow.log_input`), in MLflow's order.
+    pub datasets: Vec<RunDataset>,
+}
+
+/// A dataset a run logged with `mlflow.log_input(dataset, context=…)`: MLflow keeps its
+/// description, not its rows.
+#[derive(Serialize, Clone, Debug, PartialEq, Default)]
+pub struct RunDataset {
+    pub name: String,
+    pub digest: String,
+    /// The `mlflow.data.context` tag: `training`, `validation`, `reference`, ….
+    pub context: String,
+    /// `local`, `http`, `code`, `s3`, ….
+    pub source_type: String,
+    /// The source as MLflow stores it: JSON such as `{"uri": "/data/train.csv"}` or
+    /// `{"url": "https://…"}`.
+    pub source: String,
 }
 
 /// A blocking MLflow REST client; every call has a connect and a total timeout.
@@ -419,6 +436,26 @@ impl MlflowClient {
         struct RawRun {
             info: RunInfo,
             data: RunData,
+            inputs: RunInputs,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct RunInputs {
+            dataset_inputs: Vec<DatasetInput>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct DatasetInput {
+            tags: Vec<KeyValue>,
+            dataset: RawDataset,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct RawDataset {
+            name: String,
+            digest: String,
+            source_type: String,
+            source: String,
         }
         #[derive(Deserialize, Default)]
         #[serde(default)]
@@ -450,7 +487,7 @@ impl MlflowClient {
             value: Value,
         }
         let answer: Answer = self.get_json("runs/get", &[("run_id", run_id)])?;
-        let RawRun { info, data } = answer.run;
+        let RawRun { info, data, inputs } = answer.run;
         Ok(Run {
             run_id: if info.run_id.is_empty() {
                 info.run_uuid
@@ -464,6 +501,22 @@ impl MlflowClient {
             params: data.params.into_iter().map(|p| (p.key, p.value)).collect(),
             metrics: data.metrics.into_iter().map(|m| (m.key, m.value)).collect(),
             tags: data.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+            datasets: inputs
+                .dataset_inputs
+                .into_iter()
+                .map(|input| RunDataset {
+                    name: input.dataset.name,
+                    digest: input.dataset.digest,
+                    context: input
+                        .tags
+                        .into_iter()
+                        .find(|t| t.key == "mlflow.data.context")
+                        .map(|t| t.value)
+                        .unwrap_or_default(),
+                    source_type: input.dataset.source_type,
+                    source: input.dataset.source,
+                })
+                .collect(),
         })
     }
 

@@ -22,16 +22,18 @@
 
 mod artifacts;
 mod client;
+mod dataset;
 mod onnx_external;
 mod source;
 
 pub use artifacts::ArtifactFile;
 pub use client::{
     CALL_TIMEOUT, CONNECT_TIMEOUT, DOWNLOAD_TIMEOUT, MlflowClient, MlflowError, MlflowVersion,
-    RegisteredModel, Run,
+    RegisteredModel, Run, RunDataset,
 };
+pub use dataset::{DatasetFile, MAX_DATASET_BYTES};
 pub use onnx_external::inline_external_data;
 pub use source::{
-    ImportOutcome, MlflowChange, MlflowSource, MlflowSourceConfig, TAG_MODEL, TAG_RUN_ID, TAG_SOURCE,
-    TAG_VERSION, Watch,
+    ImportOutcome, MlflowChange, MlflowSource, MlflowSourceConfig, ReferenceFn, ReferenceHook, TAG_MODEL,
+    TAG_RUN_ID, TAG_SOURCE, TAG_VERSION, Watch,
 };

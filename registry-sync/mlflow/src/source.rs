@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::Context;
@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 
 use super::client::{MlflowClient, MlflowError, MlflowVersion, RegisteredModel, Run};
 use kiln_registry::{
-    ModelVersion, NewVersion, Prepared, Registry, RegistryError, Stage, validate_alias, validate_name,
+    ModelVersion, NewVersion, Prepared, ReferenceProfile, Registry, RegistryError, Stage, validate_alias,
+    validate_name,
 };
 
 /// Tag on a Kiln version: the MLflow registered model it was imported from.
@@ -100,10 +101,27 @@ pub struct ImportOutcome {
     pub reused: bool,
     /// True when this import moved the Kiln version into Production (which starts a rollout).
     pub promoted: bool,
+    /// What became of the run's reference dataset, when a [`ReferenceHook`] was given and
+    /// the run logged one: `Ok` with what was stored, `Err` with why nothing was (the
+    /// import itself still succeeds: a reference is optional).
+    pub reference: Option<Result<String, String>>,
 }
 
 /// The caller's compile step (the same one `kiln models register` uses).
 type Prepare<'a> = dyn Fn(&Path, &str, &[Value]) -> anyhow::Result<Prepared> + 'a;
+
+/// Builds a version's reference from a dataset file: the compiled component, the file and
+/// optional feature names (the step `kiln models register --reference` uses).
+pub type ReferenceFn<'a> = dyn Fn(&[u8], &Path, Option<&str>) -> anyhow::Result<ReferenceProfile> + 'a;
+
+/// How an import turns the dataset its run logged into the version's reference profile.
+pub struct ReferenceHook<'a> {
+    /// Profiles the dataset file as the component's input, with its outputs.
+    pub profile: &'a ReferenceFn<'a>,
+    /// Directories whose files a dataset's `local` source may name (a volume the training
+    /// job and the sync service share); run artifacts are always read.
+    pub dataset_dirs: &'a [PathBuf],
+}
 
 /// What the last poll saw of one model.
 #[derive(Clone, Debug)]
@@ -226,8 +244,23 @@ impl MlflowSource {
         prepare: &dyn Fn(&Path, &str, &[Value]) -> anyhow::Result<Prepared>,
         actor: &str,
     ) -> anyhow::Result<ImportOutcome> {
+        self.import_with_reference(change, registry, prepare, None, actor)
+    }
+
+    /// [`MlflowSource::import`], and a newly registered version gets a reference profile
+    /// for drift from the dataset its run logged (`mlflow.log_input`), if one can be read
+    /// (see [`crate::DatasetFile`]); the reference is stored before the version is promoted.
+    #[allow(clippy::type_complexity)]
+    pub fn import_with_reference(
+        &self,
+        change: &MlflowChange,
+        registry: &Registry,
+        prepare: &dyn Fn(&Path, &str, &[Value]) -> anyhow::Result<Prepared>,
+        reference: Option<&ReferenceHook<'_>>,
+        actor: &str,
+    ) -> anyhow::Result<ImportOutcome> {
         let result = self
-            .import_inner(change, registry, prepare, actor)
+            .import_inner(change, registry, prepare, reference, actor)
             .with_context(|| {
                 format!(
                     "importing MLflow model '{}' version {} ({} of {})",
@@ -253,6 +286,7 @@ impl MlflowSource {
         change: &MlflowChange,
         registry: &Registry,
         prepare: &Prepare<'_>,
+        reference: Option<&ReferenceHook<'_>>,
         actor: &str,
     ) -> anyhow::Result<ImportOutcome> {
         let name = change.model.as_str();
@@ -262,11 +296,12 @@ impl MlflowSource {
             v.tags.get(TAG_MODEL).map(String::as_str) == Some(name)
                 && v.tags.get(TAG_VERSION) == Some(&mlflow_version)
         });
-        let (version, reused) = match existing {
-            Some(version) => (version, true),
+        let (version, reused, reference) = match existing {
+            Some(version) => (version, true, None),
             None => {
-                let (version, created) = self.register(change, registry, prepare, actor)?;
-                (version, !created)
+                let (version, created, reference) =
+                    self.register(change, registry, prepare, reference, actor)?;
+                (version, !created, reference)
             }
         };
         let target = match &change.watch {
@@ -298,17 +333,21 @@ impl MlflowSource {
             kiln_version,
             reused,
             promoted,
+            reference,
         })
     }
 
-    /// Downloads, compiles and registers the change's version; `true` when newly created.
+    /// Downloads, compiles and registers the change's version; `true` when newly created,
+    /// and what became of its reference dataset.
+    #[allow(clippy::type_complexity)]
     fn register(
         &self,
         change: &MlflowChange,
         registry: &Registry,
         prepare: &Prepare<'_>,
+        reference: Option<&ReferenceHook<'_>>,
         actor: &str,
-    ) -> anyhow::Result<(ModelVersion, bool)> {
+    ) -> anyhow::Result<(ModelVersion, bool, Option<Result<String, String>>)> {
         let (name, number) = (change.model.as_str(), change.version);
         let details = &change.details;
         let run = match details.run_id.as_str() {
@@ -322,6 +361,11 @@ impl MlflowSource {
         let dir = tempfile::tempdir().context("creating a temporary directory for the download")?;
         let onnx = self.client.download_onnx(name, number, dir.path())?;
         let prepared = prepare(&onnx, name, &[]).context("compiling the downloaded ONNX model")?;
+        // Built before anything is stored, like `kiln models register --reference`.
+        let reference = match (reference, run.as_ref()) {
+            (Some(hook), Some(run)) => self.run_reference(run, &prepared.component, hook, dir.path()),
+            _ => None,
+        };
 
         let mut tags = BTreeMap::from([
             (TAG_MODEL.to_string(), name.to_string()),
@@ -358,8 +402,53 @@ impl MlflowSource {
                 version = version.version,
                 "MLflow version compiles to a component Kiln already has; reusing it"
             );
+            let kept = reference.map(|_| {
+                Err("the component matched an existing version, whose reference is kept".to_string())
+            });
+            return Ok((version, created, kept));
         }
-        Ok((version, created))
+        let reference = match reference {
+            Some(Ok(record)) => Some(
+                registry
+                    .set_reference(name, version.version, &record, actor)
+                    .map(|stored| {
+                        format!(
+                            "{} rows × {} features from {}",
+                            stored.rows,
+                            stored.features.len(),
+                            stored.source
+                        )
+                    })
+                    .map_err(|e| format!("storing the reference: {e}")),
+            ),
+            Some(Err(why)) => Some(Err(why)),
+            None => None,
+        };
+        Ok((version, created, reference))
+    }
+
+    /// The reference profile from the dataset `run` logged: `None` when it logged none with
+    /// a file source, `Err` when it did and it could not be read or profiled.
+    fn run_reference(
+        &self,
+        run: &Run,
+        component: &[u8],
+        hook: &ReferenceHook<'_>,
+        dir: &Path,
+    ) -> Option<Result<ReferenceProfile, String>> {
+        let file = match self.client.reference_dataset(run, hook.dataset_dirs, dir) {
+            Ok(Some(file)) => file,
+            Ok(None) => return None,
+            Err(why) => return Some(Err(why)),
+        };
+        Some(
+            (hook.profile)(component, &file.path, None)
+                .map(|mut record| {
+                    record.source = file.description.clone();
+                    record
+                })
+                .map_err(|e| format!("{}: {e:#}", file.description)),
+        )
     }
 
     fn fetch_models(&self) -> anyhow::Result<Vec<RegisteredModel>> {

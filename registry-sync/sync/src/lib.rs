@@ -26,6 +26,6 @@ pub mod state;
 mod worker;
 
 pub use service::{SyncHandle, SyncService};
-pub use sources::{MlflowPoller, PrepareFn, Source};
+pub use sources::{MlflowPoller, PrepareFn, ReferenceFn, Source};
 pub use state::SyncConfig;
 pub use worker::backoff;

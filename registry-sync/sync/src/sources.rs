@@ -1,7 +1,7 @@
 //! Sources that feed the registry while the service runs: MLflow, polled on its own thread,
 //! whose imports promote versions in the registry (which the controller then rolls out).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use kiln_node_api::retry::Target;
 
 use serde_json::Value;
 
-use kiln_mlflow::MlflowSource;
+use kiln_mlflow::{MlflowSource, ReferenceHook};
 use kiln_registry::{Prepared, Registry};
 
 /// Something else that writes to the registry on a schedule (the MLflow watcher): polled on
@@ -47,10 +47,16 @@ pub struct SourceFailure {
 /// The compile step the binary supplies (ONNX → component), shared with `kiln models register`.
 pub type PrepareFn = dyn Fn(&Path, &str, &[Value]) -> anyhow::Result<Prepared> + Send + Sync;
 
+/// The reference step the binary supplies (component, dataset file → reference profile),
+/// shared with `kiln models register --reference`.
+pub type ReferenceFn =
+    dyn Fn(&[u8], &Path, Option<&str>) -> anyhow::Result<kiln_registry::ReferenceProfile> + Send + Sync;
+
 /// MLflow as a [`Source`]: each poll imports every moved alias or stage.
 pub struct MlflowPoller {
     source: MlflowSource,
     prepare: Box<PrepareFn>,
+    reference: Option<(Box<ReferenceFn>, Vec<PathBuf>)>,
     interval: Duration,
     actor: String,
     failures: Vec<SourceFailure>,
@@ -67,10 +73,19 @@ impl MlflowPoller {
         MlflowPoller {
             source,
             prepare,
+            reference: None,
             interval,
             actor: actor.to_string(),
             failures: Vec::new(),
         }
+    }
+
+    /// Imports also store a reference profile for drift from the dataset the version's run
+    /// logged, profiled by `profile`; local dataset files are read only inside
+    /// `dataset_dirs` (run artifacts always).
+    pub fn with_reference(mut self, profile: Box<ReferenceFn>, dataset_dirs: Vec<PathBuf>) -> MlflowPoller {
+        self.reference = Some((profile, dataset_dirs));
+        self
     }
 }
 
@@ -99,18 +114,36 @@ impl Source for MlflowPoller {
                 tracing::warn!(model = %change.model, mlflow_version = change.version, reason, "not re-importing a version Kiln rolled back; move the MLflow pointer to deploy again");
                 continue;
             }
-            match self
-                .source
-                .import(&change, registry, self.prepare.as_ref(), &self.actor)
-            {
-                Ok(outcome) => tracing::info!(
-                    model = %change.model,
-                    mlflow_version = change.version,
-                    version = outcome.kiln_version.version,
-                    reused = outcome.reused,
-                    promoted = outcome.promoted,
-                    "imported from MLflow"
-                ),
+            let hook = self.reference.as_ref().map(|(profile, dirs)| ReferenceHook {
+                profile: profile.as_ref(),
+                dataset_dirs: dirs,
+            });
+            match self.source.import_with_reference(
+                &change,
+                registry,
+                self.prepare.as_ref(),
+                hook.as_ref(),
+                &self.actor,
+            ) {
+                Ok(outcome) => {
+                    tracing::info!(
+                        model = %change.model,
+                        mlflow_version = change.version,
+                        version = outcome.kiln_version.version,
+                        reused = outcome.reused,
+                        promoted = outcome.promoted,
+                        "imported from MLflow"
+                    );
+                    match &outcome.reference {
+                        Some(Ok(what)) => {
+                            tracing::info!(model = %change.model, version = outcome.kiln_version.version, reference = %what, "reference for drift stored from the run's dataset")
+                        }
+                        Some(Err(why)) => {
+                            tracing::warn!(model = %change.model, version = outcome.kiln_version.version, reason = %why, "the run's dataset gave no reference for drift")
+                        }
+                        None => {}
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(model = %change.model, mlflow_version = change.version, error = %format!("{e:#}"), "MLflow import failed");
                     self.failures.push(SourceFailure {

@@ -42,10 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 register::prepare(&host.get()?, file, name, golden)
             };
             let reference = |component: &[u8], data: &Path, names: Option<&str>| {
-                let model = host.get()?.load(component)?;
-                let dataset = reference::read(data, names)?;
-                let profile = reference::profile(&dataset, Some(&model))?;
-                reference::record(data, &dataset, &profile)
+                reference::build(&host.get()?, component, data, names)
             };
             print_block(&commands::models::run(&*registry, command, &prepare, &reference)?);
         }

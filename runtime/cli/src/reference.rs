@@ -161,6 +161,21 @@ fn batch(
     })
 }
 
+/// The reference record of `component` on the file at `data`: read, checked against the
+/// model's input, profiled with the model's outputs (`kiln models register --reference`,
+/// `kiln monitor reference set` and MLflow imports).
+pub fn build(
+    host: &std::sync::Arc<kiln_host::Host>,
+    component: &[u8],
+    data: &Path,
+    names: Option<&str>,
+) -> anyhow::Result<ReferenceProfile> {
+    let model = host.load(component)?;
+    let dataset = read(data, names)?;
+    let profile = profile(&dataset, Some(&model))?;
+    record(data, &dataset, &profile)
+}
+
 /// The registry record of a reference built from `path`.
 pub fn record(path: &Path, data: &Dataset, profile: &ModelProfile) -> anyhow::Result<ReferenceProfile> {
     Ok(ReferenceProfile {

@@ -297,3 +297,191 @@ fn a_production_stage_logged_with_external_data_imports_and_predicts_like_onnxru
     let got = loaded.predict(request("mlp")).unwrap();
     assert_matches_reference("imported mlp", &got, &expected("mlp"));
 }
+
+/// The reference step `kiln sync run --mlflow` uses: the component run on the file.
+fn profile_reference(
+    component: &[u8],
+    data: &Path,
+    names: Option<&str>,
+) -> anyhow::Result<kiln_registry::ReferenceProfile> {
+    kiln_cli::reference::build(&host(), component, data, names)
+}
+
+/// 120 iris-like rows of 4 features with a header, spread deterministically.
+fn iris_csv(dir: &Path, file: &str) -> String {
+    let mut text = String::from("sepal_length,sepal_width,petal_length,petal_width\n");
+    for i in 0..120 {
+        let t = (i * 37 % 120) as f64 / 120.0;
+        text.push_str(&format!(
+            "{:.3},{:.3},{:.3},{:.3}\n",
+            4.5 + 3.0 * t,
+            2.2 + 1.5 * (1.0 - t),
+            1.0 + 5.5 * t,
+            0.1 + 2.3 * t
+        ));
+    }
+    let path = dir.join(file);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_dataset_logged_with_the_run_becomes_the_imported_versions_reference() {
+    let server = MlflowServer::shared();
+    let model = "iris-with-dataset";
+    let onnx = example_path("iris_logreg");
+    let data = tempfile::tempdir().unwrap();
+    let csv = iris_csv(data.path(), "iris_train.csv");
+    // The training job logs its data as the run's input, and the file as an artifact.
+    let v1 = server.publish(&[
+        "publish",
+        "--model",
+        model,
+        "--onnx",
+        &onnx,
+        "--alias",
+        "champion",
+        "--dataset",
+        &csv,
+        "--dataset-artifact",
+    ]);
+    let home = tempfile::tempdir().unwrap();
+    let registry = Registry::open(home.path()).unwrap();
+    let mut source = source(&server, model, Watch::default());
+    let run = source.client().get_run(v1["run_id"].as_str().unwrap()).unwrap();
+    assert_eq!(run.datasets.len(), 1, "{run:?}");
+    assert_eq!(
+        (
+            run.datasets[0].name.as_str(),
+            run.datasets[0].context.as_str(),
+            run.datasets[0].source_type.as_str()
+        ),
+        ("iris_train.csv", "training", "local")
+    );
+    let hook = kiln_mlflow::ReferenceHook {
+        profile: &profile_reference,
+        dataset_dirs: &[],
+    };
+    let changes = source.poll().unwrap();
+    let outcome = source
+        .import_with_reference(&changes[0], &registry, &prepare, Some(&hook), ACTOR)
+        .unwrap();
+    assert!(outcome.promoted, "{outcome:?}");
+    let note = outcome
+        .reference
+        .clone()
+        .expect("a dataset was logged")
+        .expect("and used");
+    assert!(
+        note.starts_with("120 rows × 4 features from MLflow dataset 'iris_train.csv' (training, digest ")
+            && note.ends_with("run artifact iris_train.csv"),
+        "{note}"
+    );
+    let stored = registry
+        .reference(model, outcome.kiln_version.version)
+        .unwrap()
+        .expect("reference stored");
+    assert_eq!(stored.rows, 120);
+    assert_eq!(
+        stored.features,
+        ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    );
+    assert_eq!(stored.created_by, ACTOR);
+    // It holds the version's own outputs on the data (prediction drift's reference), and
+    // the feature columns as the file has them.
+    let profile: kiln_monitor::model::ModelProfile = serde_json::from_str(&stored.profile).unwrap();
+    let inputs = profile.inputs.expect("inputs");
+    let outputs = profile.outputs.expect("outputs");
+    assert_eq!((inputs.rows(), outputs.rows()), (120, 120));
+    let f2 = inputs.column("f2").expect("petal_length");
+    assert_eq!(f2.min(), Some(1.0));
+    assert!(
+        f2.max().is_some_and(|m| (m - 6.454).abs() < 1e-5),
+        "{:?}",
+        f2.max()
+    );
+    let audit = registry.audit_log(Some(model)).unwrap();
+    assert!(audit.iter().any(|e| e.action == "set_reference"), "{audit:?}");
+}
+
+#[test]
+fn a_dataset_kiln_may_not_read_is_reported_and_a_local_one_is_read_only_inside_an_allowed_dir() {
+    let server = MlflowServer::shared();
+    let model = "iris-local-dataset";
+    let onnx = example_path("iris_logreg");
+    let data = tempfile::tempdir().unwrap();
+    let csv = iris_csv(data.path(), "iris_local.csv");
+    // The dataset's source is a local path only: no artifact.
+    server.publish(&[
+        "publish",
+        "--model",
+        model,
+        "--onnx",
+        &onnx,
+        "--alias",
+        "champion",
+        "--dataset",
+        &csv,
+    ]);
+    let home = tempfile::tempdir().unwrap();
+    let registry = Registry::open(home.path()).unwrap();
+    let mut source = source(&server, model, Watch::default());
+    let hook = kiln_mlflow::ReferenceHook {
+        profile: &profile_reference,
+        dataset_dirs: &[],
+    };
+    let changes = source.poll().unwrap();
+    let outcome = source
+        .import_with_reference(&changes[0], &registry, &prepare, Some(&hook), ACTOR)
+        .unwrap();
+    // The import itself succeeds; the reference says why it is missing.
+    assert!(outcome.promoted, "{outcome:?}");
+    let why = outcome
+        .reference
+        .clone()
+        .expect("a dataset was logged")
+        .unwrap_err();
+    assert!(
+        why.contains("no run artifact is called iris_local.csv") && why.contains("--mlflow-dataset-dir"),
+        "{why}"
+    );
+    assert_eq!(
+        registry.reference(model, outcome.kiln_version.version).unwrap(),
+        None
+    );
+
+    // Allowed: a new MLflow version (other bytes) reads the file in place.
+    let dirs = [data.path().to_path_buf()];
+    let allowed = kiln_mlflow::ReferenceHook {
+        profile: &profile_reference,
+        dataset_dirs: &dirs,
+    };
+    server.publish(&[
+        "publish",
+        "--model",
+        model,
+        "--onnx",
+        &onnx,
+        "--alias",
+        "champion",
+        "--dataset",
+        &csv,
+        "--doc-string",
+        "retrained",
+    ]);
+    let changes = source.poll().unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let outcome = source
+        .import_with_reference(&changes[0], &registry, &prepare, Some(&allowed), ACTOR)
+        .unwrap();
+    let note = outcome.reference.clone().expect("logged").expect("read in place");
+    assert!(
+        note.contains("120 rows × 4 features") && note.contains("iris_local.csv"),
+        "{note}"
+    );
+    let stored = registry
+        .reference(model, outcome.kiln_version.version)
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored.rows, 120);
+}

@@ -95,6 +95,10 @@ pub struct SyncRunArgs {
     /// How often MLflow is polled: 2s.
     #[arg(long, env = "KILN_MLFLOW_POLL", default_value = "2s")]
     pub mlflow_poll: String,
+    /// A directory whose files a run's logged dataset (`local` source) may name, for the
+    /// imported version's drift reference; repeatable. Run artifacts are always read.
+    #[arg(long = "mlflow-dataset-dir", value_name = "DIR")]
+    pub mlflow_dataset_dirs: Vec<PathBuf>,
     /// HTTPS for the join/status API: --tls-cert, --tls-key, --client-ca.
     #[command(flatten)]
     pub tls: crate::tls_args::ServerTlsArgs,
@@ -372,16 +376,18 @@ pub fn serve(host: Arc<LazyHost>, registry: Arc<Registry>, args: &SyncRunArgs) -
             },
             &client_tls,
         )?;
+        let compiler = host.clone();
         let prepare = move |file: &Path, name: &str, golden: &[serde_json::Value]| {
-            crate::register::prepare(&host.get()?, file, name, golden)
+            crate::register::prepare(&compiler.get()?, file, name, golden)
+        };
+        let reference = move |component: &[u8], data: &Path, names: Option<&str>| {
+            crate::reference::build(&host.get()?, component, data, names)
         };
         let interval = Duration::from_millis(parse_ms(&args.mlflow_poll)?.max(100));
-        service = service.with_source(Box::new(MlflowPoller::new(
-            source,
-            Box::new(prepare),
-            interval,
-            "mlflow-sync",
-        )));
+        service = service.with_source(Box::new(
+            MlflowPoller::new(source, Box::new(prepare), interval, "mlflow-sync")
+                .with_reference(Box::new(reference), args.mlflow_dataset_dirs.clone()),
+        ));
     }
     let handle = service.start()?;
     let nodes = registry.nodes()?.len();
