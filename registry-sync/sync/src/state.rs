@@ -226,6 +226,9 @@ pub struct SyncMetrics {
     pub heartbeats: IntCounter,
     client_retries: IntCounterVec,
     client_breaker: IntGaugeVec,
+    rollout_weight: IntGaugeVec,
+    rollout_info: IntGaugeVec,
+    rollouts: IntGaugeVec,
     /// `kiln_feature_drift_score`, `kiln_dataset_drift` of the fleet's traffic.
     pub drift: kiln_monitor::gauges::DriftGauges,
 }
@@ -292,6 +295,45 @@ impl SyncMetrics {
                 &["target", "kind"],
             ),
         )?;
+        let rollout_weight = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "kiln_rollout_canary_weight",
+                    "Percent of a model's traffic its latest rollout gives the new version now (100 once it succeeded, 0 once rolled back or aborted)",
+                ),
+                &["model"],
+            ),
+        )?;
+        let rollout_info = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "kiln_rollout_info",
+                    "1 for each model's latest rollout, labelled with its id, versions, state, phase, step and strategy",
+                ),
+                &[
+                    "model",
+                    "rollout",
+                    "from_version",
+                    "to_version",
+                    "state",
+                    "phase",
+                    "step",
+                    "strategy",
+                ],
+            ),
+        )?;
+        let rollouts = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "kiln_rollouts",
+                    "Rollouts in the registry by model and state (progressing, paused, succeeded, rolled_back, aborted); finished ones only ever grow",
+                ),
+                &["model", "state"],
+            ),
+        )?;
         let drift = kiln_monitor::gauges::DriftGauges::register(&r, "the fleet's")?;
         // Every label value from the start, so a scrape sees zeros rather than nothing.
         for result in ["ok", "error"] {
@@ -306,6 +348,9 @@ impl SyncMetrics {
             heartbeats,
             client_retries,
             client_breaker,
+            rollout_weight,
+            rollout_info,
+            rollouts,
             drift,
         })
     }
@@ -340,9 +385,54 @@ impl SyncMetrics {
             let counter = self.client_retries.with_label_values(&labels);
             counter.inc_by(target.retries().saturating_sub(counter.get()));
         }
+        self.set_rollouts(shared);
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+impl SyncMetrics {
+    /// The rollout gauges, read from the registry now (so they survive restarts and count
+    /// operators' actions too); a registry error leaves them as they were.
+    fn set_rollouts(&self, shared: &Shared) {
+        let (latest, counts) = match (
+            shared.registry.latest_rollouts(),
+            shared.registry.rollout_counts(),
+        ) {
+            (Ok(l), Ok(c)) => (l, c),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "reading rollouts for the metrics");
+                return;
+            }
+        };
+        self.rollout_weight.reset();
+        self.rollout_info.reset();
+        self.rollouts.reset();
+        for r in &latest {
+            let (weight, _) = r.current_weight();
+            self.rollout_weight
+                .with_label_values(&[&r.model])
+                .set(i64::from(weight));
+            let from = r.from_version.map(|v| v.to_string()).unwrap_or_default();
+            self.rollout_info
+                .with_label_values(&[
+                    r.model.as_str(),
+                    &r.id.to_string(),
+                    &from,
+                    &r.to_version.to_string(),
+                    r.state.as_str(),
+                    r.phase.as_str(),
+                    &r.step.to_string(),
+                    r.plan.strategy.as_str(),
+                ])
+                .set(1);
+        }
+        for (model, state, count) in counts {
+            self.rollouts
+                .with_label_values(&[&model, &state])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 }
 

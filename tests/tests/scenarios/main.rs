@@ -13,6 +13,7 @@ mod edge_parity;
 mod edge_spin;
 mod fleet_credentials;
 mod fuzz_parsers;
+mod grafana;
 mod hot_reload_under_load;
 mod inference_access;
 mod kiln_up;

@@ -294,6 +294,28 @@ impl Registry {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// Each model's latest rollout, by model name.
+    pub fn latest_rollouts(&self) -> Result<Vec<Rollout>, RegistryError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM rollouts WHERE id IN (SELECT MAX(id) FROM rollouts GROUP BY model) ORDER BY model"
+        ))?;
+        let rows = stmt.query_map([], from_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// How many rollouts each model has had, by state: (model, state, count).
+    pub fn rollout_counts(&self) -> Result<Vec<(String, String, u64)>, RegistryError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT model, state, COUNT(*) FROM rollouts GROUP BY model, state ORDER BY model, state",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?.max(0) as u64))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Rollouts, newest first: of `model` if given, at most `limit`.
     pub fn rollouts(&self, model: Option<&str>, limit: usize) -> Result<Vec<Rollout>, RegistryError> {
         let conn = self.lock();
