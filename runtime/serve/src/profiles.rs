@@ -5,11 +5,17 @@
 //!
 //! Columns are laid out by `kiln_monitor::model` (the same on every host).
 //!
+//! Windows: one per minute for the current minute and the [`FINE_MINUTES`] before it;
+//! older minutes are merged into windows of up to [`COARSE_MINUTES`] (aligned on the
+//! clock), so a version keeps at most 16 + 10 windows instead of 60. A `since` of up to 15
+//! minutes is answered from minute windows; a longer one may start up to 4 minutes
+//! earlier, at the start of a merged window (the answer's `from` says where), and a merged
+//! window is dropped once its last minute is past [`RETENTION`].
+//!
 //! Memory: live windows are smaller than a reference (see [`live_config`]): per column and
-//! minute, 512 values (4 KiB) or a KLL sketch of k = 256, plus at most 21 value counts; at
-//! most 60 windows × (64 + 64) columns per version. In the soak (the MLP, 16 columns, a
-//! few thousand requests a second) a node's RSS grew about 0.4 MiB a minute while the
-//! windows filled.
+//! window, 512 values (4 KiB) or a KLL sketch of k = 256, plus at most 21 value counts; at
+//! most 26 windows × (64 + 64) columns per version. A busy window of 16 columns takes about
+//! 165 KiB of heap, so a busy version holds about 4 MiB once its hour is full.
 
 use kiln_monitor::model::ModelProfile;
 pub use kiln_monitor::model::VersionProfile;
@@ -21,6 +27,10 @@ use std::time::Duration;
 
 pub use kiln_monitor::model::RETENTION;
 const WINDOW_SECONDS: u64 = 60;
+/// Minutes kept one window per minute.
+pub const FINE_MINUTES: u64 = 15;
+/// Minutes per window beyond [`FINE_MINUTES`].
+pub const COARSE_MINUTES: u64 = 5;
 
 /// The profile sizes of a live one-minute window: 512 exact values per column (a quiet
 /// model's minute is exact), then a KLL sketch of k = 256 (0.9 % rank error at most,
@@ -42,8 +52,53 @@ pub struct Snapshot {
 }
 
 struct Window {
+    /// First minute with traffic (unix minutes).
     minute: u64,
+    /// The minute after the last one merged in.
+    end: u64,
+    /// Whether minutes were merged into it (past the fine span).
+    coarse: bool,
     profile: ModelProfile,
+}
+
+/// Starts the window of `minute` if it is new: merges minute windows older than
+/// [`FINE_MINUTES`] into their 5-minute windows and drops windows past [`RETENTION`].
+fn roll(windows: &mut VecDeque<Window>, minute: u64) {
+    if windows.back().is_some_and(|w| w.minute == minute && !w.coarse) {
+        return;
+    }
+    windows.push_back(Window {
+        minute,
+        end: minute + 1,
+        coarse: false,
+        profile: ModelProfile::default(),
+    });
+    let keep = RETENTION.as_secs() / WINDOW_SECONDS;
+    let fine_from = minute.saturating_sub(FINE_MINUTES);
+    let mut rolled: VecDeque<Window> = VecDeque::with_capacity(windows.len());
+    for w in windows.drain(..) {
+        if w.end + keep <= minute + 1 {
+            continue; // its last minute is past the retention
+        }
+        if w.coarse || w.minute >= fine_from {
+            rolled.push_back(w);
+            continue;
+        }
+        let bucket = w.minute / COARSE_MINUTES;
+        match rolled.back_mut() {
+            Some(c) if c.coarse && c.minute / COARSE_MINUTES == bucket => {
+                // Windows of another layout (a dynamic shape changed) cannot merge: the
+                // later layout is kept, as a snapshot does.
+                if c.profile.merge(&w.profile).is_err() {
+                    c.profile = w.profile;
+                    c.minute = w.minute;
+                }
+                c.end = w.end;
+            }
+            _ => rolled.push_back(Window { coarse: true, ..w }),
+        }
+    }
+    *windows = rolled;
 }
 
 /// One version's windows.
@@ -63,19 +118,13 @@ fn now_seconds() -> u64 {
 
 impl VersionProfiles {
     fn with_window<R>(&self, f: impl FnOnce(&mut Window) -> R) -> R {
-        let minute = now_seconds() / WINDOW_SECONDS;
+        self.with_window_at(now_seconds() / WINDOW_SECONDS, f)
+    }
+
+    fn with_window_at<R>(&self, minute: u64, f: impl FnOnce(&mut Window) -> R) -> R {
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        if windows.back().is_none_or(|w| w.minute != minute) {
-            windows.push_back(Window {
-                minute,
-                profile: ModelProfile::default(),
-            });
-            let keep = RETENTION.as_secs() / WINDOW_SECONDS;
-            while windows.front().is_some_and(|w| w.minute + keep <= minute) {
-                windows.pop_front();
-            }
-        }
-        let window = windows.back_mut().expect("a window was just ensured");
+        roll(&mut windows, minute);
+        let window = windows.back_mut().expect("roll leaves the current window last");
         f(window)
     }
 
@@ -101,10 +150,14 @@ impl VersionProfiles {
 
     /// The windows of the last `since` merged; `None` without traffic in that span.
     pub fn snapshot(&self, since: Duration) -> Option<Snapshot> {
-        let oldest = now_seconds().saturating_sub(since.as_secs()) / WINDOW_SECONDS;
+        self.snapshot_at(now_seconds(), since)
+    }
+
+    fn snapshot_at(&self, now: u64, since: Duration) -> Option<Snapshot> {
+        let oldest = now.saturating_sub(since.as_secs()) / WINDOW_SECONDS;
         let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let mut merged: Option<Snapshot> = None;
-        for w in windows.iter().filter(|w| w.minute >= oldest) {
+        for w in windows.iter().filter(|w| w.end > oldest) {
             match &mut merged {
                 // Windows of another layout (a dynamic shape changed) cannot merge: the
                 // latest layout's windows are kept.
@@ -132,7 +185,13 @@ impl VersionProfiles {
         let keep = RETENTION.as_secs() / WINDOW_SECONDS;
         let minute = now_seconds() / WINDOW_SECONDS;
         let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        windows.back().is_none_or(|w| w.minute + keep <= minute)
+        windows.back().is_none_or(|w| w.end + keep <= minute + 1)
+    }
+
+    /// How many windows are kept (tests).
+    #[cfg(test)]
+    fn window_count(&self) -> usize {
+        self.windows.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
@@ -248,6 +307,47 @@ mod tests {
         assert_eq!(inputs.len(), MAX_COLUMNS);
         let last = inputs.column(&format!("f{}", MAX_COLUMNS - 1)).unwrap();
         assert_eq!((last.min(), last.max()), (Some(63.0), Some(163.0)));
+    }
+
+    #[test]
+    fn minutes_past_the_fine_span_merge_into_five_minute_windows_and_the_hour_is_kept() {
+        let p = VersionProfiles::default();
+        // One row a minute for two hours, value = its minute, from a 5-aligned minute.
+        let start = 28_000_000u64;
+        for m in start..start + 120 {
+            p.with_window_at(m, |w| {
+                w.profile
+                    .observe_inputs(
+                        &[Tensor::from_f32("x", &[1, 1], &[(m - start) as f32])],
+                        live_config(),
+                    )
+                    .unwrap()
+            });
+            assert!(
+                p.window_count() <= 16 + 10,
+                "{} windows at minute {m}",
+                p.window_count()
+            );
+        }
+        let now = (start + 119) * WINDOW_SECONDS + 30;
+        // since=15m reaches into minute 104 (now is 30 s into minute 119): minute windows.
+        let s = p.snapshot_at(now, Duration::from_secs(15 * 60)).unwrap();
+        let x = s.profile.inputs.as_ref().unwrap().column("f0").unwrap().clone();
+        assert_eq!((x.count(), x.min(), x.max()), (16, Some(104.0), Some(119.0)));
+        assert_eq!(s.from, (start + 104) * WINDOW_SECONDS);
+        // The hour: every minute still counted once, merged windows included.
+        let s = p.snapshot_at(now, Duration::from_secs(3600)).unwrap();
+        let x = s.profile.inputs.as_ref().unwrap().column("f0").unwrap().clone();
+        assert_eq!((x.count(), x.min(), x.max()), (60, Some(60.0), Some(119.0)));
+        // since=20m reaches into minute 99, the last of a merged window (95..99), and takes
+        // it whole; `from` says so.
+        let s = p.snapshot_at(now, Duration::from_secs(20 * 60)).unwrap();
+        let x = s.profile.inputs.as_ref().unwrap().column("f0").unwrap().clone();
+        assert_eq!((x.count(), x.min()), (25, Some(95.0)));
+        assert_eq!(s.from, (start + 95) * WINDOW_SECONDS);
+        // Quiet for an hour: everything expires.
+        p.with_window_at(start + 119 + 61, |_| ());
+        assert_eq!(p.window_count(), 1, "only the new, empty minute");
     }
 
     #[test]

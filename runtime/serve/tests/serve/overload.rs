@@ -137,15 +137,27 @@ fn a_full_bulkhead_sheds_with_503_retry_after_and_no_error_of_the_version() {
         .expect("version stats");
     let timeouts = spins.iter().filter(|s| s.status == 504).count() as u64;
     assert_eq!(v1.server_errors, timeouts, "{v1:?}");
-    // Shed before a version was chosen (the bulkhead was full when the request came),
-    // so they are the model's, under no version.
-    assert!(
-        metrics.lines().any(|l| l.starts_with("kiln_requests_total{")
-            && l.contains(r#"code="503""#)
-            && l.contains(r#"model="bad""#)
-            && l.contains(r#"version="""#)),
-        "{metrics}"
-    );
+    // A request shed before a version was chosen (the bulkhead was full when it came) is
+    // the model's, under no version; one that got past that check while the spinning call
+    // was taking the slot is shed when it asks for the slot, under its version, and counted
+    // there as overloaded, never as an error. Which one happens is a matter of timing.
+    let shed_lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("kiln_requests_total{")
+                && l.contains(r#"code="503""#)
+                && l.contains(r#"model="bad""#)
+        })
+        .collect();
+    assert!(!shed_lines.is_empty(), "{metrics}");
+    if shed_lines.iter().any(|l| l.contains(r#"version="1""#)) {
+        assert!(v1.overloaded >= 1, "{v1:?}");
+    } else {
+        assert!(
+            shed_lines.iter().all(|l| l.contains(r#"version="""#)),
+            "{metrics}"
+        );
+    }
 }
 
 /// Health's wait while as many spinning calls (`rows` rows each) as the server has async
