@@ -307,6 +307,24 @@ fn profile_reference(
     kiln_cli::reference::build(&host(), component, data, names)
 }
 
+/// Polls `source` for its one change and imports it with the reference step, local dataset
+/// files allowed inside `dataset_dirs`.
+fn import_next(
+    source: &mut MlflowSource,
+    registry: &Registry,
+    dataset_dirs: &[std::path::PathBuf],
+) -> kiln_mlflow::ImportOutcome {
+    let changes = source.poll().unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let hook = kiln_mlflow::ReferenceHook {
+        profile: &profile_reference,
+        dataset_dirs,
+    };
+    source
+        .import_with_reference(&changes[0], registry, &prepare, Some(&hook), ACTOR)
+        .unwrap()
+}
+
 /// 120 iris-like rows of 4 features with a header, spread deterministically.
 fn iris_csv(dir: &Path, file: &str) -> String {
     let mut text = String::from("sepal_length,sepal_width,petal_length,petal_width\n");
@@ -358,14 +376,7 @@ fn a_dataset_logged_with_the_run_becomes_the_imported_versions_reference() {
         ),
         ("iris_train.csv", "training", "local")
     );
-    let hook = kiln_mlflow::ReferenceHook {
-        profile: &profile_reference,
-        dataset_dirs: &[],
-    };
-    let changes = source.poll().unwrap();
-    let outcome = source
-        .import_with_reference(&changes[0], &registry, &prepare, Some(&hook), ACTOR)
-        .unwrap();
+    let outcome = import_next(&mut source, &registry, &[]);
     assert!(outcome.promoted, "{outcome:?}");
     let note = outcome
         .reference
@@ -426,14 +437,7 @@ fn a_dataset_kiln_may_not_read_is_reported_and_a_local_one_is_read_only_inside_a
     let home = tempfile::tempdir().unwrap();
     let registry = Registry::open(home.path()).unwrap();
     let mut source = source(&server, model, Watch::default());
-    let hook = kiln_mlflow::ReferenceHook {
-        profile: &profile_reference,
-        dataset_dirs: &[],
-    };
-    let changes = source.poll().unwrap();
-    let outcome = source
-        .import_with_reference(&changes[0], &registry, &prepare, Some(&hook), ACTOR)
-        .unwrap();
+    let outcome = import_next(&mut source, &registry, &[]);
     // The import itself succeeds; the reference says why it is missing.
     assert!(outcome.promoted, "{outcome:?}");
     let why = outcome
@@ -451,11 +455,7 @@ fn a_dataset_kiln_may_not_read_is_reported_and_a_local_one_is_read_only_inside_a
     );
 
     // Allowed: a new MLflow version (other bytes) reads the file in place.
-    let dirs = [data.path().to_path_buf()];
-    let allowed = kiln_mlflow::ReferenceHook {
-        profile: &profile_reference,
-        dataset_dirs: &dirs,
-    };
+
     server.publish(&[
         "publish",
         "--model",
@@ -469,11 +469,7 @@ fn a_dataset_kiln_may_not_read_is_reported_and_a_local_one_is_read_only_inside_a
         "--doc-string",
         "retrained",
     ]);
-    let changes = source.poll().unwrap();
-    assert_eq!(changes.len(), 1, "{changes:?}");
-    let outcome = source
-        .import_with_reference(&changes[0], &registry, &prepare, Some(&allowed), ACTOR)
-        .unwrap();
+    let outcome = import_next(&mut source, &registry, &[data.path().to_path_buf()]);
     let note = outcome.reference.clone().expect("logged").expect("read in place");
     assert!(
         note.contains("120 rows × 4 features") && note.contains("iris_local.csv"),

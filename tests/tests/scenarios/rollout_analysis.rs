@@ -89,9 +89,33 @@ fn a_step_with_too_little_traffic_pauses_and_says_so_and_resume_restarts_it() {
     );
 }
 
-/// Bodies spread over 12 values, so that each version's outputs have a distribution.
-fn spread_bodies() -> Vec<String> {
-    (0..12).map(|i| echo_body(i as f32 * 0.5)).collect()
+/// Rolls echo v1 → a version registered from `component` under a 50,100 canary with
+/// `--max-prediction-drift 0.1`, with traffic spread over 12 values (so each version's
+/// outputs have a distribution); returns the fleet and the rollout once it is `outcome`.
+fn prediction_drift_rollout(file: &str, component: &[u8], outcome: &str) -> (Fleet, serde_json::Value) {
+    let fleet = Fleet::start(2, &[]);
+    fleet.deploy_echo_v1();
+    let v2 = fleet.register("echo", file, component);
+    fleet.kiln(&[
+        "rollout",
+        "policy",
+        "echo",
+        "--steps",
+        "50,100",
+        "--interval",
+        "2s",
+        "--min-requests",
+        "20",
+        "--max-prediction-drift",
+        "0.1",
+    ]);
+    let bodies = (0..12).map(|i| echo_body(i as f32 * 0.5)).collect();
+    let load = Load::start(fleet.addrs(), "/v2/models/echo/infer".into(), bodies, 3);
+    fleet.promote("echo", v2);
+    let done = fleet.wait_rollout("echo", outcome, Duration::from_secs(60));
+    let report = load.stop();
+    assert_eq!(report.failed(), 0, "{report:?}");
+    (fleet, done)
 }
 
 #[test]
@@ -99,26 +123,11 @@ fn a_canary_whose_answers_drift_from_stable_is_rolled_back_by_prediction_drift()
     // v2 doubles what v1 echoes: no error, no latency change, so only the comparison of
     // its outputs with v1's over the same traffic (the nodes' profiles, merged by the sync
     // service) can catch it.
-    let fleet = Fleet::start(2, &[]);
-    fleet.deploy_echo_v1();
-    let v2 = fleet.register("echo", "double.wasm", &kiln_tests::component("echo4_double"));
-    fleet.kiln(&[
-        "rollout",
-        "policy",
-        "echo",
-        "--steps",
-        "50,100",
-        "--interval",
-        "2s",
-        "--min-requests",
-        "20",
-        "--max-prediction-drift",
-        "0.1",
-    ]);
-    let load = Load::start(fleet.addrs(), "/v2/models/echo/infer".into(), spread_bodies(), 3);
-    fleet.promote("echo", v2);
-    let done = fleet.wait_rollout("echo", "rolled_back", Duration::from_secs(60));
-    let report = load.stop();
+    let (_fleet, done) = prediction_drift_rollout(
+        "double.wasm",
+        &kiln_tests::component("echo4_double"),
+        "rolled_back",
+    );
     let message = done["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("canary prediction drift: y[") && message.contains("Wasserstein distance (normed)"),
@@ -126,32 +135,15 @@ fn a_canary_whose_answers_drift_from_stable_is_rolled_back_by_prediction_drift()
     );
     assert!(message.contains("(max 0.1)"), "{done:#}");
     assert_eq!(done["step"], 0, "rolled back at the 50% step: {done:#}");
-    assert_eq!(report.failed(), 0, "{report:?}");
 }
 
 #[test]
 fn a_canary_that_answers_like_stable_passes_prediction_drift_and_says_its_score() {
-    let fleet = Fleet::start(2, &[]);
-    fleet.deploy_echo_v1();
-    let v2 = fleet.register("echo", "echo-v2.wasm", &kiln_tests::fleet::echo_component("v2"));
-    fleet.kiln(&[
-        "rollout",
-        "policy",
-        "echo",
-        "--steps",
-        "50,100",
-        "--interval",
-        "2s",
-        "--min-requests",
-        "20",
-        "--max-prediction-drift",
-        "0.1",
-    ]);
-    let load = Load::start(fleet.addrs(), "/v2/models/echo/infer".into(), spread_bodies(), 3);
-    fleet.promote("echo", v2);
-    fleet.wait_rollout("echo", "succeeded", Duration::from_secs(60));
-    let report = load.stop();
-    assert_eq!(report.failed(), 0, "{report:?}");
+    let (fleet, _) = prediction_drift_rollout(
+        "echo-v2.wasm",
+        &kiln_tests::fleet::echo_component("v2"),
+        "succeeded",
+    );
     // The 50% step's healthy message carries the score it passed with.
     let audit: serde_json::Value =
         serde_json::from_str(&fleet.kiln(&["audit", "log", "--model", "echo", "--json"]))
