@@ -8,8 +8,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kiln_types::digest;
-
 use crate::error::RegistryError;
 use crate::model::normalize_digest;
 
@@ -42,13 +40,47 @@ impl BlobStore {
     /// Makes the blob for `bytes` (whose digest is `hex`) durable, unless an intact copy exists.
     pub(crate) fn put(&self, hex: &str, bytes: &[u8]) -> Result<(), RegistryError> {
         let path = self.path(hex);
-        if let Ok(existing) = fs::read(&path)
-            && digest(&existing) == hex
-        {
+        if self.intact(&path, hex) {
             return Ok(());
         }
         kiln_types::durable::write(&path, bytes)
             .map_err(|e| storage(e, format!("storing blob {hex} in {}", self.dir.display())))
+    }
+
+    /// Makes the blob of the file at `source` (whose digest should be `hex`) durable, unless
+    /// an intact copy exists: copied in pieces and hashed on the way, never held whole. A
+    /// file that no longer hashes to `hex` (changed since it was hashed) stores nothing.
+    pub(crate) fn put_file(&self, hex: &str, source: &Path) -> Result<(), RegistryError> {
+        let path = self.path(hex);
+        if self.intact(&path, hex) {
+            return Ok(());
+        }
+        let context = || {
+            format!(
+                "storing blob {hex} in {} from {}",
+                self.dir.display(),
+                source.display()
+            )
+        };
+        let mut from = fs::File::open(source).map_err(|e| storage(e, context()))?;
+        let mut staged = kiln_types::durable::Staged::create(&path).map_err(|e| storage(e, context()))?;
+        std::io::copy(&mut from, &mut staged).map_err(|e| storage(e, context()))?;
+        if staged.digest() != hex {
+            return Err(RegistryError::Conflict(format!(
+                "{} changed while it was being registered: it now hashes to sha256:{}, not sha256:{hex}; nothing was stored",
+                source.display(),
+                staged.digest()
+            )));
+        }
+        staged.commit().map_err(|e| storage(e, context()))?;
+        Ok(())
+    }
+
+    /// Whether the blob at `path` exists and hashes to `hex` (read in pieces).
+    fn intact(&self, path: &Path, hex: &str) -> bool {
+        fs::File::open(path)
+            .and_then(kiln_types::digest_reader)
+            .is_ok_and(|(actual, _)| actual == hex)
     }
 
     /// Reads a blob and checks it still hashes to its name.
@@ -117,6 +149,7 @@ fn storage(err: std::io::Error, context: String) -> RegistryError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_types::digest;
 
     #[test]
     fn put_then_read_round_trips_and_detects_corruption() {
@@ -138,6 +171,42 @@ mod tests {
         store.remove(&hex).unwrap();
         assert!(matches!(store.read(&hex), Err(RegistryError::NotFound(_))));
         store.remove(&hex).unwrap();
+    }
+
+    #[test]
+    fn a_file_is_stored_in_pieces_and_one_that_does_not_hash_to_its_name_stores_nothing() {
+        let home = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(home.path()).unwrap();
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        let source = home.path().join("upload");
+        fs::write(&source, &bytes).unwrap();
+        let hex = digest(&bytes);
+        store.put_file(&hex, &source).unwrap();
+        assert_eq!(store.read(&hex).unwrap(), bytes);
+        assert!(source.exists(), "the source is left in place");
+        // Damaged in place: put_file repairs it from the file.
+        fs::write(store.path(&hex), b"tampered").unwrap();
+        store.put_file(&hex, &source).unwrap();
+        assert_eq!(store.read(&hex).unwrap(), bytes);
+
+        // A file that no longer matches the digest it was hashed to: nothing is stored.
+        let other = "1".repeat(64);
+        let err = store.put_file(&other, &source).unwrap_err();
+        assert!(
+            matches!(&err, RegistryError::Conflict(m) if m.contains("changed while it was being registered")),
+            "{err:?}"
+        );
+        assert!(!store.path(&other).exists());
+        let leftovers: Vec<_> = fs::read_dir(store.path(&hex).parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            leftovers,
+            [std::ffi::OsString::from(&hex)],
+            "no temporary file is left"
+        );
     }
 
     #[test]

@@ -16,6 +16,18 @@ use crate::registry::Registry;
 use crate::registry::{ensure_model, ensure_version, get_version};
 use kiln_types::format::now_rfc3339;
 
+/// Where a registered component's bytes come from.
+enum ComponentSource<'a> {
+    /// In memory.
+    Bytes(&'a [u8]),
+    /// A file (an upload staged on disk), with its digest and size hashed beforehand.
+    File {
+        path: &'a std::path::Path,
+        digest: String,
+        size: u64,
+    },
+}
+
 /// What a stage transition did, for callers that report it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StageTransition {
@@ -32,9 +44,41 @@ impl Registry {
     ///
     /// The same component under the same name returns the existing version unchanged.
     /// A new component gets one more than the highest version number the model ever had.
-    pub fn register(&self, req: NewVersion, actor: &str) -> Result<(ModelVersion, bool), RegistryError> {
+    pub fn register(&self, mut req: NewVersion, actor: &str) -> Result<(ModelVersion, bool), RegistryError> {
+        let component = std::mem::take(&mut req.component);
+        self.register_from(req, ComponentSource::Bytes(&component), actor)
+    }
+
+    /// [`Registry::register`] of the component in the file at `path` (`req.component` is
+    /// ignored): hashed and copied into the blob store in pieces, never held whole; the file
+    /// is left in place. A file that changes between the hash and the copy stores nothing
+    /// (`Conflict`).
+    pub fn register_file(
+        &self,
+        req: NewVersion,
+        path: &std::path::Path,
+        actor: &str,
+    ) -> Result<(ModelVersion, bool), RegistryError> {
+        let (digest, size) = std::fs::File::open(path)
+            .and_then(kiln_types::digest_reader)
+            .map_err(|e| {
+                RegistryError::Storage(anyhow::Error::new(e).context(format!("reading {}", path.display())))
+            })?;
+        self.register_from(req, ComponentSource::File { path, digest, size }, actor)
+    }
+
+    fn register_from(
+        &self,
+        req: NewVersion,
+        component: ComponentSource<'_>,
+        actor: &str,
+    ) -> Result<(ModelVersion, bool), RegistryError> {
         validate_name(&req.name)?;
-        if req.component.is_empty() {
+        let empty = match &component {
+            ComponentSource::Bytes(bytes) => bytes.is_empty(),
+            ComponentSource::File { size, .. } => *size == 0,
+        };
+        if empty {
             return Err(RegistryError::Invalid(format!(
                 "cannot register an empty component as '{}'; pass a compiled .wasm or an .onnx model",
                 req.name
@@ -54,8 +98,10 @@ impl Registry {
             }
         };
         let source_digest = req.source_digest.as_deref().map(normalize_digest).transpose()?;
-        let digest = kiln_types::digest(&req.component);
-        let size = req.component.len() as u64;
+        let (digest, size) = match &component {
+            ComponentSource::Bytes(bytes) => (kiln_types::digest(bytes), bytes.len() as u64),
+            ComponentSource::File { digest, size, .. } => (digest.clone(), *size),
+        };
 
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -65,7 +111,10 @@ impl Registry {
             |row| row.get(0),
         )?;
         // Written (or repaired) while holding the write lock and before the row commits.
-        self.blobs.put(&digest, &req.component)?;
+        match &component {
+            ComponentSource::Bytes(bytes) => self.blobs.put(&digest, bytes)?,
+            ComponentSource::File { path, .. } => self.blobs.put_file(&digest, path)?,
+        }
         if let Some(version) = existing {
             let found = get_version(&tx, &req.name, version)?;
             tx.commit()?;

@@ -49,6 +49,33 @@ fn versions_are_numbered_per_model_and_reregistering_returns_the_existing_versio
 }
 
 #[test]
+fn a_component_registered_from_a_file_is_the_same_version_as_its_bytes() {
+    let (dir, reg) = open();
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let file = dir.path().join("staged-upload");
+    std::fs::write(&file, &bytes).unwrap();
+    let (v, created) = reg.register_file(new_version("m", b""), &file, "tester").unwrap();
+    assert!(created);
+    assert_eq!(
+        (v.version, v.digest.as_str(), v.size),
+        (1, sha256_hex(&bytes).as_str(), 200_000)
+    );
+    assert_eq!(reg.read_blob(&v.digest).unwrap(), bytes);
+    assert!(file.exists(), "the staged file is the caller's to remove");
+    // The same bytes from memory are the same version.
+    let (again, created) = reg.register(new_version("m", &bytes), "tester").unwrap();
+    assert!(!created);
+    assert_eq!(again.version, 1);
+    // An empty file is refused like empty bytes.
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(matches!(
+        reg.register_file(new_version("m", b""), &empty, "tester"),
+        Err(RegistryError::Invalid(_))
+    ));
+}
+
+#[test]
 fn invalid_registrations_are_rejected_with_reasons() {
     let (_dir, reg) = open();
     let err = reg.register(new_version("bad/name", b"x"), "t").unwrap_err();

@@ -47,6 +47,14 @@ impl Authorized {
         &self.identity
     }
 
+    /// [`RegistryApi::register`] of a component staged in a file (an upload): streamed
+    /// into the registry, never read whole.
+    pub fn register_staged(&self, new: NewVersion, file: &std::path::Path) -> ApiResult<Registered> {
+        self.check(Action::Deploy, Some(&new.name))?;
+        let (version, created) = self.registry.register_file(new, file, self.actor())?;
+        Ok(Registered { version, created })
+    }
+
     fn check(&self, action: Action, model: Option<&str>) -> ApiResult<()> {
         self.identity.check(action, model).map_err(ApiError::from)
     }

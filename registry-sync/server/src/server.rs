@@ -406,18 +406,21 @@ async fn register(
             .check(kiln_registry::Action::Deploy, Some(&name))?;
         let digest = normalize_digest(&req.component_digest)?;
         let path = s.uploads.join(&digest);
-        let component = std::fs::read(&path).map_err(|_| {
-            ApiError::NotFound(format!(
-                "no upload sha256:{digest}: PUT it to {API_PREFIX}/models/{name}/components/sha256:{digest} first"
-            ))
-        })?;
-        if kiln_types::digest(&component) != digest {
+        // Hashed in pieces: an upload is never read whole.
+        let (actual, _) = std::fs::File::open(&path)
+            .and_then(kiln_types::digest_reader)
+            .map_err(|_| {
+                ApiError::NotFound(format!(
+                    "no upload sha256:{digest}: PUT it to {API_PREFIX}/models/{name}/components/sha256:{digest} first"
+                ))
+            })?;
+        if actual != digest {
             let _ = std::fs::remove_file(&path);
             return Err(ApiError::Conflict(format!("upload sha256:{digest} was damaged; upload it again")));
         }
-        let registered = api.register(NewVersion {
+        let new = NewVersion {
             name: name.clone(),
-            component,
+            component: Vec::new(),
             source_digest: req.source_digest,
             description: req.description,
             tags: req.tags,
@@ -428,7 +431,9 @@ async fn register(
             },
             signature: req.signature,
             golden: req.golden,
-        })?;
+        };
+        // Copied from the staged upload into the blob store in pieces.
+        let registered = api.register_staged(new, &path)?;
         let _ = std::fs::remove_file(&path);
         Ok(registered)
     })

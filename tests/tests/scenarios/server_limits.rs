@@ -269,6 +269,32 @@ fn a_200_mib_upload_is_streamed_to_disk_without_holding_it_in_memory() {
     assert_eq!(kiln_types::digest(&std::fs::read(&stored).unwrap()), digest);
     wait_files(&registry.uploads(), std::slice::from_ref(&digest));
 
+    // Registering it copies the staged file into the blob store in pieces: the server's
+    // peak memory stays where it was, the blob is whole, and the staged upload is gone.
+    let before_register = peak_rss_kib(pid);
+    let mut s = connect(&addr);
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let request = format!(r#"{{"component_digest": "sha256:{digest}"}}"#);
+    write!(
+        s,
+        "POST /api/v1/models/big/versions HTTP/1.1\r\nHost: kiln\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{request}",
+        registry.token,
+        request.len()
+    )
+    .unwrap();
+    let answer = read_answer(&mut s).unwrap_or_else(|e| panic!("POST register: {e}"));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.json()["version"]["size"], 200 << 20, "{answer:?}");
+    let grew_mib = peak_rss_kib(pid).saturating_sub(before_register) as f64 / 1024.0;
+    eprintln!("registry server peak RSS grew by {grew_mib:.1} MiB registering a 200 MiB upload");
+    assert!(
+        grew_mib < 64.0,
+        "the server's peak memory grew by {grew_mib:.1} MiB registering a 200 MiB upload: it read it whole"
+    );
+    let blob = registry.home.path().join("blobs/sha256").join(&digest);
+    assert_eq!(std::fs::metadata(&blob).unwrap().len(), 200 << 20);
+    assert!(!stored.exists(), "the registered upload is removed");
+
     // A wrong digest: refused, and no file is left behind.
     let other = payload(8 << 20);
     let wrong = kiln_types::digest(b"something else");
@@ -278,7 +304,7 @@ fn a_200_mib_upload_is_streamed_to_disk_without_holding_it_in_memory() {
         answer.json()["error"].as_str().unwrap().contains("sha256"),
         "{answer:?}"
     );
-    wait_files(&registry.uploads(), std::slice::from_ref(&digest));
+    wait_files(&registry.uploads(), &[]);
 }
 
 #[test]
