@@ -267,6 +267,9 @@ pub trait RegistryApi: Send + Sync {
     ) -> ApiResult<ReferenceProfile>;
     /// A version's reference profile, if it has one.
     fn reference(&self, name: &str, version: u64) -> ApiResult<Option<ReferenceProfile>>;
+    /// A version's component, checked against its digest (to run it here, e.g. on a
+    /// reference file).
+    fn component(&self, name: &str, version: u64) -> ApiResult<Vec<u8>>;
     /// Replaces a version's description.
     fn describe(&self, name: &str, version: u64, text: &str) -> ApiResult<()>;
     /// Deletes a version (a Production one only with `force`).

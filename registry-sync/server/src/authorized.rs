@@ -55,6 +55,16 @@ impl Authorized {
         Ok(Registered { version, created })
     }
 
+    /// A version's component file, checked against its digest in one streaming pass and
+    /// positioned at its start, with its size and digest: what the component download
+    /// streams.
+    pub fn open_component(&self, name: &str, version: u64) -> ApiResult<(std::fs::File, u64, String)> {
+        self.check(Action::Read, Some(name))?;
+        let v = self.registry.get(name, version)?;
+        let file = self.registry.open_blob(&v.digest)?;
+        Ok((file, v.size, v.digest))
+    }
+
     fn check(&self, action: Action, model: Option<&str>) -> ApiResult<()> {
         self.identity.check(action, model).map_err(ApiError::from)
     }
@@ -174,6 +184,15 @@ impl RegistryApi for Authorized {
         Ok(self
             .registry
             .set_reference(name, version, reference, self.actor())?)
+    }
+
+    fn component(&self, name: &str, version: u64) -> ApiResult<Vec<u8>> {
+        use std::io::Read;
+        let (mut file, size, _) = self.open_component(name, version)?;
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        file.read_to_end(&mut bytes)
+            .map_err(|e| ApiError::Internal(format!("reading the component of {name}/{version}: {e}")))?;
+        Ok(bytes)
     }
 
     fn reference(&self, name: &str, version: u64) -> ApiResult<Option<ReferenceProfile>> {

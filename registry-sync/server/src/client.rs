@@ -22,6 +22,8 @@ use crate::server::RegisterBody;
 
 /// Largest JSON answer read (audit logs and golden pairs can be long).
 const MAX_ANSWER: u64 = 256 << 20;
+/// Largest component downloaded (the registry's default upload limit is 512 MiB).
+const MAX_COMPONENT: u64 = 1 << 30;
 
 /// A registry server, called with one token.
 pub struct RemoteRegistry {
@@ -227,6 +229,56 @@ impl RegistryApi for RemoteRegistry {
             &format!("/models/{}/versions/{version}/reference", seg(name)),
             reference,
         )
+    }
+
+    fn component(&self, name: &str, version: u64) -> ApiResult<Vec<u8>> {
+        let url = self.url(&format!("/models/{}/versions/{version}/component", seg(name)));
+        let mut response = self
+            .agent
+            .get(url)
+            .header("authorization", self.authorization.expose_secret())
+            .call()
+            .map_err(|e| {
+                ApiError::Unreachable(format!(
+                    "calling the registry server: {}",
+                    kiln_node_api::tls::describe_ureq_error(&self.base, &e)
+                ))
+            })?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let text = response
+                .body_mut()
+                .with_config()
+                .limit(MAX_ANSWER)
+                .read_to_string()
+                .unwrap_or_default();
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| text.chars().take(300).collect());
+            return Err(ApiError::from_status(status, message));
+        }
+        let digest = response
+            .headers()
+            .get("x-kiln-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_COMPONENT)
+            .read_to_vec()
+            .map_err(|e| {
+                ApiError::Unreachable(format!("downloading the component of {name}/{version}: {e}"))
+            })?;
+        let actual = format!("sha256:{}", kiln_types::digest(&bytes));
+        if digest.as_deref().is_some_and(|d| d != actual) {
+            return Err(ApiError::Unreachable(format!(
+                "the component of {name}/{version} arrived damaged: it hashes to {actual}, the server sent {}",
+                digest.unwrap_or_default()
+            )));
+        }
+        Ok(bytes)
     }
 
     fn reference(&self, name: &str, version: u64) -> ApiResult<Option<ReferenceProfile>> {

@@ -7,6 +7,7 @@
 pub mod api;
 mod authorized;
 mod client;
+mod file_body;
 pub mod openapi;
 mod server;
 

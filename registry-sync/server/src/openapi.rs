@@ -114,6 +114,15 @@ pub(crate) fn operations() -> Vec<Op> {
         ),
         op(
             "get",
+            "/models/{name}/versions/{version}/component",
+            "viewer",
+            "The version's component (application/wasm, checked against its digest, streamed; the digest in x-kiln-digest)",
+            None,
+            200,
+            json!({ "type": "string", "format": "binary" }),
+        ),
+        op(
+            "get",
             "/models/{name}/versions/{version}/reference",
             "viewer",
             "The version's reference profile for drift (null when it has none)",
@@ -464,6 +473,14 @@ pub fn document() -> Value {
                 "500": error_response("the registry failed; the server's log has the reference")
             }
         });
+        if op.path.ends_with("/component") {
+            let status = op.status.to_string();
+            operation["responses"][status.as_str()] = json!({
+                "description": "success: the component's bytes",
+                "headers": { "x-kiln-digest": { "description": "sha256:<hex> of the bytes", "schema": { "type": "string" } } },
+                "content": { "application/wasm": { "schema": op.response } }
+            });
+        }
         if op.request.is_some() {
             operation["responses"]["413"] =
                 error_response("the body is over the server's limit (--max-upload-mib for components)");

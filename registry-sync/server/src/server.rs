@@ -90,6 +90,7 @@ impl RegistryServer {
                 axum::routing::delete(delete_version),
             )
             .route(&p("/models/{name}/versions/{version}/golden"), get(golden))
+            .route(&p("/models/{name}/versions/{version}/component"), get(component))
             .route(
                 &p("/models/{name}/versions/{version}/reference"),
                 get(reference).put(set_reference),
@@ -487,6 +488,34 @@ async fn delete_alias(
         api.delete_alias(&name, &alias).map(|()| json!({}))
     })
     .await
+}
+
+/// A version's component, streamed from its blob file (checked against its digest first)
+/// in pieces: `application/wasm`, its size as the content length, its digest in
+/// `x-kiln-digest`.
+async fn component(
+    State(s): Shared,
+    Extension(who): Extension<Identity>,
+    Path((name, version)): Path<(String, u64)>,
+) -> Response {
+    let opened = tokio::task::spawn_blocking(move || {
+        Authorized::new(s.registry.clone(), who).open_component(&name, version)
+    })
+    .await
+    .unwrap_or_else(|e| Err(ApiError::Internal(format!("registry task failed: {e}"))));
+    match opened {
+        Ok((file, size, digest)) => {
+            let mut response = Response::new(Body::new(crate::file_body::FileBody::new(file, size)));
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/wasm"));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            if let Ok(value) = HeaderValue::from_str(&format!("sha256:{digest}")) {
+                headers.insert("x-kiln-digest", value);
+            }
+            response
+        }
+        Err(e) => error_response(&e),
+    }
 }
 
 async fn reference(

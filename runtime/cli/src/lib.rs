@@ -83,13 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Spin { command } => commands::spin::run(host.get()?, command)?,
         Command::Monitor { command } => {
             let registry = registry_api(&cli.registry, &home)?;
-            let local = cli
-                .registry
-                .registry_url
-                .as_deref()
-                .is_none_or(|u| u.trim().is_empty());
-            let component = |digest: &str| local.then(|| Ok(open_registry(&home)?.read_blob(digest)?));
-            print_block(&commands::monitor::run(&*registry, command, &host, &component)?);
+            print_block(&commands::monitor::run(&*registry, command, &host)?);
         }
         Command::Slo { command } => print_block(&commands::slo::run(command)?),
         Command::Export { command } => print!("{}", commands::export::run(&*open_registry(&home)?, command)?),

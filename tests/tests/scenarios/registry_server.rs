@@ -164,6 +164,73 @@ fn write_component(dir: &Path) -> PathBuf {
 }
 
 #[test]
+fn a_reference_set_through_the_server_holds_the_versions_outputs_and_components_download_by_role() {
+    let r = Registry::start();
+    r.make_token("dev", "deployer", &[]);
+    r.make_token("ana", "viewer", &[]);
+    r.make_token("fraud-dev", "deployer", &["--model", "fraud-*"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let wasm = write_component(scratch.path());
+    r.kiln_ok(
+        "dev",
+        &["models", "register", wasm.to_str().unwrap(), "--name", "echo"],
+    );
+
+    // The CLI downloads the component through the server and runs it on the file, so the
+    // reference holds the version's outputs (prediction drift), not only its inputs.
+    let csv = scratch.path().join("reference.csv");
+    let mut text = String::from("a,b,c,d\n");
+    for i in 0..50 {
+        text.push_str(&format!("{},{},{},{}\n", i, i * 2, 0.5, -(i as i64)));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let set = r.kiln_ok(
+        "dev",
+        &["monitor", "reference", "set", "echo/1", csv.to_str().unwrap()],
+    );
+    assert!(
+        set.contains("50 rows × 4 features") && set.contains("with the version's outputs on them"),
+        "{set}"
+    );
+    let shown = r.kiln_ok("ana", &["monitor", "reference", "show", "echo/1"]);
+    assert!(shown.contains("output:y[1]"), "{shown}");
+
+    // The download itself: a viewer gets the bytes, their size and digest; a token scoped
+    // to other models gets 403; no token 401.
+    let url = format!("{}/api/v1/models/echo/versions/1/component", r.url());
+    let mut answer = agent()
+        .get(&url)
+        .header("authorization", &format!("Bearer {}", r.token("ana")))
+        .call()
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let header = |a: &ureq::http::Response<ureq::Body>, name: &str| {
+        a.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        header(&answer, "content-type").as_deref(),
+        Some("application/wasm")
+    );
+    let digest = header(&answer, "x-kiln-digest").expect("x-kiln-digest");
+    let bytes = answer
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .unwrap();
+    assert_eq!(bytes, kiln_tests::component("echo4"));
+    assert_eq!(digest, format!("sha256:{}", kiln_types::digest(&bytes)));
+    assert_eq!(call("GET", &url, Some(&r.token("fraud-dev")), None).0, 403);
+    assert_eq!(call("GET", &url, None, None).0, 401);
+    let missing = format!("{}/api/v1/models/echo/versions/9/component", r.url());
+    let (status, body, _) = call("GET", &missing, Some(&r.token("ana")), None);
+    assert_eq!(status, 404, "{body}");
+}
+
+#[test]
 fn roles_decide_and_the_token_is_the_actor() {
     let r = Registry::start();
     for (name, role) in [("ana", "viewer"), ("dev", "deployer"), ("rel", "maintainer")] {

@@ -73,18 +73,9 @@ pub enum ReferenceCommand {
     },
 }
 
-/// A component's bytes by digest, when the registry is local (`None`: remote, its
-/// components are not run here).
-pub type ComponentBytes<'a> = &'a dyn Fn(&str) -> Option<anyhow::Result<Vec<u8>>>;
-
-/// Runs a `kiln monitor` subcommand; `component` reads a version's component to profile
-/// its outputs on the reference.
-pub fn run(
-    registry: &dyn RegistryApi,
-    cmd: MonitorCommand,
-    host: &LazyHost,
-    component: ComponentBytes<'_>,
-) -> anyhow::Result<String> {
+/// Runs a `kiln monitor` subcommand; a reference is profiled with the version's outputs
+/// on it (its component read from the registry, local or remote, and run here).
+pub fn run(registry: &dyn RegistryApi, cmd: MonitorCommand, host: &LazyHost) -> anyhow::Result<String> {
     match cmd {
         MonitorCommand::Reference {
             command:
@@ -96,16 +87,19 @@ pub fn run(
         } => {
             let version = registry.resolve(&reference)?;
             let data = crate::reference::read(&file, feature_names.as_deref())?;
-            let model = match component(&version.digest) {
-                Some(bytes) => {
-                    let bytes = bytes.with_context(|| {
-                        format!("reading the component of {}/{}", version.name, version.version)
-                    })?;
-                    Some(host.get()?.load(&bytes)?)
-                }
-                None => None,
-            };
-            let profile = crate::reference::profile(&data, model.as_ref())?;
+            let bytes = registry
+                .component(&version.name, version.version)
+                .with_context(|| format!("reading the component of {}/{}", version.name, version.version))?;
+            if kiln_types::digest(&bytes) != version.digest {
+                anyhow::bail!(
+                    "the component of {}/{} does not hash to its digest sha256:{}",
+                    version.name,
+                    version.version,
+                    version.digest
+                );
+            }
+            let model = host.get()?.load(&bytes)?;
+            let profile = crate::reference::profile(&data, Some(&model))?;
             let record = crate::reference::record(&file, &data, &profile)?;
             let stored = registry.set_reference(&version.name, version.version, &record)?;
             let mut out = format!(
@@ -116,10 +110,9 @@ pub fn run(
                 stored.features.len(),
                 stored.source
             );
-            out.push_str(match profile.outputs {
-                Some(_) => ", with the version's outputs on them (prediction drift)",
-                None => "; outputs not profiled (the registry is remote, so its component is not run here): drift covers the inputs only",
-            });
+            if profile.outputs.is_some() {
+                out.push_str(", with the version's outputs on them (prediction drift)");
+            }
             Ok(out)
         }
         MonitorCommand::Reference {
