@@ -162,6 +162,30 @@ pub fn layout(tensors: &[Tensor], inputs: bool) -> (Vec<String>, Vec<(usize, usi
     (names, spans)
 }
 
+/// The part of `tensors` a profile reads: each tensor cut to its profiled columns, so that
+/// observing the result lays out and records exactly what observing `tensors` would. What
+/// a host copies to profile a request elsewhere (off the request path) without copying a
+/// wide tensor whole.
+pub fn profiled_part(tensors: &[Tensor], inputs: bool) -> Vec<Tensor> {
+    if tensors.iter().map(per_row).sum::<usize>() <= MAX_COLUMNS {
+        return tensors.to_vec(); // every column is profiled
+    }
+    let (_, spans) = layout(tensors, inputs);
+    tensors
+        .iter()
+        .zip(spans)
+        .map(|(t, (_, take))| {
+            let width = per_row(t);
+            // A tensor cut to one column would be named without its `[0]`: keep it whole.
+            if take == width || take == 1 || t.check_len().is_err() {
+                t.clone()
+            } else {
+                first_columns(t, width, take)
+            }
+        })
+        .collect()
+}
+
 /// The first `take` of each row's `width` values, as a [batch, take] tensor.
 fn first_columns(t: &Tensor, width: usize, take: usize) -> Tensor {
     let size = t.element_type.size();
@@ -290,6 +314,41 @@ mod tests {
         assert_eq!(layout(&one, false).0, ["x[0]", "x[1]", "x[2]"]);
         let (names, spans) = layout(&[Tensor::from_f32("img", &[1, 100], &[0.0; 100])], true);
         assert_eq!((names.len(), spans[0]), (MAX_COLUMNS, (0, MAX_COLUMNS)));
+    }
+
+    #[test]
+    fn the_profiled_part_lays_out_and_records_what_the_whole_tensors_would() {
+        let config = ProfileConfig::default();
+        let wide: Vec<f32> = (0..2 * 100).map(|i| i as f32).collect();
+        let cases = [
+            vec![Tensor::from_f32("img", &[2, 100], &wide)],
+            vec![
+                Tensor::from_f32("a", &[2, 60], &wide[..120]),
+                Tensor::from_f32("b", &[2, 10], &wide[..20]),
+                Tensor::from_f32("c", &[2, 3], &wide[..6]),
+            ],
+            vec![
+                Tensor::from_f32("x", &[2, 3], &wide[..6]),
+                Tensor::from_i64("k", &[1, 2]),
+            ],
+        ];
+        for tensors in cases {
+            for inputs in [true, false] {
+                let part = profiled_part(&tensors, inputs);
+                assert_eq!(layout(&part, inputs).0, layout(&tensors, inputs).0);
+                let bytes: usize = part.iter().map(|t| t.data.len()).sum();
+                assert!(bytes <= 2 * MAX_COLUMNS * 8, "{bytes} bytes copied");
+                let (mut whole, mut cut) = (ModelProfile::default(), ModelProfile::default());
+                if inputs {
+                    whole.observe_inputs(&tensors, config).unwrap();
+                    cut.observe_inputs(&part, config).unwrap();
+                } else {
+                    whole.observe_outputs(&tensors, config).unwrap();
+                    cut.observe_outputs(&part, config).unwrap();
+                }
+                assert_eq!(whole, cut);
+            }
+        }
     }
 
     #[test]

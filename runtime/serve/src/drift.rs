@@ -74,6 +74,7 @@ pub(crate) async fn drift(
         ))
         .into());
     };
+    flush(&state).await;
     let Some(snapshot) = state
         .profiles
         .get(&model, version)
@@ -117,12 +118,21 @@ pub(crate) async fn profiles(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<VersionProfile>>, HttpError> {
     let since = parse_since(query.get("since").map(String::as_str))?;
+    flush(&state).await;
     Ok(Json(state.profiles.all(since)))
+}
+
+/// Profiles (on the blocking pool) the requests answered so far that the profiler thread
+/// has not come by yet.
+async fn flush(state: &Arc<State>) {
+    let state = state.clone();
+    let _ = tokio::task::spawn_blocking(move || state.profiles.profiler.flush()).await;
 }
 
 /// Recomputes the drift gauges of every served version that has a reference and traffic
 /// in the last [`DEFAULT_SINCE`] (on a blocking thread: it reads the catalog).
 pub(crate) fn refresh_gauges(state: &State) {
+    state.profiles.profiler.flush();
     let table = state.table();
     let mut alerts = Vec::new();
     for (model, routes) in &table.models {

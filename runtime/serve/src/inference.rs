@@ -92,7 +92,7 @@ pub(crate) async fn predict(
         .drift_profiles
         .then(|| state.profiles.version(&served.name, served.version));
     if let Some(p) = &profile {
-        p.observe_inputs(&inputs);
+        state.profiles.profiler.observe(p, &inputs, true);
     }
     // The copy for the shadow is the only per-request clone, and only with a shadow.
     let shadow_inputs = route.shadow.as_ref().map(|_| inputs.clone());
@@ -106,7 +106,7 @@ pub(crate) async fn predict(
             Lookup::Hit(outputs) => {
                 state.metrics.cache_lookup("hit");
                 if let Some(p) = &profile {
-                    p.observe_outputs(&outputs);
+                    state.profiles.profiler.observe(p, &outputs, false);
                 }
                 // A cache hit still feeds the shadow: caching must not hide its answers.
                 if let (Some(shadow), Some(copy)) = (&route.shadow, shadow_inputs) {
@@ -152,7 +152,7 @@ pub(crate) async fn predict(
     match result {
         Ok(outputs) => {
             if let Some(p) = &profile {
-                p.observe_outputs(&outputs);
+                state.profiles.profiler.observe(p, &outputs, false);
             }
             if let Some((cache, key)) = store {
                 let kept: Vec<Tensor> = if requested.is_empty() {

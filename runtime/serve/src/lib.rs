@@ -19,6 +19,7 @@ mod inference;
 pub mod metrics;
 pub mod node;
 pub mod prediction_cache;
+mod profiler;
 pub mod profiles;
 mod redact;
 mod reload;

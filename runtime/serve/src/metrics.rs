@@ -42,6 +42,8 @@ pub struct Metrics {
     shadow: IntCounterVec,
     /// Requests refused with 429 by `--rate-limit`.
     pub(crate) rate_limited: IntCounter,
+    /// Rows the drift profiler shed (its queue was full), read from it at each scrape.
+    drift_rows_shed: IntCounter,
     client_retries: IntCounterVec,
     client_breaker: IntGaugeVec,
     overloaded: IntCounterVec,
@@ -220,6 +222,13 @@ impl Metrics {
                 "Requests refused with 429 by the per-client rate limit (--rate-limit); never counted in kiln_requests_total",
             ),
         )?;
+        let drift_rows_shed = register(
+            &r,
+            IntCounter::new(
+                "kiln_drift_rows_shed_total",
+                "Request rows not profiled for drift because the profiler (a lowest-priority thread) was behind: CPU saturation; the profiles stay a sample of the traffic",
+            ),
+        )?;
         let client_retries = register(
             &r,
             IntCounterVec::new(
@@ -310,6 +319,7 @@ impl Metrics {
             load_failures,
             shadow,
             rate_limited,
+            drift_rows_shed,
             client_retries,
             client_breaker,
             overloaded,
@@ -349,6 +359,12 @@ impl Metrics {
     }
 
     /// Refreshes the load gauges: every bulkhead, and the body bytes in flight.
+    /// Brings `kiln_drift_rows_shed_total` up to the profiler's count (which only grows).
+    pub(crate) fn set_drift_shed(&self, rows: u64) {
+        self.drift_rows_shed
+            .inc_by(rows.saturating_sub(self.drift_rows_shed.get()));
+    }
+
     pub fn set_load(&self, bulkheads: &[(String, usize, usize, crate::bulkhead::Limits)], body_bytes: usize) {
         self.bulkhead.reset();
         for (model, running, queued, limits) in bulkheads {

@@ -195,11 +195,13 @@ impl VersionProfiles {
     }
 }
 
-/// Every version's profiles, by (model, version).
+/// Every version's profiles, by (model, version), and the thread that updates them.
 #[derive(Default)]
 pub struct Profiles {
     /// By model, then version: a request's lookup borrows the model name (no allocation).
     versions: RwLock<HashMap<String, HashMap<u64, Arc<VersionProfiles>>>>,
+    /// Requests are profiled on its thread, off the request path.
+    pub(crate) profiler: crate::profiler::Profiler,
 }
 
 impl Profiles {
