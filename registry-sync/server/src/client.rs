@@ -25,6 +25,15 @@ const MAX_ANSWER: u64 = 256 << 20;
 /// Largest component downloaded (the registry's default upload limit is 512 MiB).
 const MAX_COMPONENT: u64 = 1 << 30;
 
+/// The error of a non-2xx answer: its JSON `error`, else the start of its text.
+fn refusal(status: u16, text: &str) -> ApiError {
+    let message = serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| text.chars().take(300).collect());
+    ApiError::from_status(status, message)
+}
+
 /// A registry server, called with one token.
 pub struct RemoteRegistry {
     base: String,
@@ -87,11 +96,7 @@ impl RemoteRegistry {
             .read_to_string()
             .map_err(|e| ApiError::Unreachable(format!("reading the registry server's answer: {e}")))?;
         if !(200..300).contains(&status) {
-            let message = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-                .unwrap_or_else(|| text.chars().take(300).collect());
-            return Err(ApiError::from_status(status, message));
+            return Err(refusal(status, &text));
         }
         serde_json::from_str(&text).map_err(|e| {
             ApiError::Unreachable(format!(
@@ -252,11 +257,7 @@ impl RegistryApi for RemoteRegistry {
                 .limit(MAX_ANSWER)
                 .read_to_string()
                 .unwrap_or_default();
-            let message = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-                .unwrap_or_else(|| text.chars().take(300).collect());
-            return Err(ApiError::from_status(status, message));
+            return Err(refusal(status, &text));
         }
         let digest = response
             .headers()
