@@ -315,6 +315,10 @@ pub struct NodeState {
     /// The last routing change that failed, if the latest attempt failed.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// The node's own connection to the sync service it joined (`--join`): the breaker and
+    /// retry counters of its heartbeats. Absent on a node that did not join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<retry::TargetStatus>,
 }
 
 /// Counters of one served version, cumulative since the node started.

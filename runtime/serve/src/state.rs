@@ -153,6 +153,8 @@ pub(crate) struct State {
     pub(crate) profiles: crate::profiles::Profiles,
     /// The Alertmanager client, with `--alertmanager`.
     pub(crate) alerter: Option<Arc<kiln_node_api::alerts::Alerter>>,
+    /// The heartbeats' connection to the sync service, once the node joins (`--join`).
+    pub(crate) sync_target: OnceLock<Arc<kiln_node_api::retry::Target>>,
 }
 
 impl State {
@@ -181,6 +183,7 @@ impl State {
                 }
             },
             profiles: crate::profiles::Profiles::default(),
+            sync_target: OnceLock::new(),
             default_bulkhead: config
                 .bulkhead
                 .unwrap_or_else(|| crate::bulkhead::Limits::derived(host.config().pool_size)),

@@ -174,7 +174,10 @@ fn beat(state: &State, endpoint: &str, url: &str, join_token: Option<&SecretStri
         .build()
         .into();
     // A probe is one heartbeat, which takes at most TIMEOUT.
-    let target = Target::new(SYNC_TARGET, SYNC_TARGET, SYNC_BREAKER, TIMEOUT * 2);
+    let target = state
+        .sync_target
+        .get_or_init(|| Arc::new(Target::new(SYNC_TARGET, SYNC_TARGET, SYNC_BREAKER, TIMEOUT * 2)))
+        .clone();
     state
         .metrics
         .client_breaker(SYNC_TARGET, SYNC_TARGET, target.breaker_gauge());

@@ -57,5 +57,6 @@ pub(crate) async fn collect(state: &Arc<State>) -> anyhow::Result<NodeState> {
         versions,
         shadows,
         last_error: state.last_error(),
+        sync: state.sync_target.get().map(|t| t.status()),
     })
 }

@@ -152,4 +152,27 @@ fn join_keeps_serving_while_the_sync_service_is_down() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(get(&server.url("/v2/health/ready")).status, 200);
     assert_eq!(admin("GET", &server.url("/admin/v1/state"), b"").status, 200);
+    // The node's own state shows its connection to the sync service: its joins fail and
+    // the breaker opens after three of them. A first join (with the join token) issues
+    // credentials, so it is never retried within a beat: the retries stay 0.
+    let started = std::time::Instant::now();
+    let sync = loop {
+        let answer = admin("GET", &server.url("/admin/v1/state"), b"");
+        let state: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        let sync = state["sync"].clone();
+        if sync["breaker"] == "open" {
+            break sync;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the breaker never opened: {state:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        (sync["target"].as_str(), sync["kind"].as_str()),
+        (Some("sync"), Some("sync"))
+    );
+    assert_eq!(sync["retries"], 0, "{sync:#}");
+    assert!(sync["failed_calls"].as_u64().unwrap_or_default() >= 3, "{sync:#}");
 }
