@@ -52,8 +52,8 @@ pub enum MonitorCommand {
 #[derive(Debug, Subcommand)]
 pub enum ReferenceCommand {
     /// Profile a CSV (with a header) or .npy file of model inputs as the reference of a
-    /// version; with a local registry the version's outputs on it are profiled too
-    /// (prediction drift).
+    /// version, with the version's outputs on it (prediction drift): its component is read
+    /// from the registry, local or remote (`--registry`), and run here.
     Set {
         /// The version, e.g. iris/2 or iris@champion.
         reference: String,
