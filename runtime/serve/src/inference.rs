@@ -94,7 +94,8 @@ pub(crate) async fn predict(
     if let Some(p) = &profile {
         state.profiles.profiler.observe(p, &inputs, true);
     }
-    // The copy for the shadow is the only per-request clone, and only with a shadow.
+    // Besides the profiler's copy of the profiled columns (at most 64 a row), the copy for
+    // the shadow is the only per-request clone, and only with a shadow.
     let shadow_inputs = route.shadow.as_ref().map(|_| inputs.clone());
     let mut cache_use = CacheUse::Off;
     let mut store = None;
