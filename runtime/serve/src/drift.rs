@@ -126,13 +126,13 @@ pub(crate) async fn profiles(
 /// has not come by yet.
 async fn flush(state: &Arc<State>) {
     let state = state.clone();
-    let _ = tokio::task::spawn_blocking(move || state.profiles.profiler.flush()).await;
+    let _ = tokio::task::spawn_blocking(move || state.profiler.flush()).await;
 }
 
 /// Recomputes the drift gauges of every served version that has a reference and traffic
 /// in the last [`DEFAULT_SINCE`] (on a blocking thread: it reads the catalog).
 pub(crate) fn refresh_gauges(state: &State) {
-    state.profiles.profiler.flush();
+    state.profiler.flush();
     let table = state.table();
     let mut alerts = Vec::new();
     for (model, routes) in &table.models {

@@ -92,7 +92,7 @@ pub(crate) async fn predict(
         .drift_profiles
         .then(|| state.profiles.version(&served.name, served.version));
     if let Some(p) = &profile {
-        state.profiles.profiler.observe(p, &inputs, true);
+        state.profiler.observe(p, &inputs, true);
     }
     // Besides the profiler's copy of the profiled columns (at most 64 a row), the copy for
     // the shadow is the only per-request clone, and only with a shadow.
@@ -107,7 +107,7 @@ pub(crate) async fn predict(
             Lookup::Hit(outputs) => {
                 state.metrics.cache_lookup("hit");
                 if let Some(p) = &profile {
-                    state.profiles.profiler.observe(p, &outputs, false);
+                    state.profiler.observe(p, &outputs, false);
                 }
                 // A cache hit still feeds the shadow: caching must not hide its answers.
                 if let (Some(shadow), Some(copy)) = (&route.shadow, shadow_inputs) {
@@ -153,7 +153,7 @@ pub(crate) async fn predict(
     match result {
         Ok(outputs) => {
             if let Some(p) = &profile {
-                state.profiles.profiler.observe(p, &outputs, false);
+                state.profiler.observe(p, &outputs, false);
             }
             if let Some((cache, key)) = store {
                 let kept: Vec<Tensor> = if requested.is_empty() {

@@ -195,13 +195,11 @@ impl VersionProfiles {
     }
 }
 
-/// Every version's profiles, by (model, version), and the thread that updates them.
+/// Every version's profiles, by (model, version).
 #[derive(Default)]
 pub struct Profiles {
     /// By model, then version: a request's lookup borrows the model name (no allocation).
     versions: RwLock<HashMap<String, HashMap<u64, Arc<VersionProfiles>>>>,
-    /// Requests are profiled on its thread, off the request path.
-    pub(crate) profiler: crate::profiler::Profiler,
 }
 
 impl Profiles {

@@ -151,6 +151,8 @@ pub(crate) struct State {
     default_bulkhead: crate::bulkhead::Limits,
     /// What each version saw and answered, per minute (drift).
     pub(crate) profiles: crate::profiles::Profiles,
+    /// Profiles requests on its thread, off the request path.
+    pub(crate) profiler: crate::profiler::Profiler,
     /// The Alertmanager client, with `--alertmanager`.
     pub(crate) alerter: Option<Arc<kiln_node_api::alerts::Alerter>>,
     /// The heartbeats' connection to the sync service, once the node joins (`--join`).
@@ -183,6 +185,7 @@ impl State {
                 }
             },
             profiles: crate::profiles::Profiles::default(),
+            profiler: crate::profiler::Profiler::default(),
             sync_target: OnceLock::new(),
             default_bulkhead: config
                 .bulkhead
