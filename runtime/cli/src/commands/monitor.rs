@@ -86,34 +86,20 @@ pub fn run(registry: &dyn RegistryApi, cmd: MonitorCommand, host: &LazyHost) -> 
                 },
         } => {
             let version = registry.resolve(&reference)?;
-            let data = crate::reference::read(&file, feature_names.as_deref())?;
+            // Checked against its digest by the registry (a local blob or the download).
             let bytes = registry
                 .component(&version.name, version.version)
                 .with_context(|| format!("reading the component of {}/{}", version.name, version.version))?;
-            if kiln_types::digest(&bytes) != version.digest {
-                anyhow::bail!(
-                    "the component of {}/{} does not hash to its digest sha256:{}",
-                    version.name,
-                    version.version,
-                    version.digest
-                );
-            }
-            let model = host.get()?.load(&bytes)?;
-            let profile = crate::reference::profile(&data, Some(&model))?;
-            let record = crate::reference::record(&file, &data, &profile)?;
+            let record = crate::reference::build(&host.get()?, &bytes, &file, feature_names.as_deref())?;
             let stored = registry.set_reference(&version.name, version.version, &record)?;
-            let mut out = format!(
-                "reference of {}/{} set: {} rows × {} features from {}",
+            Ok(format!(
+                "reference of {}/{} set: {} rows × {} features from {}, with the version's outputs on them (prediction drift)",
                 version.name,
                 version.version,
                 stored.rows,
                 stored.features.len(),
                 stored.source
-            );
-            if profile.outputs.is_some() {
-                out.push_str(", with the version's outputs on them (prediction drift)");
-            }
-            Ok(out)
+            ))
         }
         MonitorCommand::Reference {
             command: ReferenceCommand::Show { reference, json },
