@@ -1,7 +1,9 @@
 //! Cumulative request counters of each model, read from a node's Prometheus text
 //! exposition (`/metrics`) and summed over versions, endpoints and nodes.
 
-use super::{DURATION, REQUESTS, SloError, bucket_bound};
+use super::common::{DURATION, REQUESTS};
+use super::error::SloError;
+use super::objective::bucket_bound;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -173,7 +175,7 @@ fn parse_sample(rest: &str) -> Result<(Vec<(String, String)>, f64), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slo::parse_duration;
+    use crate::slo::duration::parse_duration;
 
     /// A `/metrics` page as kiln-serve's prometheus 0.14 TextEncoder writes it (labels in
     /// name order, `le` last), with two versions, two endpoints and metrics around it.

@@ -1,7 +1,8 @@
-//! Durations as kiln.toml and PromQL write them (`"50ms"`, `"2.5s"`, `"30d"`): parsing,
-//! and formatting in the largest exact unit.
+//! Durations as kiln.toml and PromQL write them (`"50ms"`, `"2.5s"`, `"30d"`): parsing.
+//! Formatting in the largest exact unit is in `common`, which the error messages use too.
 
-use super::{DAY, HOUR, SloError, num};
+use super::common::{DAY, HOUR};
+use super::error::SloError;
 use std::time::Duration;
 
 /// Parses a duration written as a number and one unit: `ms`, `s`, `m`, `h` or `d`
@@ -42,37 +43,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, SloError> {
     Duration::try_from_secs_f64(seconds).map_err(|_| error("it is too long"))
 }
 
-/// A duration in the largest unit that writes it exactly: `"30d"`, `"36h"`, `"50ms"`,
-/// `"2.5ms"` (also a valid PromQL duration when whole milliseconds).
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if !d.subsec_nanos().is_multiple_of(1_000_000) {
-        return format!("{}ms", num(d.as_secs_f64() * 1000.0));
-    }
-    for (unit, size) in [("d", DAY * 1000), ("h", HOUR * 1000), ("m", 60_000), ("s", 1000)] {
-        let size = u128::from(size);
-        if ms > 0 && ms.is_multiple_of(size) {
-            return format!("{}{unit}", ms / size);
-        }
-    }
-    if ms == 0 {
-        return "0s".to_string();
-    }
-    format!("{ms}ms")
-}
-
-/// Seconds as a human duration (`0.05` → `"50ms"`), or `"{x}s"` for what `Duration` cannot hold.
-pub(super) fn format_seconds(seconds: f64) -> String {
-    match Duration::try_from_secs_f64(seconds) {
-        Ok(d) => format_duration(d),
-        Err(_) => format!("{seconds}s"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slo::tests::DAYS_30;
+    use crate::slo::common::format_duration;
+    use crate::slo::objective::tests::DAYS_30;
 
     fn duration_error(text: &str) -> String {
         match parse_duration(text) {

@@ -1,8 +1,7 @@
 //! What can go wrong with an SLO, its rules or its counters, and how each error reads:
 //! what failed, why, and what to write instead.
 
-use super::duration::{format_duration, format_seconds};
-use super::{DURATION, SliKind, num};
+use super::common::{DURATION, SliKind, format_duration, format_seconds, num};
 use std::fmt;
 use std::time::Duration;
 

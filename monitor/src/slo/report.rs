@@ -1,8 +1,10 @@
 //! Attainment and error budget of every SLI, judged from cumulative counters: met, at
 //! risk, breached or no data.
 
-use super::duration::{format_duration, format_seconds};
-use super::{AT_RISK_BELOW, DURATION, ModelCounters, SliKind, Slo, SloError, round_sig};
+use super::common::{AT_RISK_BELOW, DURATION, SliKind, format_duration, format_seconds, round_sig};
+use super::counters::ModelCounters;
+use super::error::SloError;
+use super::objective::Slo;
 use serde::Serialize;
 
 /// How an SLO stands according to the counters.
@@ -161,7 +163,7 @@ fn assess(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slo::tests::{latency, slo};
+    use crate::slo::objective::tests::{latency, slo};
 
     fn counters(requests: u64, server_errors: u64) -> ModelCounters {
         ModelCounters {

@@ -2,11 +2,13 @@
 //! for the error ratio over every tier's windows and over the whole SLO window, metadata
 //! series, and the `KilnErrorBudgetBurn` alert of each tier that can fire.
 
-use super::duration::{format_duration, format_seconds};
-use super::{
-    ALERT_NAME, DAY, DURATION, HOUR, REQUESTS, SliKind, Slo, SloError, WINDOWS, bucket_bound, burn_tiers,
-    num, round_sig,
+use super::common::{
+    ALERT_NAME, DAY, DURATION, HOUR, REQUESTS, SliKind, WINDOWS, format_duration, format_seconds, num,
+    round_sig,
 };
+use super::error::SloError;
+use super::objective::{Slo, bucket_bound};
+use super::tiers::burn_tiers;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -360,8 +362,8 @@ pub fn rules(slos: &[Slo], buckets: &[f64]) -> Result<String, SloError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slo::parse_duration;
-    use crate::slo::tests::{latency, slo};
+    use crate::slo::duration::parse_duration;
+    use crate::slo::objective::tests::{latency, slo};
 
     /// kiln-serve's `kiln_request_duration_seconds` buckets (runtime/serve/src/metrics.rs).
     const BUCKETS: &[f64] = &[

@@ -2,7 +2,7 @@
 //! SLO's window the way Sloth scales them; shared by the Prometheus rules and by
 //! [`crate::burn`], which evaluates the same tiers in process.
 
-use super::{HOUR, round_sig};
+use super::common::{HOUR, round_sig};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -71,8 +71,8 @@ pub fn burn_tiers(window: Duration) -> Vec<BurnTier> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slo::DAY;
-    use crate::slo::tests::DAYS_30;
+    use crate::slo::common::DAY;
+    use crate::slo::objective::tests::DAYS_30;
 
     #[test]
     fn burn_factors_are_the_workbook_table_for_30_days() {
