@@ -1,22 +1,16 @@
 //! The HTTP side of the alerts: the alerts URL of an Alertmanager, one JSON POST to an
 //! alert receiver ([`post_json`], which the sync service's webhook uses too) and its
-//! [`PostError`], the retry, breaker and timeout settings of those POSTs, and
-//! [`Endpoint`], one Alertmanager with its counters. Credentials in a URL are kept out of
-//! every log line, status and error.
+//! [`PostError`], and the retry, breaker and timeout settings of those POSTs.
+//! Credentials in a URL are kept out of every log line, status and error.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
 use crate::breaker::BreakerPolicy;
-use crate::retry::{Event, Failure, Refused, RetryPolicy, Target, ThreadPause};
+use crate::retry::{Failure, RetryPolicy};
 use crate::tls::describe_ureq_error;
-
-use super::AlertmanagerStatus;
-use super::state::Postable;
 
 /// Alertmanager's alerts endpoint, appended to each base URL.
 pub const API_PATH: &str = "/api/v2/alerts";
@@ -175,83 +169,6 @@ fn rejection_message(text: &str) -> String {
     }
 }
 
-/// One Alertmanager: where, its breaker and retry counters, and what it was sent.
-pub(super) struct Endpoint {
-    pub(super) url: String,
-    /// `url` without credentials, for logs and status.
-    pub(super) shown: String,
-    pub(super) target: Arc<Target>,
-    pub(super) sent: AtomicU64,
-    pub(super) failed_posts: AtomicU64,
-    pub(super) last_error: Mutex<Option<String>>,
-}
-
-impl Endpoint {
-    /// POSTs `batch` (with retries, behind the breaker) and counts the outcome.
-    pub(super) fn post(&self, agent: &ureq::Agent, retry: &RetryPolicy, batch: &[Postable]) {
-        let body = match serde_json::to_vec(batch) {
-            Ok(body) => body,
-            Err(e) => {
-                tracing::error!(error = %e, "alerts: could not encode a POST body");
-                return;
-            }
-        };
-        let attempt = || post_json(agent, &self.url, &self.shown, &body, &[]);
-        let url = &self.shown;
-        let on_event = |event: Event<'_, PostError>| match event {
-            Event::Retry {
-                attempt,
-                delay,
-                error,
-            } => {
-                tracing::info!(url = %url, attempt, delay_ms = delay.as_millis() as u64, error = %error, "alerts: POST to Alertmanager failed; retrying")
-            }
-            Event::Opened(_) => {
-                tracing::warn!(url = %url, "alerts: Alertmanager circuit breaker open: alerts wait for the next resend after its cool-down")
-            }
-            Event::Closed => {
-                tracing::info!(url = %url, "alerts: Alertmanager answers again; circuit breaker closed")
-            }
-        };
-        let outcome = self
-            .target
-            .call(retry, &mut ThreadPause, PostError::failure, on_event, attempt);
-        let error = match outcome {
-            Ok(()) => {
-                self.sent.fetch_add(batch.len() as u64, Ordering::AcqRel);
-                tracing::debug!(url = %url, alerts = batch.len(), "alerts: posted to Alertmanager");
-                return;
-            }
-            Err(Refused::Failed { error, attempts }) => {
-                if error.failure().is_retryable() {
-                    tracing::warn!(url = %url, attempts, alerts = batch.len(), error = %error, "alerts: POST to Alertmanager failed; active alerts go again with the next resend");
-                } else {
-                    // Alertmanager read the alerts and refused them: repeating will not help,
-                    // and its message says what is wrong.
-                    tracing::error!(url = %url, alerts = batch.len(), error = %error, "alerts: Alertmanager refused the alerts");
-                }
-                error.to_string()
-            }
-            Err(Refused::Open { retry_in }) => {
-                tracing::warn!(url = %url, retry_in_ms = retry_in.as_millis() as u64, alerts = batch.len(), "alerts: Alertmanager circuit breaker open; alerts not sent");
-                format!("circuit breaker open (retry in {} ms)", retry_in.as_millis())
-            }
-        };
-        self.failed_posts.fetch_add(1, Ordering::AcqRel);
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
-    }
-
-    pub(super) fn status(&self) -> AlertmanagerStatus {
-        AlertmanagerStatus {
-            url: self.shown.clone(),
-            sent: self.sent.load(Ordering::Acquire),
-            failed_posts: self.failed_posts.load(Ordering::Acquire),
-            last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            target: self.target.status(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +176,7 @@ mod tests {
     use crate::alerts::{Alerter, AlerterConfig, AlerterStatus};
     use std::io::{Read, Write};
     use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
     #[test]

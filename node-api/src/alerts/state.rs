@@ -1,21 +1,17 @@
-//! The alerts Kiln holds as active, what each Alertmanager has still to be sent
-//! ([`State`], with the `postableAlert` body it is sent as), and the thread per
-//! Alertmanager that sends it ([`run`]).
+//! The alerts Kiln holds as active and what each Alertmanager has still to be sent
+//! ([`State`], with the `postableAlert` body it is sent as), shared by the [`Alerter`]
+//! and its threads ([`Shared`]).
+//!
+//! [`Alerter`]: super::Alerter
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::retry::RetryPolicy;
-
-// Only the docs name it.
-#[cfg(doc)]
-use super::Alerter;
-use super::post::Endpoint;
-use super::{Alert, Fingerprint};
+use super::alert::{Alert, Fingerprint};
 
 /// One element of the POST body (Alertmanager's `postableAlert`).
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
@@ -77,9 +73,10 @@ pub(super) struct Active {
     /// When it first fired; kept while it stays active, so Alertmanager shows how long
     /// it has been going on.
     starts_at: SystemTime,
-    /// The [`Alerter::reconcile`] source that reported it last, if any.
+    /// The [`Alerter::reconcile`](super::Alerter::reconcile) source that reported it last,
+    /// if any.
     source: Option<String>,
-    /// When it resolves by itself ([`Alerter::fire_for`]).
+    /// When it resolves by itself ([`Alerter::fire_for`](super::Alerter::fire_for)).
     expires: Option<SystemTime>,
 }
 
@@ -97,7 +94,7 @@ impl Active {
 
 /// What an Alertmanager's thread has to send at its next wake-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Pending {
+pub(super) enum Pending {
     /// The active alert, as it is when the batch goes.
     Firing,
     /// A resolved alert (no longer in `active`).
@@ -111,7 +108,7 @@ pub(super) struct State {
     pub(super) active: BTreeMap<Fingerprint, Active>,
     /// One per Alertmanager, by fingerprint: a later change to the same alert replaces an
     /// earlier one not sent yet, so an outbox never holds more than one entry per alert.
-    outboxes: Vec<BTreeMap<Fingerprint, Pending>>,
+    pub(super) outboxes: Vec<BTreeMap<Fingerprint, Pending>>,
     pub(super) stopping: bool,
 }
 
@@ -163,7 +160,8 @@ impl State {
         }
     }
 
-    /// [`Alerter::fire`] and [`Alerter::fire_for`]: always sent, even unchanged.
+    /// [`Alerter::fire`](super::Alerter::fire) and
+    /// [`Alerter::fire_for`](super::Alerter::fire_for): always sent, even unchanged.
     pub(super) fn fire(&mut self, alert: Alert, expires: Option<SystemTime>, now: SystemTime) {
         let (fp, _) = self.upsert(alert, None, expires, now);
         self.queue_firing(fp);
@@ -182,9 +180,9 @@ impl State {
         true
     }
 
-    /// [`Alerter::reconcile`]: new or changed alerts are queued now; unchanged ones go
-    /// with the next resend (a control loop reporting every second must not mean a POST
-    /// every second).
+    /// [`Alerter::reconcile`](super::Alerter::reconcile): new or changed alerts are queued
+    /// now; unchanged ones go with the next resend (a control loop reporting every second
+    /// must not mean a POST every second).
     pub(super) fn reconcile(&mut self, source: &str, current: Vec<Alert>, now: SystemTime) {
         let mut seen = BTreeSet::new();
         for alert in current {
@@ -206,7 +204,7 @@ impl State {
     }
 
     /// Resolves the alerts whose time is up, as of when it was up; true if any was.
-    fn expire(&mut self, now: SystemTime) -> bool {
+    pub(super) fn expire(&mut self, now: SystemTime) -> bool {
         let due: Vec<(Fingerprint, SystemTime)> = self
             .active
             .iter()
@@ -220,7 +218,13 @@ impl State {
 
     /// What Alertmanager `index` is sent now: its outbox, plus every active alert when a
     /// resend is due.
-    fn take(&mut self, index: usize, resend: bool, now: SystemTime, interval: Duration) -> Vec<Postable> {
+    pub(super) fn take(
+        &mut self,
+        index: usize,
+        resend: bool,
+        now: SystemTime,
+        interval: Duration,
+    ) -> Vec<Postable> {
         let outbox = self
             .outboxes
             .get_mut(index)
@@ -246,7 +250,7 @@ impl State {
     }
 }
 
-/// What the [`Alerter`] and its threads share.
+/// What the [`Alerter`](super::Alerter) and its threads share.
 pub(super) struct Shared {
     pub(super) state: Mutex<State>,
     /// Wakes the threads: something was queued, or they must stop.
@@ -265,50 +269,6 @@ impl Shared {
         let out = change(&mut self.lock());
         self.wake.notify_all();
         out
-    }
-}
-
-/// One Alertmanager's thread: waits for queued alerts or the next resend, posts, repeats.
-pub(super) fn run(
-    shared: &Shared,
-    endpoint: &Endpoint,
-    index: usize,
-    agent: &ureq::Agent,
-    retry: &RetryPolicy,
-) {
-    let interval = shared.interval;
-    let mut next_resend = Instant::now() + interval;
-    loop {
-        let batch = {
-            let mut state = shared.lock();
-            loop {
-                if state.stopping {
-                    return;
-                }
-                let now = Instant::now();
-                let queued = state.outboxes.get(index).is_some_and(|o| !o.is_empty());
-                if queued || now >= next_resend {
-                    break;
-                }
-                state = match shared.wake.wait_timeout(state, next_resend - now) {
-                    Ok((state, _)) => state,
-                    Err(poisoned) => poisoned.into_inner().0,
-                };
-            }
-            let resend = Instant::now() >= next_resend;
-            if resend {
-                next_resend = Instant::now() + interval;
-            }
-            let now = SystemTime::now();
-            if state.expire(now) {
-                // The other Alertmanagers' outboxes got the resolves too.
-                shared.wake.notify_all();
-            }
-            state.take(index, resend, now, interval)
-        };
-        if !batch.is_empty() {
-            endpoint.post(agent, retry, &batch);
-        }
     }
 }
 
