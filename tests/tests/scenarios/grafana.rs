@@ -182,24 +182,48 @@ fn every_metric_the_dashboard_queries_is_exported_by_a_real_fleet() {
         "{headers:?}"
     );
     // A client that declares 2 MiB and sends one byte holds the node's whole body budget:
-    // the next request is shed with 503 overloaded.
+    // the next request is shed with 503 overloaded. The node's gauge must show the budget
+    // held before the next request is sent: sent at once, that request could reach the
+    // budget first (on a loaded machine) and have the slow one shed instead.
     let mut slow = std::net::TcpStream::connect(&addr).expect("connecting to the node");
-    write!(
-        slow,
+    let head = format!(
         "POST /v2/models/echo/infer HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{{",
         2 << 20
-    )
-    .expect("sending the slow request's head");
+    );
+    slow.write_all(head.as_bytes())
+        .expect("sending the slow request's head");
+    wait_for(
+        Duration::from_secs(10),
+        "the node's gauge to show the slow upload holding its 1 MiB body budget",
+        || {
+            let metrics = node.get("/metrics").body;
+            metrics
+                .lines()
+                .any(|l| l == "kiln_request_body_bytes_in_flight 1048576")
+                .then_some(())
+        },
+        || {
+            let metrics = node.get("/metrics").body;
+            let gauge: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.starts_with("kiln_request_body_bytes_in_flight"))
+                .collect();
+            format!("gauge: {gauge:?}\n{}", node.log())
+        },
+    );
+    let last = std::cell::RefCell::new(None);
     let shed = wait_for(
         Duration::from_secs(10),
         "a request shed while a slow upload holds the body budget",
         || {
             let r = node.post("/v2/models/echo/infer", &echo_body(1.0));
-            (r.status == 503).then_some(r)
+            let shed = (r.status == 503).then(|| r.body.clone());
+            *last.borrow_mut() = Some((r.status, r.body));
+            shed
         },
-        || node.log(),
+        || format!("last answer: {:?}\n{}", last.borrow(), node.log()),
     );
-    assert!(shed.body.contains("overloaded"), "{}", shed.body);
+    assert!(shed.contains("overloaded"), "{shed}");
     drop(slow);
 
     // A drift query: the sync service merges the node's profiles and sets its gauges.
