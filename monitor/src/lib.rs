@@ -11,6 +11,8 @@ pub mod drift;
 #[cfg(feature = "prometheus")]
 pub mod gauges;
 pub mod model;
+#[cfg(feature = "parquet")]
+pub mod parquet_file;
 pub mod profile;
 pub mod shift;
 pub mod slo;

@@ -49,7 +49,7 @@ def publish(client, args):
             # source is the file, and (with --dataset-artifact) the file itself.
             import pandas as pd
 
-            frame = pd.read_csv(args.dataset)
+            frame = pd.read_parquet(args.dataset) if args.dataset.endswith(".parquet") else pd.read_csv(args.dataset)
             dataset = mlflow.data.from_pandas(frame, source=args.dataset, name=os.path.basename(args.dataset))
             mlflow.log_input(dataset, context=args.dataset_context)
             if args.dataset_artifact:

@@ -1,4 +1,4 @@
-//! Reference profiles for drift, built on this machine: a CSV or `.npy` file of model
+//! Reference profiles for drift, built on this machine: a CSV, `.npy` or Parquet file of model
 //! inputs is read (`kiln_monitor::dataset`), checked against the model's input, profiled
 //! as the nodes profile live traffic, and — when the component is at hand — run through
 //! the model in batches so that the reference also holds the version's own outputs on it
@@ -18,21 +18,22 @@ use std::path::Path;
 /// Rows per model call while profiling outputs.
 const BATCH_ROWS: usize = 256;
 
-/// Reads a reference file: `.npy` by its magic bytes, else CSV with a header; renamed by
-/// `feature_names` (comma-separated) when given.
+/// Reads a reference file: `.npy` and Parquet by their magic bytes, else CSV with a header;
+/// renamed by `feature_names` (comma-separated) when given.
 pub fn read(path: &Path, feature_names: Option<&str>) -> anyhow::Result<Dataset> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading the reference data {}", path.display()))?;
     let mut data = if bytes.starts_with(b"\x93NUMPY") {
         dataset::parse_npy(&bytes)
-    } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")) || bytes.starts_with(b"PAR1") {
-        bail!(
-            "{}: Parquet is not read yet; write the reference as CSV with a header row (pandas: df.to_csv(path, index=False)) or as .npy (np.save)",
-            path.display()
-        )
+    } else if bytes.starts_with(b"PAR1") {
+        kiln_monitor::parquet_file::parse(bytes)
     } else {
-        let text = String::from_utf8(bytes)
-            .map_err(|_| anyhow::anyhow!("{} is neither a .npy file nor UTF-8 CSV text", path.display()))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            anyhow::anyhow!(
+                "{} is neither a .npy nor a Parquet file nor UTF-8 CSV text",
+                path.display()
+            )
+        })?;
         dataset::parse_csv(&text)
     }
     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;

@@ -4,6 +4,7 @@
 //! outputs (the echo model answers its input), in `GET /monitor/v1/drift/{model}`, in the
 //! `kiln_feature_drift_score` / `kiln_dataset_drift` gauges, and in `kiln monitor drift`.
 //! The statistics themselves are compared with Evidently in `monitor/tests/evidently.rs`.
+//! A Parquet reference written by pandas is profiled as pandas counts it.
 
 use kiln_tests::kiln_process::{KilnHome, Server};
 use serde_json::{Value, json};
@@ -181,4 +182,122 @@ fn kiln_serve_measures_drift_against_the_reference_registered_with_the_version()
         "{table}"
     );
     assert!(table.contains("output:y[0]"), "{table}");
+}
+
+/// Writes, with pandas and pyarrow, a frame of four input columns of the dtypes a training
+/// job's frame has (float64, float32 with NaN, int64, bool) as `train.parquet` (Snappy,
+/// pandas' default) and `train-zstd.parquet`, plus a frame with a text column, and prints
+/// pandas' own count, missing, mean and variance of each column as JSON.
+const PANDAS_PARQUET: &str = r#"
+import json, sys
+import numpy as np, pandas as pd
+out = sys.argv[1]
+rng = np.random.default_rng(11)
+n = 400
+b = rng.normal(5, 2, n).astype("float32")
+b[::7] = np.nan
+df = pd.DataFrame({
+    "age": rng.normal(40, 12, n),
+    "income": b,
+    "visits": rng.integers(0, 30, n).astype("int64"),
+    "member": rng.random(n) < 0.3,
+}, index=pd.Index(rng.permutation(n), name="customer"))
+df.to_parquet(f"{out}/train.parquet")
+df.to_parquet(f"{out}/train-zstd.parquet", compression="zstd")
+df.assign(city=["Lyon"] * n).to_parquet(f"{out}/text.parquet", index=False)
+stats = {c: {"count": int(df[c].count()), "missing": int(df[c].isna().sum()),
+             "mean": float(df[c].astype("float64").mean()),
+             "var": float(df[c].astype("float64").var(ddof=1))} for c in df.columns}
+print(json.dumps(stats))
+"#;
+
+#[test]
+fn a_parquet_reference_written_by_pandas_is_profiled_as_pandas_counts_it() {
+    let home = KilnHome::new();
+    let wasm = home.path().join("echo4.wasm");
+    std::fs::write(&wasm, kiln_tests::component("echo4")).expect("writing the component");
+    let out = std::process::Command::new("python3")
+        .args(["-c", PANDAS_PARQUET])
+        .arg(home.path())
+        .output()
+        .expect("running python3 (pandas and pyarrow come with mlflow)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pandas: Value = serde_json::from_slice(&out.stdout).expect("pandas' statistics");
+
+    // Registered with the Snappy file, then set again from the zstd one.
+    for file in ["train.parquet", "train-zstd.parquet"] {
+        let path = home.path().join(file);
+        let path = path.to_str().unwrap_or_default();
+        let wasm = wasm.to_str().unwrap_or_default();
+        let said = match file {
+            "train.parquet" => {
+                home.run(&["models", "register", wasm, "--name", "churn", "--reference", path])
+            }
+            _ => home.run(&["monitor", "reference", "set", "churn/1", path]),
+        };
+        // The frame's index (`customer`, written by pandas as a column) is not a feature.
+        assert!(
+            said.contains(&format!("400 rows × 4 features from {file}")),
+            "{said}"
+        );
+        let shown: Value =
+            serde_json::from_str(&home.run(&["monitor", "reference", "show", "churn/1", "--json"]))
+                .expect("the reference as JSON");
+        assert_eq!(
+            shown["features"],
+            json!(["age", "income", "visits", "member"]),
+            "{shown:#}"
+        );
+        let profile: Value =
+            serde_json::from_str(shown["profile"].as_str().unwrap_or_default()).expect("the profile");
+        let columns = profile["inputs"]["columns"].as_array().expect("input columns");
+        assert_eq!(columns.len(), 4, "{profile:#}");
+        // The reference is profiled as the model sees it: cast to its FP32 input, so a
+        // float64 column's mean and variance may differ from pandas' in the 8th digit.
+        for (column, name) in columns.iter().zip(["age", "income", "visits", "member"]) {
+            let p = &column["profile"];
+            let want = &pandas[name];
+            assert_eq!(p["count"], want["count"], "{name}: {p:#}");
+            assert_eq!(p["missing"], want["missing"], "{name}: {p:#}");
+            let mean = p["mean"].as_f64().unwrap_or(f64::NAN);
+            let want_mean = want["mean"].as_f64().unwrap_or_default();
+            assert!(
+                (mean - want_mean).abs() <= 1e-6 * want_mean.abs().max(1.0),
+                "{name}: mean {mean}, pandas {want_mean}"
+            );
+            let count = p["count"].as_f64().unwrap_or_default();
+            let var = p["m2"].as_f64().unwrap_or(f64::NAN) / (count - 1.0);
+            let want_var = want["var"].as_f64().unwrap_or_default();
+            assert!(
+                (var - want_var).abs() <= 1e-6 * want_var.abs().max(1.0),
+                "{name}: variance {var}, pandas {want_var}"
+            );
+            // Profiled as the model's FP32 input sees them, as live traffic is.
+            assert_eq!(p["value_type"], json!("float"), "{name}");
+        }
+    }
+
+    // A text column is refused by name, by `register` and by `reference set`, and the
+    // stored reference stays as it was.
+    let text = home.path().join("text.parquet");
+    let text = text.to_str().unwrap_or_default();
+    let wasm = wasm.to_str().unwrap_or_default();
+    for args in [
+        vec!["models", "register", wasm, "--name", "other", "--reference", text],
+        vec!["monitor", "reference", "set", "churn/1", text],
+    ] {
+        let refused = home.run_raw(&args);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("row 1, column `city`: the text `Lyon` is not a number"),
+            "{stderr}"
+        );
+    }
+    let listed = home.run(&["models", "list"]);
+    assert!(!listed.contains("other"), "{listed}");
+    let shown: Value =
+        serde_json::from_str(&home.run(&["monitor", "reference", "show", "churn/1", "--json"]))
+            .expect("the reference as JSON");
+    assert_eq!(shown["source"], json!("train-zstd.parquet"), "{shown:#}");
 }

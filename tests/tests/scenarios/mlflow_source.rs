@@ -480,4 +480,47 @@ fn a_dataset_kiln_may_not_read_is_reported_and_a_local_one_is_read_only_inside_a
         .unwrap()
         .expect("stored");
     assert_eq!(stored.rows, 120);
+
+    // The same data as Parquet (what `df.to_parquet` writes, pandas' index left out).
+    let parquet = data.path().join("iris_local.parquet");
+    let converted = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, pandas as pd; pd.read_csv(sys.argv[1]).to_parquet(sys.argv[2])",
+            &csv,
+            parquet.to_str().unwrap_or_default(),
+        ])
+        .output()
+        .expect("running python3");
+    assert!(
+        converted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&converted.stderr)
+    );
+    server.publish(&[
+        "publish",
+        "--model",
+        model,
+        "--onnx",
+        &onnx,
+        "--alias",
+        "champion",
+        "--dataset",
+        parquet.to_str().unwrap_or_default(),
+        "--doc-string",
+        "retrained on parquet",
+    ]);
+    let outcome = import_next(&mut source, &registry, &[data.path().to_path_buf()]);
+    let note = outcome.reference.clone().expect("logged").expect("read in place");
+    assert!(
+        note.contains("120 rows × 4 features") && note.contains("iris_local.parquet"),
+        "{note}"
+    );
+    let from_parquet = registry
+        .reference(model, outcome.kiln_version.version)
+        .unwrap()
+        .expect("stored");
+    assert_eq!(from_parquet.features, stored.features);
+    // The same rows through either file: the same profile of inputs and outputs.
+    assert_eq!(from_parquet.profile, stored.profile);
 }

@@ -49,11 +49,13 @@ pub enum ModelsCommand {
         /// Point this alias (e.g. champion) at the version; repeat for more.
         #[arg(long = "alias", value_name = "ALIAS")]
         aliases: Vec<String>,
-        /// Reference data for drift: a CSV with a header row (or .npy, rows × features) of
-        /// model inputs; profiled with the version's outputs on it and stored with it.
+        /// Reference data for drift: a CSV with a header row, a Parquet file (pandas'
+        /// `to_parquet`) or .npy (rows × features) of model inputs; profiled with the
+        /// version's outputs on it and stored with it.
         #[arg(long, value_name = "FILE")]
         reference: Option<PathBuf>,
-        /// Feature names of --reference, comma-separated (default: its header, else f0, f1, …).
+        /// Feature names of --reference, comma-separated (default: its header or Parquet column
+        /// names, else f0, f1, …).
         #[arg(long, requires = "reference")]
         feature_names: Option<String>,
         /// Print the version as JSON (with "created": true|false).

@@ -51,15 +51,16 @@ pub enum MonitorCommand {
 /// `kiln monitor reference ...`.
 #[derive(Debug, Subcommand)]
 pub enum ReferenceCommand {
-    /// Profile a CSV (with a header) or .npy file of model inputs as the reference of a
+    /// Profile a CSV (with a header), Parquet or .npy file of model inputs as the reference of a
     /// version, with the version's outputs on it (prediction drift): its component is read
     /// from the registry, local or remote (`--registry`), and run here.
     Set {
         /// The version, e.g. iris/2 or iris@champion.
         reference: String,
-        /// The reference data: CSV with a header row, or .npy (rows × features).
+        /// The reference data: CSV with a header row, Parquet, or .npy (rows × features).
         file: PathBuf,
-        /// Feature names, comma-separated (default: the CSV header, else f0, f1, …).
+        /// Feature names, comma-separated (default: the CSV header or Parquet column names,
+        /// else f0, f1, …).
         #[arg(long)]
         feature_names: Option<String>,
     },
