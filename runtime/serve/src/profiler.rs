@@ -21,8 +21,29 @@ use kiln_types::Tensor;
 
 use crate::profiles::VersionProfiles;
 
-/// Bytes of tensors queued at most.
+/// Bytes queued at most: the tensors' data and what holding them costs (see
+/// [`footprint`]), so that a queue of one-row calls is bounded like one of large batches.
 pub const MAX_QUEUED_BYTES: usize = 8 << 20;
+/// What the allocator adds to each heap block (glibc: a 16-byte header, blocks rounded up
+/// to 16 bytes), counted three times per tensor (its name, shape and data).
+const BLOCK_OVERHEAD: usize = 16;
+
+/// The memory a queued call holds: its job, and each tensor's struct, name, shape and
+/// data with their allocator overhead. For a one-row call of ten floats this is about
+/// 300 bytes, not the 40 of its data.
+fn footprint(part: &[Tensor]) -> usize {
+    std::mem::size_of::<Job>()
+        + part
+            .iter()
+            .map(|t| {
+                std::mem::size_of::<Tensor>()
+                    + t.name.capacity()
+                    + t.shape.capacity() * std::mem::size_of::<u64>()
+                    + t.data.capacity()
+                    + 3 * BLOCK_OVERHEAD
+            })
+            .sum::<usize>()
+}
 /// How often the thread looks at the queue: requests never wake it (no system call on the
 /// request path), it comes by.
 const POLL: Duration = Duration::from_millis(20);
@@ -120,7 +141,7 @@ impl Profiler {
             .and_then(|t| t.shape.first().copied())
             .unwrap_or(1);
         let part = kiln_monitor::model::profiled_part(tensors, inputs);
-        let bytes = part.iter().map(|t| t.data.len()).sum::<usize>();
+        let bytes = footprint(&part);
         let inner = &self.inner;
         let before = inner.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
         if before > 0 && before + bytes > MAX_QUEUED_BYTES {
@@ -209,6 +230,34 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(profiler.queued_bytes().load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn the_queue_bound_counts_what_a_small_call_holds_not_only_its_data() {
+        let profiler = Profiler::start();
+        let profiles = Arc::new(VersionProfiles::default());
+        // Keep the thread out: it profiles only while it holds the work lock.
+        let _hold = profiler.inner.work.lock().unwrap();
+        let one_row = || vec![Tensor::from_f32("input", &[1, 10], &[0.5; 10])];
+        let mut queued = 0u64;
+        while profiler.shed_rows() == 0 {
+            profiler.observe(&profiles, &one_row(), true);
+            queued += 1;
+        }
+        queued -= 1;
+        let held = footprint(&one_row());
+        // 40 bytes of data each, but each queued call holds several times that: the bound
+        // stops the queue at MAX_QUEUED_BYTES of what it holds.
+        assert!(held >= 200, "{held}");
+        assert!(
+            queued as usize * held <= MAX_QUEUED_BYTES,
+            "{queued} calls of {held} bytes"
+        );
+        assert!(
+            queued as usize * held > MAX_QUEUED_BYTES - held,
+            "{queued} calls of {held} bytes"
+        );
+        assert!((queued as usize) < MAX_QUEUED_BYTES / 40 / 4, "{queued}");
     }
 
     #[test]
