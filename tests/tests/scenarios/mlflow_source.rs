@@ -455,30 +455,33 @@ fn a_dataset_kiln_may_not_read_is_reported_and_a_local_one_is_read_only_inside_a
     );
 
     // Allowed: a new MLflow version (other bytes) reads the file in place.
-
-    server.publish(&[
-        "publish",
-        "--model",
-        model,
-        "--onnx",
-        &onnx,
-        "--alias",
-        "champion",
-        "--dataset",
-        &csv,
-        "--doc-string",
-        "retrained",
-    ]);
-    let outcome = import_next(&mut source, &registry, &[data.path().to_path_buf()]);
-    let note = outcome.reference.clone().expect("logged").expect("read in place");
-    assert!(
-        note.contains("120 rows × 4 features") && note.contains("iris_local.csv"),
-        "{note}"
-    );
-    let stored = registry
-        .reference(model, outcome.kiln_version.version)
-        .unwrap()
-        .expect("stored");
+    let retrain = |source: &mut MlflowSource, file: &str, doc: &str| {
+        server.publish(&[
+            "publish",
+            "--model",
+            model,
+            "--onnx",
+            &onnx,
+            "--alias",
+            "champion",
+            "--dataset",
+            file,
+            "--doc-string",
+            doc,
+        ]);
+        let outcome = import_next(source, &registry, &[data.path().to_path_buf()]);
+        let note = outcome.reference.clone().expect("logged").expect("read in place");
+        let name = Path::new(file).file_name().unwrap_or_default().to_string_lossy();
+        assert!(
+            note.contains("120 rows × 4 features") && note.contains(&*name),
+            "{note}"
+        );
+        registry
+            .reference(model, outcome.kiln_version.version)
+            .unwrap()
+            .expect("stored")
+    };
+    let stored = retrain(&mut source, &csv, "retrained");
     assert_eq!(stored.rows, 120);
 
     // The same data as Parquet (what `df.to_parquet` writes, pandas' index left out).
@@ -497,29 +500,11 @@ fn a_dataset_kiln_may_not_read_is_reported_and_a_local_one_is_read_only_inside_a
         "{}",
         String::from_utf8_lossy(&converted.stderr)
     );
-    server.publish(&[
-        "publish",
-        "--model",
-        model,
-        "--onnx",
-        &onnx,
-        "--alias",
-        "champion",
-        "--dataset",
+    let from_parquet = retrain(
+        &mut source,
         parquet.to_str().unwrap_or_default(),
-        "--doc-string",
         "retrained on parquet",
-    ]);
-    let outcome = import_next(&mut source, &registry, &[data.path().to_path_buf()]);
-    let note = outcome.reference.clone().expect("logged").expect("read in place");
-    assert!(
-        note.contains("120 rows × 4 features") && note.contains("iris_local.parquet"),
-        "{note}"
     );
-    let from_parquet = registry
-        .reference(model, outcome.kiln_version.version)
-        .unwrap()
-        .expect("stored");
     assert_eq!(from_parquet.features, stored.features);
     // The same rows through either file: the same profile of inputs and outputs.
     assert_eq!(from_parquet.profile, stored.profile);
