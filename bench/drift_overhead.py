@@ -74,6 +74,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=10, help="per measurement")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--control", action="store_true",
+                    help="an A/A run: the 'profiled' server also runs with --no-drift-profiles, so the ratio "
+                         "shows the bench's own noise")
     args = ap.parse_args()
     note = machine_note()
     work = Path(tempfile.mkdtemp(prefix="kiln-drift-overhead-"))
@@ -94,7 +97,8 @@ def main() -> None:
                  ("OIP, 64 rows", "/v2/models/house-price/infer", batch, 64)]
     servers = {}
     try:
-        for label, extra in [("profiled", []), ("not profiled", ["--no-drift-profiles"])]:
+        first = ["--no-drift-profiles"] if args.control else []
+        for label, extra in [("profiled", first), ("not profiled", ["--no-drift-profiles"])]:
             port = free_port()
             proc = subprocess.Popen([args.kiln_bin, "serve", "--listen", f"127.0.0.1:{port}", "--cache", "off", *extra],
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -120,19 +124,23 @@ def main() -> None:
             off = statistics.median(r["rps"] for r in results["not profiled"])
             p99_on = statistics.median(r["p99_us"] for r in results["profiled"]) / 1000
             p99_off = statistics.median(r["p99_us"] for r in results["not profiled"]) / 1000
+            # Each round's two measurements ran back to back: the median of their ratios is
+            # less sensitive than the ratio of medians to the machine's speed drifting.
+            paired = statistics.median(a["rps"] / b["rps"] for a, b in zip(results["profiled"], results["not profiled"]))
             rows.append((name, on, off, p99_on, p99_off, [round(r["rps"]) for r in results["profiled"]],
-                         [round(r["rps"]) for r in results["not profiled"]], 1 - shed / max(served, 1)))
+                         [round(r["rps"]) for r in results["not profiled"]], 1 - shed / max(served, 1), paired))
     finally:
         for _, proc in servers.values():
             proc.terminate()
             proc.wait()
         shutil.rmtree(work, ignore_errors=True)
+    control = " A/A CONTROL: both servers run with --no-drift-profiles;" if args.control else ""
     print(f"\nhouse-price forest, `kiln serve --cache off` (binary {args.kiln_bin}), wrk closed loop, {args.connections} "
-          f"connections, {args.rounds} alternating rounds of {args.seconds} s; {note}\n")
-    print("| workload | profiled req/s | not profiled req/s | profiled ÷ not | rows profiled | p99 profiled / not (ms) | rounds profiled | rounds not |")
-    print("|---|---:|---:|---:|---:|---:|---|---|")
-    for name, on, off, p99_on, p99_off, r_on, r_off, kept in rows:
-        print(f"| {name} | {on:.0f} | {off:.0f} | {on / off:.3f} | {100 * kept:.1f} % | {p99_on:.2f} / {p99_off:.2f} | {r_on} | {r_off} |")
+          f"connections, {args.rounds} alternating rounds of {args.seconds} s;{control} {note}\n")
+    print("| workload | profiled req/s | not profiled req/s | profiled ÷ not | median of round ratios | rows profiled | p99 profiled / not (ms) | rounds profiled | rounds not |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    for name, on, off, p99_on, p99_off, r_on, r_off, kept, paired in rows:
+        print(f"| {name} | {on:.0f} | {off:.0f} | {on / off:.3f} | {paired:.3f} | {100 * kept:.1f} % | {p99_on:.2f} / {p99_off:.2f} | {r_on} | {r_off} |")
 
 
 if __name__ == "__main__":

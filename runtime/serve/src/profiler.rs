@@ -59,6 +59,11 @@ struct Job {
 #[derive(Default)]
 struct Inner {
     queue: Mutex<Vec<Job>>,
+    /// Calls the thread profiled, waiting to be freed by a request (see [`Inner::drain`]).
+    spent: Mutex<Vec<Job>>,
+    /// An empty buffer swapped in for the queue's, so the thread frees none of it.
+    spare: Mutex<Vec<Job>>,
+    /// What queued and spent calls hold: counted from a call's queueing to its freeing.
     queued_bytes: AtomicUsize,
     shed_rows: AtomicU64,
     /// Held while calls are being profiled (by the thread, or by a reader's flush).
@@ -69,16 +74,60 @@ struct Inner {
 impl Inner {
     /// Profiles what is queued. The queue's lock is held only to swap the queue out (the
     /// request path takes the same lock), the work lock while profiling.
-    fn drain(&self) {
+    ///
+    /// The thread (`free_here` false) frees nothing that requests allocated: it leaves the
+    /// profiled calls on `spent`, for requests to free. A free takes the lock of the
+    /// allocator arena the block came from, the requests' own; an idle-priority thread
+    /// preempted while holding it (it is preempted whenever a request's thread wakes)
+    /// would stall that request's next allocation until the thread runs again, which
+    /// under load is late. A reader's flush (`free_here`) runs at normal priority and
+    /// frees what it profiled, and what is left on `spent`.
+    fn drain(&self, free_here: bool) {
         let _working = self.work.lock().unwrap_or_else(|p| p.into_inner());
-        let jobs = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
-        for job in jobs {
+        let mut jobs = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|p| p.into_inner()));
+        std::mem::swap(
+            &mut jobs,
+            &mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()),
+        );
+        for job in &jobs {
             if job.inputs {
                 job.profiles.observe_inputs(&job.tensors);
             } else {
                 job.profiles.observe_outputs(&job.tensors);
             }
-            self.queued_bytes.fetch_sub(job.bytes, Ordering::AcqRel);
+        }
+        if free_here {
+            let spent = std::mem::take(&mut *self.spent.lock().unwrap_or_else(|p| p.into_inner()));
+            self.free(spent);
+            self.free(jobs);
+        } else {
+            self.spent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append(&mut jobs);
+            // Empty now, its buffer (the queue's) is the next swap's.
+            *self.spare.lock().unwrap_or_else(|p| p.into_inner()) = jobs;
+        }
+    }
+
+    /// Frees `jobs` on the calling thread and stops counting their bytes.
+    fn free(&self, jobs: Vec<Job>) {
+        let bytes = jobs.iter().map(|j| j.bytes).sum::<usize>();
+        drop(jobs);
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// A request frees two profiled calls (each request makes at most two), if the spent
+    /// list is free to take: a request never waits for the thread.
+    fn free_some(&self) {
+        let (a, b) = match self.spent.try_lock() {
+            Ok(mut spent) => (spent.pop(), spent.pop()),
+            Err(_) => return,
+        };
+        for job in [a, b].into_iter().flatten() {
+            let bytes = job.bytes;
+            drop(job);
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
         }
     }
 }
@@ -113,7 +162,7 @@ impl Profiler {
                 lowest_priority();
                 while !shared.stop.load(Ordering::Acquire) {
                     std::thread::sleep(POLL);
-                    shared.drain();
+                    shared.drain(false);
                 }
             });
         if let Err(e) = &started {
@@ -143,6 +192,7 @@ impl Profiler {
         let part = kiln_monitor::model::profiled_part(tensors, inputs);
         let bytes = footprint(&part);
         let inner = &self.inner;
+        inner.free_some();
         let before = inner.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
         if before > 0 && before + bytes > MAX_QUEUED_BYTES {
             inner.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
@@ -163,7 +213,7 @@ impl Profiler {
     /// Profiles, on the calling thread, everything queued before this call (after the
     /// chunk the thread may be in the middle of).
     pub fn flush(&self) {
-        self.inner.drain();
+        self.inner.drain(true);
     }
 
     /// Request rows whose inputs were not profiled because the queue was full.
@@ -220,16 +270,28 @@ mod tests {
     }
 
     #[test]
-    fn the_thread_comes_by_without_being_woken() {
+    fn the_thread_comes_by_without_being_woken_and_leaves_the_freeing_to_requests() {
         let profiler = Profiler::start();
         let profiles = Arc::new(VersionProfiles::default());
         profiler.observe(&profiles, &batch(3), true);
+        let held = footprint(&batch(3));
+        assert_eq!(profiler.queued_bytes().load(Ordering::Acquire), held);
         let started = std::time::Instant::now();
         while profiles.snapshot(Duration::from_secs(60)).is_none() {
             assert!(started.elapsed() < Duration::from_secs(10), "never profiled");
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(profiler.queued_bytes().load(Ordering::Acquire), 0);
+        // Profiled by the thread but not freed by it: still counted, on the spent list.
+        let _hold = profiler.inner.work.lock().unwrap();
+        assert_eq!(profiler.inner.spent.lock().unwrap().len(), 1);
+        assert_eq!(profiler.queued_bytes().load(Ordering::Acquire), held);
+        // The next request frees it (and queues its own call).
+        profiler.observe(&profiles, &batch(2), true);
+        assert!(profiler.inner.spent.lock().unwrap().is_empty());
+        assert_eq!(
+            profiler.queued_bytes().load(Ordering::Acquire),
+            footprint(&batch(2))
+        );
     }
 
     #[test]
