@@ -2,7 +2,8 @@
 """What profiling traffic for drift costs on the request path: the house-price forest served
 by two `kiln serve --cache off` processes on one registry, one profiling every request (the
 default) and one started with `--no-drift-profiles`, loaded in turn (never at the same time)
-with wrk, closed loop, for `--rounds` alternating rounds per workload. Prints req/s (median
+with wrk, closed loop, for `--rounds` rounds per workload (each round both servers back to back,
+in turn first). Prints req/s (median
 of the rounds), p99, and the ratio profiled / not profiled.
 
     cargo build --bin kiln && python3 bench/drift_overhead.py --kiln-bin target/debug/kiln
@@ -30,7 +31,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from http_load import ROOT, components, free_port, machine_note, wait_http  # noqa: E402
+from http_load import ROOT, components, cpu_seconds, free_port, machine_note, wait_http  # noqa: E402
 
 LUA = r"""
 wrk.method = "POST"
@@ -110,10 +111,17 @@ def main() -> None:
             shed, served = 0.0, 0.0
             for label, (port, _) in servers.items():
                 wrk(f"http://127.0.0.1:{port}{path}", body, 2, args.connections, work)  # warm-up
-            for _ in range(args.rounds):
-                for label, (port, _) in servers.items():
+            for round_ in range(args.rounds):
+                # Each round runs both servers back to back, in turn first (A B, B A, …), so
+                # that going first or second does not favour either.
+                order = list(servers.items())
+                if round_ % 2:
+                    order.reverse()
+                for label, (port, proc) in order:
                     before = shed_rows(port) if label == "profiled" else 0.0
+                    cpu = cpu_seconds(proc.pid)
                     r = wrk(f"http://127.0.0.1:{port}{path}", body, args.seconds, args.connections, work)
+                    r["cpu_us"] = (cpu_seconds(proc.pid) - cpu) * 1e6 / max(r["requests"], 1)
                     if r["errors"]:
                         raise SystemExit(f"{label} {name}: {r['errors']} errors")
                     results[label].append(r)
@@ -127,8 +135,13 @@ def main() -> None:
             # Each round's two measurements ran back to back: the median of their ratios is
             # less sensitive than the ratio of medians to the machine's speed drifting.
             paired = statistics.median(a["rps"] / b["rps"] for a, b in zip(results["profiled"], results["not profiled"]))
+            # The server's CPU time per request (every thread, the profiler's included): steadier
+            # than req/s when the machine's speed varies between rounds.
+            cpu_on = statistics.median(r["cpu_us"] for r in results["profiled"])
+            cpu_off = statistics.median(r["cpu_us"] for r in results["not profiled"])
             rows.append((name, on, off, p99_on, p99_off, [round(r["rps"]) for r in results["profiled"]],
-                         [round(r["rps"]) for r in results["not profiled"]], 1 - shed / max(served, 1), paired))
+                         [round(r["rps"]) for r in results["not profiled"]], 1 - shed / max(served, 1), paired,
+                         cpu_on, cpu_off))
     finally:
         for _, proc in servers.values():
             proc.terminate()
@@ -137,10 +150,11 @@ def main() -> None:
     control = " A/A CONTROL: both servers run with --no-drift-profiles;" if args.control else ""
     print(f"\nhouse-price forest, `kiln serve --cache off` (binary {args.kiln_bin}), wrk closed loop, {args.connections} "
           f"connections, {args.rounds} alternating rounds of {args.seconds} s;{control} {note}\n")
-    print("| workload | profiled req/s | not profiled req/s | profiled ÷ not | median of round ratios | rows profiled | p99 profiled / not (ms) | rounds profiled | rounds not |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
-    for name, on, off, p99_on, p99_off, r_on, r_off, kept, paired in rows:
-        print(f"| {name} | {on:.0f} | {off:.0f} | {on / off:.3f} | {paired:.3f} | {100 * kept:.1f} % | {p99_on:.2f} / {p99_off:.2f} | {r_on} | {r_off} |")
+    print("| workload | profiled req/s | not profiled req/s | profiled ÷ not | median of round ratios | rows profiled | p99 profiled / not (ms) | server CPU µs/request profiled / not (ratio) | rounds profiled | rounds not |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    for name, on, off, p99_on, p99_off, r_on, r_off, kept, paired, cpu_on, cpu_off in rows:
+        print(f"| {name} | {on:.0f} | {off:.0f} | {on / off:.3f} | {paired:.3f} | {100 * kept:.1f} % | {p99_on:.2f} / {p99_off:.2f} "
+              f"| {cpu_on:.1f} / {cpu_off:.1f} ({cpu_on / cpu_off:.3f}) | {r_on} | {r_off} |")
 
 
 if __name__ == "__main__":

@@ -162,6 +162,56 @@ pub fn layout(tensors: &[Tensor], inputs: bool) -> (Vec<String>, Vec<(usize, usi
     (names, spans)
 }
 
+/// Each tensor's first column and how many of its columns are profiled: [`layout`]
+/// without the names.
+fn spans(tensors: &[Tensor]) -> Vec<(usize, usize)> {
+    let mut first = 0;
+    tensors
+        .iter()
+        .map(|t| {
+            let take = per_row(t).min(MAX_COLUMNS.saturating_sub(first));
+            let span = (first, take);
+            first += take;
+            span
+        })
+        .collect()
+}
+
+/// Whether `table`'s columns are the ones [`layout`] names for `tensors`, compared without
+/// formatting a name (this runs for every profiled call).
+fn same_layout(table: &TableProfile, tensors: &[Tensor], inputs: bool) -> bool {
+    let mut names = table.names();
+    let mut first = 0;
+    for t in tensors {
+        let width = per_row(t);
+        let take = width.min(MAX_COLUMNS.saturating_sub(first));
+        for j in 0..take {
+            let Some(name) = names.next() else {
+                return false;
+            };
+            let matches = match (tensors.len(), inputs, width) {
+                (1, true, _) => name.strip_prefix('f').is_some_and(|n| is_index(n, j)),
+                (_, _, 1) => name == t.name,
+                _ => name
+                    .strip_prefix(t.name.as_str())
+                    .and_then(|n| n.strip_prefix('['))
+                    .and_then(|n| n.strip_suffix(']'))
+                    .is_some_and(|n| is_index(n, j)),
+            };
+            if !matches {
+                return false;
+            }
+        }
+        first += take;
+    }
+    names.next().is_none()
+}
+
+/// Whether `text` is `j` written as `format!("{j}")` writes it.
+fn is_index(text: &str, j: usize) -> bool {
+    text.parse::<usize>().is_ok_and(|n| n == j) && (text == "0" || !text.starts_with('0'))
+}
+
 /// The part of `tensors` a profile reads: each tensor cut to its profiled columns, so that
 /// observing the result lays out and records exactly what observing `tensors` would. What
 /// a host copies to profile a request elsewhere (off the request path) without copying a
@@ -209,17 +259,20 @@ fn observe(
     inputs: bool,
     config: ProfileConfig,
 ) -> Result<(), ProfileError> {
-    let (names, spans) = layout(tensors, inputs);
-    let profile = match table {
-        Some(p) => p,
-        None => table.insert(TableProfile::new(names.clone(), config)?),
+    let (profile, spans) = match table {
+        // Every call after the first: the layout is checked without building its names.
+        Some(p) if same_layout(p, tensors, inputs) => (p, spans(tensors)),
+        Some(p) => {
+            return Err(ProfileError::ColumnMismatch {
+                expected: p.names().map(str::to_string).collect(),
+                found: layout(tensors, inputs).0,
+            });
+        }
+        None => {
+            let (names, spans) = layout(tensors, inputs);
+            (table.insert(TableProfile::new(names, config)?), spans)
+        }
     };
-    if !profile.names().eq(names.iter().map(String::as_str)) {
-        return Err(ProfileError::ColumnMismatch {
-            expected: profile.names().map(str::to_string).collect(),
-            found: names,
-        });
-    }
     // Check every tensor first, so a refused call changes nothing.
     for t in tensors {
         t.check_len()
@@ -301,6 +354,50 @@ pub fn drift(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_layout_check_without_names_agrees_with_the_names() {
+        let config = ProfileConfig::default();
+        let cases: Vec<(Vec<Tensor>, bool)> = vec![
+            (vec![Tensor::from_f32("x", &[1, 12], &[0.0; 12])], true),
+            (vec![Tensor::from_f32("x", &[1, 12], &[0.0; 12])], false),
+            (
+                vec![
+                    Tensor::from_f32("a", &[1, 2], &[0.0; 2]),
+                    Tensor::from_f32("b", &[1], &[0.0]),
+                ],
+                true,
+            ),
+            (vec![Tensor::from_f32("y", &[2, 1], &[0.0; 2])], false),
+            (vec![Tensor::from_f32("wide", &[1, 70], &[0.0; 70])], false),
+        ];
+        for (i, (tensors, inputs)) in cases.iter().enumerate() {
+            let (names, spans_named) = layout(tensors, *inputs);
+            assert_eq!(spans(tensors), spans_named, "case {i}");
+            let table = TableProfile::new(names, config).unwrap();
+            for (j, (others, other_inputs)) in cases.iter().enumerate() {
+                let expected = layout(others, *other_inputs).0 == layout(tensors, *inputs).0;
+                assert_eq!(
+                    same_layout(&table, others, *other_inputs),
+                    expected,
+                    "table of case {i}, call of case {j}"
+                );
+            }
+        }
+        // `f01` is not `f1`; `x[1` is not `x[1]`.
+        let odd = TableProfile::new(vec!["f01".to_string()], config).unwrap();
+        assert!(!same_layout(
+            &odd,
+            &[Tensor::from_f32("x", &[1, 1], &[0.0])],
+            true
+        ));
+        let odd = TableProfile::new(vec!["x[0".to_string(), "x[1]".to_string()], config).unwrap();
+        assert!(!same_layout(
+            &odd,
+            &[Tensor::from_f32("x", &[1, 2], &[0.0; 2])],
+            false
+        ));
+    }
 
     #[test]
     fn layouts_name_one_inputs_features_by_position_and_several_by_tensor() {
