@@ -17,6 +17,7 @@ pub mod reference;
 pub mod register;
 pub mod render;
 pub mod secrets;
+pub mod service_get;
 pub mod shutdown;
 pub mod tls_args;
 
@@ -58,6 +59,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             commands::sync::SyncCommand::Run(args) => {
                 commands::sync::serve(Arc::new(host), open_registry(&home)?, &args)?
             }
+            // The running service's view: no registry is opened.
+            commands::sync::SyncCommand::Status {
+                url: Some(url),
+                token_file,
+                tls,
+                json,
+            } => print_block(&commands::sync::service_status(
+                &url,
+                token_file.as_deref(),
+                &tls,
+                json,
+            )?),
             other => print_block(&commands::sync::run(
                 &*registry_api(&cli.registry, &home)?,
                 other,

@@ -159,6 +159,44 @@ fn drift_slo_burn_and_a_failing_node_reach_alertmanager() {
         "{status:#}"
     );
     assert_eq!(status["alerts"]["failed_posts"], 0, "{status:#}");
+
+    // The same counters through the CLI, from the running service (not the registry).
+    let token = fleet.registry.path().join("viewer-admin.token");
+    std::fs::write(&token, &fleet.admin).expect("writing the token");
+    let shown = fleet.kiln(&[
+        "sync",
+        "status",
+        "--url",
+        &format!("http://{}", fleet.sync_addr),
+        "--url-token-file",
+        token.to_str().unwrap_or_default(),
+    ]);
+    let sent = status["alerts"]["sent"].as_u64().unwrap_or_default();
+    let line = shown
+        .lines()
+        .find(|l| l.starts_with("alerts: "))
+        .unwrap_or_else(|| panic!("no alerts line:\n{shown}"));
+    let shown_sent: u64 = line
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" sent"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no sent count in `{line}`"));
+    // Alerts are re-sent while active, so the count may only have grown since.
+    assert!(shown_sent >= sent && line.contains(" 0 failed posts"), "{shown}");
+    assert!(shown.contains(&format!("  {}/", am.url)), "{shown}");
+    for node in ["edge-1", "edge-2"] {
+        assert!(shown.lines().any(|l| l.starts_with(node)), "{shown}");
+    }
+    // Without a token the service refuses, and the CLI says what it answered.
+    let refused =
+        fleet
+            .registry
+            .run_raw(&["sync", "status", "--url", &format!("http://{}", fleet.sync_addr)]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("answered HTTP 401"),
+        "{stderr}"
+    );
 }
 
 /// A single `kiln serve --alertmanager`: its own SLO burning (`--slo-file`) and a version

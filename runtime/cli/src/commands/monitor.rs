@@ -168,45 +168,16 @@ pub fn run(registry: &dyn RegistryApi, cmd: MonitorCommand, host: &LazyHost) -> 
             json,
             tls,
         } => {
-            kiln_node_api::check_http_url(&url).map_err(|e| anyhow::anyhow!("--url {e}"))?;
-            let agent: ureq::Agent = tls
-                .load()?
-                .agent_config()
-                .http_status_as_error(false)
-                .timeout_global(Some(std::time::Duration::from_secs(30)))
-                .build()
-                .into();
-            let mut target = format!(
-                "{}/monitor/v1/drift/{model}?since={since}",
-                url.trim_end_matches('/')
-            );
+            let mut path = format!("/monitor/v1/drift/{model}?since={since}");
             if let Some(v) = &version {
-                target.push_str(&format!("&version={v}"));
+                path.push_str(&format!("&version={v}"));
             }
-            let mut request = agent.get(&target);
-            if let Some(path) = &token_file {
-                let token = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading the token file {}", path.display()))?;
-                request = request.header("authorization", format!("Bearer {}", token.trim()));
-            }
-            let mut resp = request.call().with_context(|| format!("asking {target}"))?;
-            let status = resp.status().as_u16();
-            let text = resp
-                .body_mut()
-                .read_to_string()
-                .with_context(|| format!("reading {target}"))?;
-            if status != 200 {
-                let message = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                    .unwrap_or_else(|| text.chars().take(300).collect());
-                anyhow::bail!("{url} answered HTTP {status}: {message}");
-            }
+            let text = crate::service_get::get(&url, &path, token_file.as_deref(), &tls, "--url")?;
             if json {
                 return Ok(text);
             }
             let answer: DriftAnswer = serde_json::from_str(&text)
-                .with_context(|| format!("{target} answered something that is not a drift report"))?;
+                .with_context(|| format!("{url}{path} answered something that is not a drift report"))?;
             Ok(drift_table(&answer))
         }
     }

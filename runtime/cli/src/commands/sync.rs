@@ -151,11 +151,27 @@ impl SyncRunArgs {
 pub enum SyncCommand {
     /// Run the sync service: converge nodes, drive rollouts, accept `kiln serve --join`.
     Run(SyncRunArgs),
-    /// The fleet: each node's sync status, and the active rollouts.
+    /// The fleet: each node's sync status, and the active rollouts (from the registry); with
+    /// `--url`, the running sync service's own view: each node's breaker and retries, its
+    /// other clients (MLflow, webhook) and the alerts it sent.
     Status {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Ask the running sync service (`GET /sync/v1/status`, a viewer token) instead of
+        /// the registry.
+        #[arg(long, env = "KILN_SYNC_URL")]
+        url: Option<String>,
+        /// A file holding a registry token for --url (role viewer or above).
+        #[arg(
+            long = "url-token-file",
+            env = "KILN_URL_TOKEN_FILE",
+            value_name = "FILE",
+            requires = "url"
+        )]
+        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        tls: crate::tls_args::ClientTlsArgs,
     },
     /// Add a node the service should manage.
     AddNode {
@@ -233,11 +249,107 @@ fn nodes_table(nodes: &[NodeRecord], generation: u64) -> String {
     trim_lines(&t.to_string())
 }
 
+/// `kiln sync status --url`: the running sync service's view of its nodes, clients and
+/// alerts (`GET /sync/v1/status`); `json` prints its answer as is.
+pub fn service_status(
+    url: &str,
+    token_file: Option<&Path>,
+    tls: &crate::tls_args::ClientTlsArgs,
+    json: bool,
+) -> anyhow::Result<String> {
+    let text = crate::service_get::get(url, "/sync/v1/status", token_file, tls, "--url")?;
+    if json {
+        return Ok(text);
+    }
+    let status: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{url} answered something that is not the sync service's status"))?;
+    Ok(render_service_status(url, &status))
+}
+
+fn render_service_status(url: &str, status: &serde_json::Value) -> String {
+    let count = |v: &serde_json::Value| v.as_u64().unwrap_or_default();
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let mut out = format!(
+        "sync service {url}: generation {}\n",
+        count(&status["generation"])
+    );
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING);
+    t.set_header([
+        "NODE",
+        "STATUS",
+        "GENERATION",
+        "BREAKER",
+        "RETRIES",
+        "FAILURES",
+        "SEEN",
+        "LAST ERROR",
+    ]);
+    for n in status["nodes"].as_array().into_iter().flatten() {
+        t.add_row([
+            text(&n["node"]),
+            text(&n["status"]),
+            count(&n["applied_generation"]).to_string(),
+            text(&n["breaker"]),
+            count(&n["retries"]).to_string(),
+            count(&n["failures"]).to_string(),
+            n["seen_seconds_ago"]
+                .as_f64()
+                .map_or("-".into(), |s| format!("{s:.0}s ago")),
+            truncate(n["last_error"].as_str().unwrap_or("-"), 80),
+        ]);
+    }
+    out.push_str(&trim_lines(&t.to_string()));
+    for c in status["clients"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\nclient {} ({}): breaker {}, {} retries, {} failed calls, {} refused by the breaker",
+            text(&c["target"]),
+            text(&c["kind"]),
+            text(&c["breaker"]),
+            count(&c["retries"]),
+            count(&c["failed_calls"]),
+            count(&c["rejected_calls"])
+        ));
+    }
+    let alerts = &status["alerts"];
+    if alerts.is_null() {
+        out.push_str("\nalerts: off (no --alertmanager)");
+    } else {
+        out.push_str(&format!(
+            "\nalerts: {} active, {} sent, {} failed posts, {} invalid",
+            count(&alerts["active"]),
+            count(&alerts["sent"]),
+            count(&alerts["failed_posts"]),
+            count(&alerts["invalid"])
+        ));
+        for am in alerts["alertmanagers"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "\n  {}: {} sent, {} failed posts, breaker {}, {} retries{}",
+                text(&am["url"]),
+                count(&am["sent"]),
+                count(&am["failed_posts"]),
+                text(&am["target"]["breaker"]),
+                count(&am["target"]["retries"]),
+                am["last_error"]
+                    .as_str()
+                    .map_or(String::new(), |e| format!(", last error: {}", truncate(e, 80)))
+            ));
+        }
+    }
+    if status["insecure_no_auth"].as_bool() == Some(true) {
+        out.push_str("\nwarning: the service runs with --insecure-no-auth");
+    }
+    out
+}
+
 /// Runs a `kiln sync` command other than `run`; returns what to print.
 pub fn run(registry: &dyn RegistryApi, cmd: SyncCommand) -> anyhow::Result<String> {
     Ok(match cmd {
         SyncCommand::Run(_) => anyhow::bail!("`kiln sync run` runs through `commands::sync::serve`"),
-        SyncCommand::Status { json } => {
+        SyncCommand::Status { url: Some(_), .. } => {
+            anyhow::bail!("`kiln sync status --url` runs through `commands::sync::service_status`")
+        }
+        SyncCommand::Status { json, .. } => {
             let status = registry.fleet_status()?;
             let (nodes, generation, rollouts) = (&status.nodes, status.generation, &status.rollouts);
             if json {
@@ -450,4 +562,56 @@ fn apply_file_settings(
         config.check_interval = Duration::from_millis(parse_ms(check)?.max(50));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_services_status_shows_nodes_clients_and_alert_counters() {
+        let status = serde_json::json!({
+            "generation": 7,
+            "nodes": [{"node": "edge-1", "status": "failing", "applied_generation": 6,
+                       "last_error": "connection refused", "failures": 3, "breaker": "open",
+                       "retries": 12, "seen_seconds_ago": 4.2}],
+            "clients": [{"target": "mlflow", "kind": "mlflow", "breaker": "closed",
+                         "consecutive_failures": 0, "retries": 2, "failed_calls": 1,
+                         "rejected_calls": 0, "retry_in_ms": 0}],
+            "alerts": {"active": 2, "sent": 9, "failed_posts": 1, "invalid": 0,
+                       "alertmanagers": [{"url": "http://am:9093/api/v2/alerts", "sent": 9,
+                                          "failed_posts": 1, "last_error": "HTTP 503",
+                                          "target": {"breaker": "closed", "retries": 4}}]},
+            "insecure_no_auth": false
+        });
+        let shown = render_service_status("http://sync:8090", &status);
+        assert!(
+            shown.starts_with("sync service http://sync:8090: generation 7"),
+            "{shown}"
+        );
+        let node = shown
+            .lines()
+            .find(|l| l.starts_with("edge-1"))
+            .expect("the node's row");
+        for cell in ["failing", "6", "open", "12", "3", "4s ago", "connection refused"] {
+            assert!(node.contains(cell), "{cell} in {node}");
+        }
+        assert!(
+            shown.contains("client mlflow (mlflow): breaker closed, 2 retries, 1 failed calls"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("alerts: 2 active, 9 sent, 1 failed posts, 0 invalid"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("  http://am:9093/api/v2/alerts: 9 sent, 1 failed posts, breaker closed, 4 retries, last error: HTTP 503"),
+            "{shown}"
+        );
+        let off = render_service_status(
+            "http://s",
+            &serde_json::json!({"generation": 1, "nodes": [], "alerts": null}),
+        );
+        assert!(off.contains("alerts: off (no --alertmanager)"), "{off}");
+    }
 }
