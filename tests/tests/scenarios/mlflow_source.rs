@@ -422,18 +422,24 @@ fn a_dataset_kiln_may_not_read_is_reported_and_a_local_one_is_read_only_inside_a
     let onnx = example_path("iris_logreg");
     let data = tempfile::tempdir().unwrap();
     let csv = iris_csv(data.path(), "iris_local.csv");
-    // The dataset's source is a local path only: no artifact.
-    server.publish(&[
-        "publish",
-        "--model",
-        model,
-        "--onnx",
-        &onnx,
-        "--alias",
-        "champion",
-        "--dataset",
-        &csv,
-    ]);
+    // A training run logging `file` as its dataset (a local path only: no artifact);
+    // `doc` gives the model other bytes, so each publish is a new version.
+    let publish = |file: &str, doc: &str| {
+        server.publish(&[
+            "publish",
+            "--model",
+            model,
+            "--onnx",
+            &onnx,
+            "--alias",
+            "champion",
+            "--dataset",
+            file,
+            "--doc-string",
+            doc,
+        ]);
+    };
+    publish(&csv, "first");
     let home = tempfile::tempdir().unwrap();
     let registry = Registry::open(home.path()).unwrap();
     let mut source = source(&server, model, Watch::default());
@@ -456,19 +462,7 @@ fn a_dataset_kiln_may_not_read_is_reported_and_a_local_one_is_read_only_inside_a
 
     // Allowed: a new MLflow version (other bytes) reads the file in place.
     let retrain = |source: &mut MlflowSource, file: &str, doc: &str| {
-        server.publish(&[
-            "publish",
-            "--model",
-            model,
-            "--onnx",
-            &onnx,
-            "--alias",
-            "champion",
-            "--dataset",
-            file,
-            "--doc-string",
-            doc,
-        ]);
+        publish(file, doc);
         let outcome = import_next(source, &registry, &[data.path().to_path_buf()]);
         let note = outcome.reference.clone().expect("logged").expect("read in place");
         let name = Path::new(file).file_name().unwrap_or_default().to_string_lossy();
