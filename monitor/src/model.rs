@@ -141,70 +141,82 @@ fn per_row(t: &Tensor) -> usize {
         .map_or(1, |(_, rest)| rest.iter().product::<u64>() as usize)
 }
 
+/// Each tensor with its first column and how many of its values per row are profiled,
+/// capped at [`MAX_COLUMNS`] in all.
+fn spans_of(tensors: &[Tensor]) -> impl Iterator<Item = (&Tensor, usize, usize)> {
+    tensors.iter().scan(0, |first, t| {
+        let take = per_row(t).min(MAX_COLUMNS.saturating_sub(*first));
+        let span = (t, *first, take);
+        *first += take;
+        Some(span)
+    })
+}
+
+/// How a profiled column is named: by its position in a single input (`f3`), by its
+/// tensor when that has one value per row (`y`), else by both (`y[3]`).
+enum ColumnName<'a> {
+    Feature(usize),
+    Tensor(&'a str),
+    Element(&'a str, usize),
+}
+
+impl ColumnName<'_> {
+    /// Whether `name` is this column's name, compared without formatting it.
+    fn is(&self, name: &str) -> bool {
+        match *self {
+            ColumnName::Feature(j) => name.strip_prefix('f').is_some_and(|n| is_index(n, j)),
+            ColumnName::Tensor(t) => name == t,
+            ColumnName::Element(t, j) => name
+                .strip_prefix(t)
+                .and_then(|n| n.strip_prefix('['))
+                .and_then(|n| n.strip_suffix(']'))
+                .is_some_and(|n| is_index(n, j)),
+        }
+    }
+}
+
+impl std::fmt::Display for ColumnName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ColumnName::Feature(j) => write!(f, "f{j}"),
+            ColumnName::Tensor(t) => f.write_str(t),
+            ColumnName::Element(t, j) => write!(f, "{t}[{j}]"),
+        }
+    }
+}
+
+/// The profiled columns of `tensors`, in order.
+fn column_names(tensors: &[Tensor], inputs: bool) -> impl Iterator<Item = ColumnName<'_>> {
+    spans_of(tensors).flat_map(move |(t, _, take)| {
+        let width = per_row(t);
+        (0..take).map(move |j| match (tensors.len(), inputs, width) {
+            (1, true, _) => ColumnName::Feature(j),
+            (_, _, 1) => ColumnName::Tensor(&t.name),
+            _ => ColumnName::Element(&t.name, j),
+        })
+    })
+}
+
 /// Column names for a list of tensors, capped at [`MAX_COLUMNS`], with each tensor's first
 /// column and how many of its values per row are profiled.
 pub fn layout(tensors: &[Tensor], inputs: bool) -> (Vec<String>, Vec<(usize, usize)>) {
-    let mut names = Vec::new();
-    let mut spans = Vec::new();
-    for t in tensors {
-        let width = per_row(t);
-        let first = names.len();
-        let take = width.min(MAX_COLUMNS.saturating_sub(first));
-        for j in 0..take {
-            names.push(match (tensors.len(), inputs, width) {
-                (1, true, _) => format!("f{j}"),
-                (_, _, 1) => t.name.clone(),
-                _ => format!("{}[{j}]", t.name),
-            });
-        }
-        spans.push((first, take));
-    }
-    (names, spans)
+    (
+        column_names(tensors, inputs).map(|c| c.to_string()).collect(),
+        spans(tensors),
+    )
 }
 
 /// Each tensor's first column and how many of its columns are profiled: [`layout`]
 /// without the names.
 fn spans(tensors: &[Tensor]) -> Vec<(usize, usize)> {
-    let mut first = 0;
-    tensors
-        .iter()
-        .map(|t| {
-            let take = per_row(t).min(MAX_COLUMNS.saturating_sub(first));
-            let span = (first, take);
-            first += take;
-            span
-        })
-        .collect()
+    spans_of(tensors).map(|(_, first, take)| (first, take)).collect()
 }
 
 /// Whether `table`'s columns are the ones [`layout`] names for `tensors`, compared without
 /// formatting a name (this runs for every profiled call).
 fn same_layout(table: &TableProfile, tensors: &[Tensor], inputs: bool) -> bool {
     let mut names = table.names();
-    let mut first = 0;
-    for t in tensors {
-        let width = per_row(t);
-        let take = width.min(MAX_COLUMNS.saturating_sub(first));
-        for j in 0..take {
-            let Some(name) = names.next() else {
-                return false;
-            };
-            let matches = match (tensors.len(), inputs, width) {
-                (1, true, _) => name.strip_prefix('f').is_some_and(|n| is_index(n, j)),
-                (_, _, 1) => name == t.name,
-                _ => name
-                    .strip_prefix(t.name.as_str())
-                    .and_then(|n| n.strip_prefix('['))
-                    .and_then(|n| n.strip_suffix(']'))
-                    .is_some_and(|n| is_index(n, j)),
-            };
-            if !matches {
-                return false;
-            }
-        }
-        first += take;
-    }
-    names.next().is_none()
+    column_names(tensors, inputs).all(|c| names.next().is_some_and(|n| c.is(n))) && names.next().is_none()
 }
 
 /// Whether `text` is `j` written as `format!("{j}")` writes it.
@@ -216,15 +228,12 @@ fn is_index(text: &str, j: usize) -> bool {
 /// observing the result lays out and records exactly what observing `tensors` would. What
 /// a host copies to profile a request elsewhere (off the request path) without copying a
 /// wide tensor whole.
-pub fn profiled_part(tensors: &[Tensor], inputs: bool) -> Vec<Tensor> {
+pub fn profiled_part(tensors: &[Tensor]) -> Vec<Tensor> {
     if tensors.iter().map(per_row).sum::<usize>() <= MAX_COLUMNS {
         return tensors.to_vec(); // every column is profiled
     }
-    let (_, spans) = layout(tensors, inputs);
-    tensors
-        .iter()
-        .zip(spans)
-        .map(|(t, (_, take))| {
+    spans_of(tensors)
+        .map(|(t, _, take)| {
             let width = per_row(t);
             // A tensor cut to one column would be named without its `[0]`: keep it whole.
             if take == width || take == 1 || t.check_len().is_err() {
@@ -431,7 +440,7 @@ mod tests {
         ];
         for tensors in cases {
             for inputs in [true, false] {
-                let part = profiled_part(&tensors, inputs);
+                let part = profiled_part(&tensors);
                 assert_eq!(layout(&part, inputs).0, layout(&tensors, inputs).0);
                 let bytes: usize = part.iter().map(|t| t.data.len()).sum();
                 assert!(bytes <= 2 * MAX_COLUMNS * 8, "{bytes} bytes copied");

@@ -14,43 +14,45 @@ use parquet::record::Field;
 
 /// Reads a Parquet file's bytes into columns of numbers, named as in the file.
 pub fn parse(bytes: Vec<u8>) -> Result<Dataset, DatasetError> {
-    let error = |m: String| DatasetError(m);
     let reader = SerializedFileReader::new(bytes::Bytes::from(bytes))
-        .map_err(|e| error(format!("not a readable Parquet file: {e}")))?;
+        .map_err(|e| DatasetError(format!("not a readable Parquet file: {e}")))?;
     let metadata = reader.metadata().file_metadata();
     let index = pandas_index(metadata.key_value_metadata());
     let schema = metadata.schema_descr_ptr();
     let root = schema.root_schema();
-    let mut keep = Vec::new();
+    // Each file column's place among the features (None: left out).
+    let mut slot_of = Vec::new();
     let mut names = Vec::new();
-    for (i, field) in root.get_fields().iter().enumerate() {
+    for field in root.get_fields() {
         let name = field.name();
         if name.starts_with("__index_level_") && name.ends_with("__") || index.iter().any(|c| c == name) {
+            slot_of.push(None);
             continue;
         }
         if field.is_group() {
-            return Err(error(format!(
+            return Err(DatasetError(format!(
                 "column `{name}` is nested (a struct, list or map); a reference holds one number per feature"
             )));
         }
-        keep.push(i);
+        slot_of.push(Some(names.len()));
         names.push(name.to_string());
     }
     if names.is_empty() {
-        return Err(error("the Parquet file has no columns".into()));
+        return Err(DatasetError("the Parquet file has no columns".into()));
     }
     let mut columns = vec![Vec::new(); names.len()];
     let mut integer = vec![true; names.len()];
     let rows = reader
         .get_row_iter(None)
-        .map_err(|e| error(format!("reading the Parquet rows: {e}")))?;
+        .map_err(|e| DatasetError(format!("reading the Parquet rows: {e}")))?;
     for (number, row) in rows.enumerate() {
-        let row = row.map_err(|e| error(format!("row {}: {e}", number + 1)))?;
-        let fields: Vec<&Field> = row.get_column_iter().map(|(_, f)| f).collect();
-        for (slot, &index) in keep.iter().enumerate() {
-            let field = fields.get(index).copied().unwrap_or(&Field::Null);
+        let row = row.map_err(|e| DatasetError(format!("row {}: {e}", number + 1)))?;
+        for ((_, field), slot) in row.get_column_iter().zip(&slot_of) {
+            let Some(slot) = *slot else {
+                continue;
+            };
             let (value, whole) = number_of(field).ok_or_else(|| {
-                error(format!(
+                DatasetError(format!(
                     "row {}, column `{}`: {} is not a number (model inputs are numbers; write text features as their numeric codes)",
                     number + 1,
                     names[slot],
@@ -64,7 +66,7 @@ pub fn parse(bytes: Vec<u8>) -> Result<Dataset, DatasetError> {
         }
     }
     if columns.first().is_none_or(Vec::is_empty) {
-        return Err(error("the Parquet file has no rows".into()));
+        return Err(DatasetError("the Parquet file has no rows".into()));
     }
     Ok(Dataset {
         names,

@@ -266,6 +266,15 @@ pub fn tokens_match(given: &str, expected: &str) -> bool {
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// What an error answer of a Kiln API says: its JSON `error` (`{"error": "…"}`), else the
+/// first 300 characters of its text.
+pub fn error_message(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| text.chars().take(300).collect())
+}
+
 /// Checks a URL Kiln will call (a node, the sync service, a webhook, MLflow): it must be
 /// `http://host[:port][/path]` or `https://host[:port][/path]` (verified against the
 /// system's roots plus `--ca-file`).

@@ -27,11 +27,7 @@ const MAX_COMPONENT: u64 = 1 << 30;
 
 /// The error of a non-2xx answer: its JSON `error`, else the start of its text.
 fn refusal(status: u16, text: &str) -> ApiError {
-    let message = serde_json::from_str::<Value>(text)
-        .ok()
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| text.chars().take(300).collect());
-    ApiError::from_status(status, message)
+    ApiError::from_status(status, kiln_node_api::error_message(text))
 }
 
 /// A registry server, called with one token.

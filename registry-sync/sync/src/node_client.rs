@@ -129,10 +129,7 @@ impl NodeClient {
                 .map(str::to_string);
             let body = resp.body_mut().read_to_string().unwrap_or_default();
             if !ok(status) {
-                let message = serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                    .unwrap_or_else(|| body.chars().take(300).collect());
+                let message = kiln_node_api::error_message(&body);
                 return Err(CallError::Status {
                     code: status,
                     retry_after,
@@ -247,11 +244,7 @@ impl NodeClient {
         let status = resp.status().as_u16();
         if status != 200 {
             let text = resp.body_mut().read_to_string().unwrap_or_default();
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or_else(|| text.chars().take(300).collect());
-            anyhow::bail!("{what}: HTTP {status}: {message}");
+            anyhow::bail!("{what}: HTTP {status}: {}", kiln_node_api::error_message(&text));
         }
         Ok(())
     }

@@ -37,11 +37,10 @@ pub fn get(
         .read_to_string()
         .with_context(|| format!("reading {target}"))?;
     if status != 200 {
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-            .unwrap_or_else(|| text.chars().take(300).collect());
-        anyhow::bail!("{base} answered HTTP {status}: {message}");
+        anyhow::bail!(
+            "{base} answered HTTP {status}: {}",
+            kiln_node_api::error_message(&text)
+        );
     }
     Ok(text)
 }

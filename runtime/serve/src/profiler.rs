@@ -111,9 +111,8 @@ impl Inner {
     }
 
     /// Frees `jobs` on the calling thread and stops counting their bytes.
-    fn free(&self, jobs: Vec<Job>) {
-        let bytes = jobs.iter().map(|j| j.bytes).sum::<usize>();
-        drop(jobs);
+    fn free(&self, jobs: impl IntoIterator<Item = Job>) {
+        let bytes = jobs.into_iter().map(|job| job.bytes).sum::<usize>();
         self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
 
@@ -124,11 +123,7 @@ impl Inner {
             Ok(mut spent) => (spent.pop(), spent.pop()),
             Err(_) => return,
         };
-        for job in [a, b].into_iter().flatten() {
-            let bytes = job.bytes;
-            drop(job);
-            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-        }
+        self.free([a, b].into_iter().flatten());
     }
 }
 
@@ -189,7 +184,7 @@ impl Profiler {
             .first()
             .and_then(|t| t.shape.first().copied())
             .unwrap_or(1);
-        let part = kiln_monitor::model::profiled_part(tensors, inputs);
+        let part = kiln_monitor::model::profiled_part(tensors);
         let bytes = footprint(&part);
         let inner = &self.inner;
         inner.free_some();
