@@ -224,40 +224,90 @@ fn is_index(text: &str, j: usize) -> bool {
     text.parse::<usize>().is_ok_and(|n| n == j) && (text == "0" || !text.starts_with('0'))
 }
 
-/// The part of `tensors` a profile reads: each tensor cut to its profiled columns, so that
-/// observing the result lays out and records exactly what observing `tensors` would. What
-/// a host copies to profile a request elsewhere (off the request path) without copying a
-/// wide tensor whole.
-pub fn profiled_part(tensors: &[Tensor]) -> Vec<Tensor> {
-    if tensors.iter().map(per_row).sum::<usize>() <= MAX_COLUMNS {
-        return tensors.to_vec(); // every column is profiled
-    }
-    spans_of(tensors)
-        .map(|(t, _, take)| {
-            let width = per_row(t);
-            // A tensor cut to one column would be named without its `[0]`: keep it whole.
-            if take == width || take == 1 || t.check_len().is_err() {
-                t.clone()
-            } else {
-                first_columns(t, width, take)
-            }
-        })
-        .collect()
+/// What a profile reads of one tensor: all of it, or the first columns of each row.
+#[derive(Debug, Clone, Copy)]
+pub struct Cut<'a> {
+    tensor: &'a Tensor,
+    /// `(width, take)`: the first `take` of each row's `width` values; `None`: whole.
+    columns: Option<(usize, usize)>,
 }
 
-/// The first `take` of each row's `width` values, as a [batch, take] tensor.
-fn first_columns(t: &Tensor, width: usize, take: usize) -> Tensor {
-    let size = t.element_type.size();
-    let mut data = Vec::with_capacity(t.data.len() / width.max(1) * take);
-    for row in t.data.chunks_exact(width * size) {
-        data.extend_from_slice(&row[..take * size]);
+impl<'a> Cut<'a> {
+    /// The tensor cut.
+    pub fn tensor(&self) -> &'a Tensor {
+        self.tensor
     }
-    Tensor {
-        name: t.name.clone(),
-        element_type: t.element_type,
-        shape: vec![t.shape.first().copied().unwrap_or(1), take as u64],
-        data,
+
+    /// Bytes of data the cut keeps.
+    pub fn data_len(&self) -> usize {
+        match self.columns {
+            None => self.tensor.data.len(),
+            Some((width, take)) => self.tensor.data.len() / width * take,
+        }
     }
+
+    /// Dimensions of the cut's shape.
+    pub fn rank(&self) -> usize {
+        match self.columns {
+            None => self.tensor.shape.len(),
+            Some(_) => 2,
+        }
+    }
+
+    /// Appends the cut's shape to `shape` and its data to `data` (no other allocation).
+    pub fn copy_into(&self, shape: &mut Vec<u64>, data: &mut Vec<u8>) {
+        let t = self.tensor;
+        match self.columns {
+            None => {
+                shape.extend_from_slice(&t.shape);
+                data.extend_from_slice(&t.data);
+            }
+            Some((width, take)) => {
+                shape.extend([t.shape.first().copied().unwrap_or(1), take as u64]);
+                let size = t.element_type.size();
+                for row in t.data.chunks_exact(width * size) {
+                    data.extend_from_slice(&row[..take * size]);
+                }
+            }
+        }
+    }
+
+    /// The cut as a tensor of its own.
+    pub fn to_tensor(&self) -> Tensor {
+        let (mut shape, mut data) = (
+            Vec::with_capacity(self.rank()),
+            Vec::with_capacity(self.data_len()),
+        );
+        self.copy_into(&mut shape, &mut data);
+        Tensor {
+            name: self.tensor.name.clone(),
+            element_type: self.tensor.element_type,
+            shape,
+            data,
+        }
+    }
+}
+
+/// The part of `tensors` a profile reads: each tensor cut to its profiled columns, so that
+/// observing the cuts lays out and records exactly what observing `tensors` would. What
+/// a host copies to profile a request elsewhere (off the request path) without copying a
+/// wide tensor whole.
+pub fn profiled_cuts(tensors: &[Tensor]) -> impl Iterator<Item = Cut<'_>> {
+    let every_column = tensors.iter().map(per_row).sum::<usize>() <= MAX_COLUMNS;
+    spans_of(tensors).map(move |(tensor, _, take)| {
+        let width = per_row(tensor);
+        // A tensor cut to one column would be named without its `[0]`: keep it whole.
+        let whole = every_column || take == width || take == 1 || tensor.check_len().is_err();
+        Cut {
+            tensor,
+            columns: (!whole).then_some((width, take)),
+        }
+    })
+}
+
+/// [`profiled_cuts`] as tensors.
+pub fn profiled_part(tensors: &[Tensor]) -> Vec<Tensor> {
+    profiled_cuts(tensors).map(|c| c.to_tensor()).collect()
 }
 
 /// Feeds `tensors` into `table` (created with their layout on first use). A call whose
@@ -295,7 +345,11 @@ fn observe(
         if take == width {
             profile.observe_tensor(t, first)?;
         } else {
-            profile.observe_tensor(&first_columns(t, width, take), first)?;
+            let cut = Cut {
+                tensor: t,
+                columns: Some((width, take)),
+            };
+            profile.observe_tensor(&cut.to_tensor(), first)?;
         }
     }
     Ok(())
