@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from http_load import ROOT, components, cpu_seconds, free_port, machine_note, wait_http  # noqa: E402
+from http_load import ROOT, components, cpu_seconds, free_port, machine_note, thread_cpu_seconds, wait_http  # noqa: E402
 
 LUA = r"""
 wrk.method = "POST"
@@ -47,11 +47,16 @@ end
 """
 
 
-def wrk(url: str, body: str, seconds: int, connections: int, work: Path) -> dict:
+def pinned(cpus: str | None, cmd: list[str]) -> list[str]:
+    """`cmd` run on the CPUs `cpus` (a taskset list) when given."""
+    return ["taskset", "-c", cpus, *cmd] if cpus else cmd
+
+
+def wrk(url: str, body: str, seconds: int, connections: int, work: Path, cpus: str | None = None) -> dict:
     script = work / "post.lua"
     script.write_text(LUA % {"body": body})
-    run = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "5s",
-                          "-s", str(script), url], capture_output=True, text=True)
+    run = subprocess.run(pinned(cpus, ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "5s",
+                          "-s", str(script), url]), capture_output=True, text=True)
     for line in run.stdout.splitlines():
         if line.startswith("KILN_BENCH "):
             stats = json.loads(line[len("KILN_BENCH "):])
@@ -80,7 +85,12 @@ def main() -> None:
     ap.add_argument("--control", action="store_true",
                     help="an A/A run: the 'profiled' server also runs with --no-drift-profiles, so the ratio "
                          "shows the bench's own noise")
+    ap.add_argument("--pin-server", help="taskset CPU list for both servers, e.g. 1: each then has that core, "
+                                         "its profiler thread the core's idle time (default: no pinning)")
+    ap.add_argument("--pin-load", help="taskset CPU list for wrk, e.g. 0 (default: no pinning)")
     args = ap.parse_args()
+    if (args.pin_server or args.pin_load) and shutil.which("taskset") is None:
+        raise SystemExit("--pin-* needs taskset (util-linux)")
     note = machine_note()
     work = Path(tempfile.mkdtemp(prefix="kiln-drift-overhead-"))
     comp = Path(args.components)
@@ -103,7 +113,8 @@ def main() -> None:
         first = ["--no-drift-profiles"] if args.control else []
         for label, extra in [("profiled", first), ("not profiled", ["--no-drift-profiles"])]:
             port = free_port()
-            proc = subprocess.Popen([args.kiln_bin, "serve", "--listen", f"127.0.0.1:{port}", "--cache", "off", *extra],
+            proc = subprocess.Popen(pinned(args.pin_server, [args.kiln_bin, "serve", "--listen", f"127.0.0.1:{port}",
+                                                             "--cache", "off", *extra]),
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             servers[label] = (port, proc)
             wait_http(port, "/v2/health/ready", 600, proc)
@@ -112,7 +123,7 @@ def main() -> None:
             results = {label: [] for label in servers}
             shed, served = 0.0, 0.0
             for label, (port, _) in servers.items():
-                wrk(f"http://127.0.0.1:{port}{path}", body, 2, args.connections, work)  # warm-up
+                wrk(f"http://127.0.0.1:{port}{path}", body, 2, args.connections, work, args.pin_load)  # warm-up
             for round_ in range(args.rounds):
                 # Each round runs both servers back to back, in turn first (A B, B A, …), so
                 # that going first or second does not favour either.
@@ -121,9 +132,14 @@ def main() -> None:
                     order.reverse()
                 for label, (port, proc) in order:
                     before = shed_rows(port) if label == "profiled" else 0.0
-                    cpu = cpu_seconds(proc.pid)
-                    r = wrk(f"http://127.0.0.1:{port}{path}", body, args.seconds, args.connections, work)
-                    r["cpu_us"] = (cpu_seconds(proc.pid) - cpu) * 1e6 / max(r["requests"], 1)
+                    cpu, profiler = cpu_seconds(proc.pid), thread_cpu_seconds(proc.pid, "kiln-profiler")
+                    r = wrk(f"http://127.0.0.1:{port}{path}", body, args.seconds, args.connections, work, args.pin_load)
+                    profiler = thread_cpu_seconds(proc.pid, "kiln-profiler") - profiler
+                    cpu = cpu_seconds(proc.pid) - cpu
+                    # The request path's CPU: every thread but the profiler's, whose work is
+                    # done off that path (on otherwise idle CPU) and shown apart.
+                    r["cpu_us"] = (cpu - profiler) * 1e6 / max(r["requests"], 1)
+                    r["profiler_us"] = profiler * 1e6 / max(r["requests"], 1)
                     if r["errors"]:
                         raise SystemExit(f"{label} {name}: {r['errors']} errors")
                     results[label].append(r)
@@ -141,22 +157,28 @@ def main() -> None:
             # than req/s when the machine's speed varies between rounds.
             cpu_on = statistics.median(r["cpu_us"] for r in results["profiled"])
             cpu_off = statistics.median(r["cpu_us"] for r in results["not profiled"])
+            # Per round, back to back like the req/s ratio.
+            cpu_paired = statistics.median(a["cpu_us"] / b["cpu_us"]
+                                           for a, b in zip(results["profiled"], results["not profiled"]))
+            profiler_us = statistics.median(r["profiler_us"] for r in results["profiled"])
             rows.append((name, on, off, p99_on, p99_off, [round(r["rps"]) for r in results["profiled"]],
                          [round(r["rps"]) for r in results["not profiled"]], 1 - shed / max(served, 1), paired,
-                         cpu_on, cpu_off))
+                         cpu_on, cpu_off, cpu_paired, profiler_us))
     finally:
         for _, proc in servers.values():
             proc.terminate()
             proc.wait()
         shutil.rmtree(work, ignore_errors=True)
     control = " A/A CONTROL: both servers run with --no-drift-profiles;" if args.control else ""
+    if args.pin_server or args.pin_load:
+        control += f" servers on CPU {args.pin_server or 'any'}, wrk on CPU {args.pin_load or 'any'};"
     print(f"\nhouse-price forest, `kiln serve --cache off` (binary {args.kiln_bin}), wrk closed loop, {args.connections} "
           f"connections, {args.rounds} alternating rounds of {args.seconds} s;{control} {note}\n")
-    print("| workload | profiled req/s | not profiled req/s | profiled ÷ not | median of round ratios | rows profiled | p99 profiled / not (ms) | server CPU µs/request profiled / not (ratio) | rounds profiled | rounds not |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
-    for name, on, off, p99_on, p99_off, r_on, r_off, kept, paired, cpu_on, cpu_off in rows:
+    print("| workload | profiled req/s | not profiled req/s | profiled ÷ not | median of round ratios | rows profiled | p99 profiled / not (ms) | request path CPU µs/request profiled / not | its median round ratio | profiler thread CPU µs/request | rounds profiled | rounds not |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    for name, on, off, p99_on, p99_off, r_on, r_off, kept, paired, cpu_on, cpu_off, cpu_paired, profiler_us in rows:
         print(f"| {name} | {on:.0f} | {off:.0f} | {on / off:.3f} | {paired:.3f} | {100 * kept:.1f} % | {p99_on:.2f} / {p99_off:.2f} "
-              f"| {cpu_on:.1f} / {cpu_off:.1f} ({cpu_on / cpu_off:.3f}) | {r_on} | {r_off} |")
+              f"| {cpu_on:.1f} / {cpu_off:.1f} | {cpu_paired:.3f} | {profiler_us:.2f} | {r_on} | {r_off} |")
 
 
 if __name__ == "__main__":

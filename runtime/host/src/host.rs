@@ -279,6 +279,14 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// Called when the version stops taking weighted traffic (kept for explicit calls and
+    /// a rollback): drops its idle instances and pages out its compiled code (see
+    /// `Instances::stand_by`). A call still serves it, at the cost of an instantiation
+    /// and of faulting its code back in. Returns the idle instances dropped.
+    pub fn stand_by(&self) -> usize {
+        self.instances.stand_by()
+    }
+
     /// Runs the model in the sandbox, under the host's deadline.
     pub fn predict(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, HostError> {
         self.predict_within(inputs, self.instances.config().deadline)
@@ -328,6 +336,11 @@ impl LoadedModel {
     }
 
     /// Instances currently idle in the pool (0 in per-request mode).
+    /// Where the compiled code is mapped in this process (to look at its residency).
+    pub fn code_range(&self) -> std::ops::Range<*const u8> {
+        self.instances.code_range()
+    }
+
     pub fn idle_instances(&self) -> usize {
         self.instances.idle()
     }

@@ -101,6 +101,24 @@ impl Instances {
         }
     }
 
+    /// Lets go of what the model holds for traffic it no longer gets: its idle instances
+    /// (their linear memory goes back to the pool, which keeps none of it resident) and the
+    /// resident pages of its compiled code. The next call instantiates afresh (copy-on-write
+    /// memory images: no model load) and faults the code back in, from the page cache when
+    /// it is still there. Returns the instances dropped.
+    pub(crate) fn stand_by(&self) -> usize {
+        let dropped = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        let count = dropped.len();
+        drop(dropped);
+        crate::memory::page_out(self.code_range());
+        count
+    }
+
+    /// Where the model's compiled code is mapped.
+    pub(crate) fn code_range(&self) -> std::ops::Range<*const u8> {
+        self.pre.instance_pre().component().image_range()
+    }
+
     pub(crate) fn idle(&self) -> usize {
         self.idle.lock().map(|i| i.len()).unwrap_or(0)
     }

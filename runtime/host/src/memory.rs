@@ -36,3 +36,30 @@ pub fn return_large_blocks_to_the_os() {
         }
     }
 }
+
+/// Asks the kernel to reclaim the resident pages of `range` (Linux's `MADV_PAGEOUT`):
+/// pages of a file mapping (compiled code mapped from the AOT cache) leave the process's
+/// RSS and are read back on their next use; anonymous pages are kept (without swap) or
+/// swapped. The contents never change, so it is safe on memory in use; only pages wholly
+/// inside `range` are named. Returns whether the kernel took the advice (Linux 5.4 and
+/// later; a no-op elsewhere).
+pub fn page_out(range: std::ops::Range<*const u8>) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let start = (range.start as usize).div_ceil(page) * page;
+        let end = range.end as usize / page * page;
+        if end <= start {
+            return false;
+        }
+        // SAFETY: the range is page-aligned and lies within `range`, memory the caller
+        // holds mapped; MADV_PAGEOUT only reclaims pages and never changes what they read.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = range;
+        false
+    }
+}

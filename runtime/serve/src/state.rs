@@ -269,21 +269,35 @@ impl State {
     /// Serves `table` from now on; returns the one it replaces. The memory of versions the
     /// new table no longer holds goes back to the operating system once they are dropped:
     /// at once, and again after the deadline of the calls still running on them.
+    ///
+    /// Versions the new table keeps but no longer weights (a rollout's previous version, a
+    /// rolled-back canary) stand by: their idle instances are dropped and their compiled
+    /// code paged out (`LoadedModel::stand_by`), at once and again after that deadline.
     pub(crate) fn swap_table(&self, table: Arc<Table>) -> Arc<Table> {
         let previous = {
             let mut slot = self
                 .table
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            std::mem::replace(&mut *slot, table)
+            std::mem::replace(&mut *slot, table.clone())
         };
+        let stood_down = table.stood_down(&previous);
         self.profiles.prune();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let in_flight = self.host.config().deadline + std::time::Duration::from_millis(500);
+            let release = move || {
+                for model in &stood_down {
+                    let dropped = model.stand_by();
+                    tracing::debug!(digest = %model.digest, idle_instances = dropped, "version stands by: no weighted traffic");
+                }
+                kiln_host::memory::release_free_memory();
+            };
             runtime.spawn(async move {
-                let _ = tokio::task::spawn_blocking(kiln_host::memory::release_free_memory).await;
+                let release = Arc::new(release);
+                let now = release.clone();
+                let _ = tokio::task::spawn_blocking(move || now()).await;
                 tokio::time::sleep(in_flight).await;
-                let _ = tokio::task::spawn_blocking(kiln_host::memory::release_free_memory).await;
+                let _ = tokio::task::spawn_blocking(move || release()).await;
             });
         }
         previous

@@ -93,6 +93,40 @@ impl Table {
             .ok_or_else(|| RouteError::UnknownModel(model.to_string()))
     }
 
+    /// Components that took weighted traffic in `before` and that this table keeps with
+    /// none (a rollout's previous version, a rolled-back canary): loaded for explicit
+    /// calls and a rollback, idle otherwise. A component this table still weights or
+    /// mirrors traffic to, under any name, is not one.
+    pub fn stood_down(&self, before: &Table) -> Vec<Arc<LoadedModel>> {
+        let busy: std::collections::HashSet<&str> = self
+            .models
+            .values()
+            .flat_map(|r| {
+                r.versions
+                    .values()
+                    .filter(|s| s.weight > 0)
+                    .chain(r.shadow.iter())
+            })
+            .map(|s| s.digest.as_str())
+            .collect();
+        let was_weighted = |name: &str, s: &ServedModel| {
+            before
+                .models
+                .get(name)
+                .and_then(|r| r.versions.get(&s.version))
+                .is_some_and(|p| p.weight > 0 && p.digest == s.digest)
+        };
+        let mut idle: HashMap<&str, Arc<LoadedModel>> = HashMap::new();
+        for (name, routes) in &self.models {
+            for s in routes.versions.values() {
+                if s.weight == 0 && !busy.contains(s.digest.as_str()) && was_weighted(name, s) {
+                    idle.insert(&s.digest, s.model.clone());
+                }
+            }
+        }
+        idle.into_values().collect()
+    }
+
     /// Loaded components by digest (each once), shadows included.
     pub fn loaded(&self) -> HashMap<String, Arc<LoadedModel>> {
         self.models

@@ -79,6 +79,51 @@ fn pooled_mode_reuses_instances_and_drops_trapped_ones() {
     assert_eq!(model.idle_instances(), 0, "a trapped instance is not reused");
 }
 
+/// Resident KiB of the mapping of this process that holds `address` (/proc/self/smaps).
+#[cfg(target_os = "linux")]
+fn resident_kib(address: usize) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16))
+        {
+            inside = (start..end).contains(&address);
+        } else if inside && let Some(kib) = line.strip_prefix("Rss:") {
+            return kib.trim().trim_end_matches("kB").trim().parse().unwrap();
+        }
+    }
+    panic!("no mapping holds {address:#x}")
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_version_standing_by_drops_its_idle_instances_and_pages_out_its_code() {
+    let host = strict_host(Isolation::Pooled);
+    // Loaded twice: the second load maps the AOT cache's file, as a node's versions are.
+    drop(host.load(TEST_GUEST_WASM).unwrap());
+    let model = host.load(TEST_GUEST_WASM).unwrap();
+    for _ in 0..3 {
+        assert_eq!(model.predict(call("x")).unwrap(), call("x"));
+    }
+    assert_eq!(model.idle_instances(), 1);
+    let code = model.code_range().start as usize + 4096;
+    let before = resident_kib(code);
+    assert!(before > 0, "the code ran: some of it is resident");
+    assert_eq!(model.stand_by(), 1);
+    assert_eq!(model.idle_instances(), 0);
+    let after = resident_kib(code);
+    assert!(
+        after < before / 2,
+        "resident {before} KiB before, {after} KiB after"
+    );
+    // It still serves: a new instance, the code faulted back in.
+    assert_eq!(model.predict(call("y")).unwrap(), call("y"));
+    assert_eq!(model.idle_instances(), 1);
+    assert!(resident_kib(code) > after);
+}
+
 #[test]
 fn a_pooled_instance_is_recycled_after_its_reuse_budget() {
     let host = std::sync::Arc::new(
