@@ -4,9 +4,10 @@ by two `kiln serve --cache off` processes on one registry, one profiling every r
 default) and one started with `--no-drift-profiles`, loaded in turn (never at the same time)
 with wrk, closed loop, for `--rounds` rounds per workload (each round both servers back to back,
 in turn first). Prints req/s (median of the rounds), the ratio profiled / not profiled (of the
-medians, and the median of the rounds' ratios), p99, and each server's CPU time per request (all
-its threads, the profiler's included). `--control` runs both servers unprofiled: an A/A run that
-shows the bench's own noise.
+medians, and the median of the rounds' ratios), p99, each server's request-path CPU time per
+request (every thread but the profiler's) and the profiler thread's apart (its schedstat).
+`--control` runs both servers unprofiled: an A/A run that shows the bench's own noise;
+`--pin-server`/`--pin-load` put the servers and wrk on CPUs of their own (taskset).
 
     cargo build --bin kiln && python3 bench/drift_overhead.py --kiln-bin target/debug/kiln
 
