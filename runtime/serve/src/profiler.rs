@@ -193,12 +193,13 @@ impl Inner {
     fn drain(&self) {
         let mut scratch = self.work.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|p| p.into_inner()));
-        {
+        let used = {
             let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::swap(&mut batch, &mut queue);
-            self.draining.store(batch.bytes(), Ordering::Release);
-        }
-        let used = batch.bytes();
+            let used = batch.bytes();
+            self.draining.store(used, Ordering::Release);
+            used
+        };
         batch.profile(&mut scratch);
         self.draining.store(0, Ordering::Release);
         if batch.capacity() > KEEP_CAPACITY && used < batch.capacity() / 4 {
