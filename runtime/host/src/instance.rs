@@ -111,6 +111,7 @@ impl Instances {
         let count = dropped.len();
         drop(dropped);
         crate::memory::page_out(self.code_range());
+        crate::memory::unmap_file_pages(self.code_range());
         count
     }
 

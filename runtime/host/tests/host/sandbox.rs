@@ -111,6 +111,9 @@ fn a_version_standing_by_drops_its_idle_instances_and_pages_out_its_code() {
     let code = model.code_range().start as usize + 4096;
     let before = resident_kib(code);
     assert!(before > 0, "the code ran: some of it is resident");
+    // The same file mapped a second time, every page touched: as other nodes on the
+    // machine map the shared AOT cache's file. MADV_PAGEOUT leaves such pages alone.
+    let shared = SharedMapping::of(&mapped_file(code));
     assert_eq!(model.stand_by(), 1);
     assert_eq!(model.idle_instances(), 0);
     let after = resident_kib(code);
@@ -122,6 +125,65 @@ fn a_version_standing_by_drops_its_idle_instances_and_pages_out_its_code() {
     assert_eq!(model.predict(call("y")).unwrap(), call("y"));
     assert_eq!(model.idle_instances(), 1);
     assert!(resident_kib(code) > after);
+    drop(shared);
+}
+
+/// The file mapped at `address` in this process (/proc/self/maps).
+#[cfg(target_os = "linux")]
+fn mapped_file(address: usize) -> std::path::PathBuf {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if let Some((start, end)) = fields[0].split_once('-')
+            && let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16))
+            && (start..end).contains(&address)
+        {
+            assert!(fields.len() > 5, "the mapping at {address:#x} is not a file's");
+            return fields[5].into();
+        }
+    }
+    panic!("no mapping holds {address:#x}")
+}
+
+/// A whole file mapped read-only, every page read once.
+#[cfg(target_os = "linux")]
+struct SharedMapping(*mut libc::c_void, usize);
+
+#[cfg(target_os = "linux")]
+impl SharedMapping {
+    fn of(path: &std::path::Path) -> SharedMapping {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(path).unwrap();
+        let len = usize::try_from(file.metadata().unwrap().len()).unwrap();
+        // SAFETY: a fresh read-only private mapping of a file we opened; nothing else
+        // refers to it.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(at, libc::MAP_FAILED);
+        let mut sum = 0u8;
+        for offset in (0..len).step_by(4096) {
+            // SAFETY: `offset` is inside the mapping.
+            sum = sum.wrapping_add(unsafe { std::ptr::read_volatile(at.cast::<u8>().add(offset)) });
+        }
+        std::hint::black_box(sum);
+        SharedMapping(at, len)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for SharedMapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `of`, unmapped once.
+        unsafe { libc::munmap(self.0, self.1) };
+    }
 }
 
 #[test]
