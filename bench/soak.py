@@ -165,6 +165,20 @@ def smaps(pid: int) -> dict[str, list[int]]:
     return out
 
 
+def metric(port: int, name: str) -> float | None:
+    """An unlabelled sample of a node's /metrics, or None."""
+    try:
+        c = Conn(port, 5)
+        _, _, body = c.send(http_request("GET", "/metrics"))
+        c.close()
+    except OSError:
+        return None
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def wait_until(what: str, check, limit: float) -> None:
     deadline = time.monotonic() + limit
     while not check():
@@ -251,6 +265,7 @@ def main() -> None:
     samples: list[tuple[float, str, int, int]] = []  # t, process, RSS KiB, fds
     rss_parts: list[tuple[float, str, int, int]] = []  # t, process, RssAnon KiB, RssFile KiB
     maps: dict[str, dict[str, dict[str, list[int]]]] = {}  # "m2"/"end" -> process -> smaps()
+    drift_bytes: dict[str, dict[str, float | None]] = {}  # "m2"/"end" -> node -> kiln_drift_profile_bytes
     try:
         fleet.start_redis()
         fleet.start_sync()
@@ -296,10 +311,15 @@ def main() -> None:
                         try:
                             samples.append((now, name, proc_status(p.pid, "VmRSS"), open_fds(p.pid)))
                             rss_parts.append((now, name, proc_status(p.pid, "RssAnon"), proc_status(p.pid, "RssFile")))
+                            port = fleet.ports[int(name[5:]) - 1] if name.startswith("edge-") else None
                             if now >= m2 and name not in maps.setdefault("m2", {}):
                                 maps["m2"][name] = smaps(p.pid)
+                                if port:
+                                    drift_bytes.setdefault("m2", {})[name] = metric(port, "kiln_drift_profile_bytes")
                             if now <= total:
                                 maps.setdefault("end", {})[name] = smaps(p.pid)
+                                if port:
+                                    drift_bytes.setdefault("end", {})[name] = metric(port, "kiln_drift_profile_bytes")
                         except OSError:
                             pass
                 stop_sampling.wait(5)
@@ -472,6 +492,18 @@ def main() -> None:
         if ks:
             at2 = min(ks, key=lambda x: abs(x[0] - m2))
             print(f"| {name} | {at2[2] / 1024:.1f} → {ks[-1][2] / 1024:.1f} | {at2[3] / 1024:.1f} → {ks[-1][3] / 1024:.1f} |")
+    # How much of the heap's growth the drift profiles' windows account for (their own
+    # count of what they hold, allocator overhead not included).
+    print(f"\n| node | kiln_drift_profile_bytes at minute {m2 / 60:g} → end MiB | RssAnon growth MiB | of it not in the windows MiB |")
+    print("|---|---:|---:|---:|")
+    for name in ["edge-1", "edge-2"]:
+        a, b = drift_bytes.get("m2", {}).get(name), drift_bytes.get("end", {}).get(name)
+        ks = [x for x in rss_parts if x[1] == name and x[0] <= total]
+        if a is None or b is None or not ks:
+            continue
+        at2 = min(ks, key=lambda x: abs(x[0] - m2))
+        anon = (ks[-1][2] - at2[2]) / 1024
+        print(f"| {name} | {a / 2**20:.2f} → {b / 2**20:.2f} | {anon:+.2f} | {anon - (b - a) / 2**20:+.2f} |")
     # Which mappings grew: the processes that lived through the run, mappings whose resident
     # size changed by 64 KiB or more.
     print(f"\n| process | mapping | Rss at minute {m2 / 60:g} → end KiB (anonymous) | mappings |")

@@ -356,6 +356,15 @@ fn observe(
 }
 
 impl ModelProfile {
+    /// Heap bytes of its input and output profiles ([`TableProfile::heap_bytes`]).
+    pub fn heap_bytes(&self) -> usize {
+        [&self.inputs, &self.outputs]
+            .into_iter()
+            .flatten()
+            .map(TableProfile::heap_bytes)
+            .sum()
+    }
+
     /// Records a call's inputs.
     pub fn observe_inputs(&mut self, tensors: &[Tensor], config: ProfileConfig) -> Result<(), ProfileError> {
         observe(&mut self.inputs, tensors, true, config)

@@ -471,6 +471,19 @@ impl ColumnProfile {
         }
     }
 
+    /// Heap bytes the profile holds: its values (the buffer's capacity) or its sketch's
+    /// retained items, and its value counts. Vectors' spare capacity inside the sketch
+    /// and the allocator's own overhead are not counted, so this is a lower bound.
+    pub fn heap_bytes(&self) -> usize {
+        let values = match &self.values {
+            Values::Exact(v) => v.capacity() * std::mem::size_of::<f64>(),
+            Values::Sketched(s) => {
+                std::mem::size_of::<Sketch>() + s.num_retained() * std::mem::size_of::<f64>()
+            }
+        };
+        values + self.distinct.entries.capacity() * std::mem::size_of::<(f64, u64)>()
+    }
+
     /// Whether the values themselves are still held (so the distribution is exact).
     pub fn is_exact(&self) -> bool {
         matches!(self.values, Values::Exact(_))
@@ -850,6 +863,16 @@ fn check_unique<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), ProfileE
 }
 
 impl TableProfile {
+    /// Heap bytes of its columns ([`ColumnProfile::heap_bytes`]) and their names.
+    pub fn heap_bytes(&self) -> usize {
+        self.columns.capacity() * std::mem::size_of::<NamedColumn>()
+            + self
+                .columns
+                .iter()
+                .map(|c| c.name.capacity() + c.profile.heap_bytes())
+                .sum::<usize>()
+    }
+
     /// An empty profile with one column per name, in that order.
     pub fn new<I, S>(names: I, config: ProfileConfig) -> Result<TableProfile, ProfileError>
     where
@@ -1043,6 +1066,40 @@ mod tests {
 
     fn data(n: usize, offset: f64) -> Vec<f64> {
         (0..n).map(|i| ((i * 37) % 101) as f64 / 7.0 + offset).collect()
+    }
+
+    #[test]
+    fn heap_bytes_count_the_values_then_stay_bounded_once_sketched() {
+        let config = ProfileConfig {
+            exact_capacity: 512,
+            kll_k: 256,
+        };
+        let mut p = ColumnProfile::new(config).unwrap();
+        assert_eq!(p.heap_bytes(), 0);
+        // Few distinct values: the value counts (21 reserved) and the values themselves.
+        (0..512).for_each(|i| p.observe_float((i % 4) as f64));
+        assert!(p.is_exact());
+        assert!(p.heap_bytes() >= 512 * 8 + 21 * 16, "{}", p.heap_bytes());
+        // Past the exact capacity and 21 values: the sketch's retained items only, which
+        // stop growing (at most about 3k of them for k = 256).
+        let mut x = 1u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 1_000_000) as f64
+        };
+        (0..100_000).for_each(|_| p.observe_float(next()));
+        let at_100k = p.heap_bytes();
+        assert!(!p.is_exact());
+        assert!((2048..=8 * 1024).contains(&at_100k), "{at_100k}");
+        (0..900_000).for_each(|_| p.observe_float(next()));
+        assert!(p.heap_bytes() <= 8 * 1024, "{} after 1M values", p.heap_bytes());
+        // A table adds its columns' names.
+        let mut t = TableProfile::new(["a", "bb"], config).unwrap();
+        assert!(t.heap_bytes() >= 3 + 2 * std::mem::size_of::<NamedColumn>());
+        t.columns[0].profile = p.clone();
+        assert!(t.heap_bytes() >= p.heap_bytes());
     }
 
     fn profile_of(values: &[f64], config: ProfileConfig) -> ColumnProfile {

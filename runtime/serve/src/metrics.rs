@@ -44,6 +44,7 @@ pub struct Metrics {
     pub(crate) rate_limited: IntCounter,
     /// Rows the drift profiler shed (its queue was full), read from it at each scrape.
     drift_rows_shed: IntCounter,
+    drift_profile_bytes: IntGauge,
     client_retries: IntCounterVec,
     client_breaker: IntGaugeVec,
     overloaded: IntCounterVec,
@@ -229,6 +230,13 @@ impl Metrics {
                 "Request rows not profiled for drift because the profiler (a lowest-priority thread) was behind: CPU saturation; the profiles stay a sample of the traffic",
             ),
         )?;
+        let drift_profile_bytes = register(
+            &r,
+            IntGauge::new(
+                "kiln_drift_profile_bytes",
+                "Heap bytes the drift profiles' windows hold (values, sketches' retained items, value counts, names; a lower bound: allocator overhead not counted); bounded per version, it grows over the first hour of a version's traffic",
+            ),
+        )?;
         let client_retries = register(
             &r,
             IntCounterVec::new(
@@ -320,6 +328,7 @@ impl Metrics {
             shadow,
             rate_limited,
             drift_rows_shed,
+            drift_profile_bytes,
             client_retries,
             client_breaker,
             overloaded,
@@ -359,6 +368,12 @@ impl Metrics {
     }
 
     /// Refreshes the load gauges: every bulkhead, and the body bytes in flight.
+    /// Sets `kiln_drift_profile_bytes`.
+    pub(crate) fn set_drift_profile_bytes(&self, bytes: usize) {
+        self.drift_profile_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
     /// Brings `kiln_drift_rows_shed_total` up to the profiler's count (which only grows).
     pub(crate) fn set_drift_shed(&self, rows: u64) {
         self.drift_rows_shed

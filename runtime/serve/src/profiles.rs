@@ -180,6 +180,13 @@ impl VersionProfiles {
         merged.filter(|m| m.profile.inputs.is_some())
     }
 
+    /// Heap bytes its windows hold ([`ModelProfile::heap_bytes`]).
+    pub fn heap_bytes(&self) -> usize {
+        let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        windows.capacity() * std::mem::size_of::<Window>()
+            + windows.iter().map(|w| w.profile.heap_bytes()).sum::<usize>()
+    }
+
     /// Whether every window is older than the retention (nothing left to ask about).
     fn expired(&self) -> bool {
         let keep = RETENTION.as_secs() / WINDOW_SECONDS;
@@ -250,6 +257,16 @@ impl Profiles {
             .collect();
         out.sort_by(|a, b| (&a.model, a.version).cmp(&(&b.model, b.version)));
         out
+    }
+
+    /// Heap bytes of every version's windows ([`VersionProfiles::heap_bytes`]).
+    pub fn heap_bytes(&self) -> usize {
+        let versions = self.versions.read().unwrap_or_else(|p| p.into_inner());
+        versions
+            .values()
+            .flat_map(HashMap::values)
+            .map(|p| p.heap_bytes())
+            .sum()
     }
 
     /// Forgets versions with no window left in the retention.

@@ -354,6 +354,7 @@ async fn metrics_text(axum::extract::State(state): axum::extract::State<Arc<Stat
         .metrics
         .set_load(&state.bulkheads.snapshot(), state.body_budget.in_flight_bytes());
     state.metrics.set_drift_shed(state.profiler.shed_rows());
+    state.metrics.set_drift_profile_bytes(state.profiles.heap_bytes());
     match state.metrics.render(&table, state.config.cache.as_deref()) {
         Ok(text) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

@@ -131,6 +131,22 @@ fn metrics_count_requests_errors_and_models() {
         )
         .is_some()
     );
+    // The drift profiles of the two models' traffic hold memory, and say how much: at
+    // least 9 columns of 4 values (the forest has more; the profiler thread
+    // comes by every 20 ms).
+    let mut profile_bytes = sample(&text, "kiln_drift_profile_bytes", &[]).unwrap_or(0.0);
+    for _ in 0..100 {
+        if profile_bytes > 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let text = String::from_utf8(get(&server.url("/metrics")).body).unwrap();
+        profile_bytes = sample(&text, "kiln_drift_profile_bytes", &[]).unwrap_or(0.0);
+    }
+    assert!(
+        profile_bytes >= 9.0 * 4.0 * 8.0,
+        "kiln_drift_profile_bytes {profile_bytes}"
+    );
     for family in [
         "kiln_requests_total",
         "kiln_request_duration_seconds",
