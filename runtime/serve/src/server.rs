@@ -172,11 +172,7 @@ impl Server {
 }
 
 /// Every `monitor_interval`: the drift gauges (and drift alerts) of the versions with a
-/// reference and recent traffic, and the SLO burn alerts over this server's counters;
-/// then the heap's free pages go back to the OS (`malloc_trim`): the drift windows'
-/// sketches grow and shrink their buffers all minute long in the profiler thread's arena,
-/// and the holes they leave otherwise stay resident (about 1 MiB more than the windows
-/// held after 8 minutes of the soak).
+/// reference and recent traffic, and the SLO burn alerts over this server's counters.
 async fn watch(state: Arc<State>) {
     let mut tick = tokio::time::interval(state.config.monitor_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -189,10 +185,6 @@ async fn watch(state: Arc<State>) {
             crate::drift::refresh_gauges(&state);
             let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
             slo_alerts(&state, &mut history, started.elapsed().as_secs_f64());
-            drop(history);
-            if state.config.drift_profiles {
-                kiln_host::memory::release_free_memory();
-            }
         })
         .await;
     }
