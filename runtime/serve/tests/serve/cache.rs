@@ -45,8 +45,10 @@ fn cache_memory_serves_a_repeated_request_from_the_cache() {
     assert_outputs_match("iris_logreg", &first.json()["outputs"], None);
     // The store happens after the first response went out: ask until it is there.
     let mut hits = 0.0;
+    let mut sent = 1.0;
     for _ in 0..50 {
         let again = post_json(&url, &request);
+        sent += 1.0;
         assert_eq!(again.status, 200);
         assert_outputs_match("iris_logreg", &again.json()["outputs"], None);
         hits = sample(
@@ -63,10 +65,11 @@ fn cache_memory_serves_a_repeated_request_from_the_cache() {
     assert!(hits >= 1.0, "no cache hit after repeating the request");
 
     let text = metrics_text(&server);
-    assert_eq!(
-        sample(&text, "kiln_prediction_cache_total", &[("result", "miss")]),
-        Some(1.0)
-    );
+    // Every request was a hit or a miss: the first missed, and so did any repeat that came
+    // before its answer was stored (on a loaded machine, more than one).
+    let misses = sample(&text, "kiln_prediction_cache_total", &[("result", "miss")]).unwrap_or(0.0);
+    assert!(misses >= 1.0, "{misses}");
+    assert_eq!(misses + hits, sent, "{misses} misses + {hits} hits");
     assert_eq!(sample(&text, "kiln_prediction_cache_up", &[]), Some(1.0));
     assert_eq!(sample(&text, "kiln_prediction_cache_entries", &[]), Some(1.0));
     assert!(sample(&text, "kiln_prediction_cache_bytes", &[]).unwrap_or(0.0) > 0.0);
