@@ -165,15 +165,21 @@ def smaps(pid: int) -> dict[str, list[int]]:
     return out
 
 
+def metrics_lines(port: int) -> list[str]:
+    """A node's /metrics, line by line."""
+    c = Conn(port, 5)
+    _, _, body = c.send(http_request("GET", "/metrics"))
+    c.close()
+    return body.decode(errors="replace").splitlines()
+
+
 def metric(port: int, name: str) -> float | None:
     """An unlabelled sample of a node's /metrics, or None."""
     try:
-        c = Conn(port, 5)
-        _, _, body = c.send(http_request("GET", "/metrics"))
-        c.close()
+        lines = metrics_lines(port)
     except OSError:
         return None
-    for line in body.decode(errors="replace").splitlines():
+    for line in lines:
         if line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
     return None
@@ -371,10 +377,7 @@ def main() -> None:
         r = result[0]
         shed = {}
         for i, port in enumerate(fleet.ports):
-            c = Conn(port, 5)
-            _, _, body = c.send(http_request("GET", "/metrics"))
-            c.close()
-            for line in body.decode(errors="replace").splitlines():
+            for line in metrics_lines(port):
                 if line.startswith("kiln_overloaded_total{"):
                     reason = line.split('reason="', 1)[1].split('"', 1)[0] if 'reason="' in line else "?"
                     key = f"edge-{i + 1} {reason}"

@@ -305,11 +305,6 @@ pub fn profiled_cuts(tensors: &[Tensor]) -> impl Iterator<Item = Cut<'_>> {
     })
 }
 
-/// [`profiled_cuts`] as tensors.
-pub fn profiled_part(tensors: &[Tensor]) -> Vec<Tensor> {
-    profiled_cuts(tensors).map(|c| c.to_tensor()).collect()
-}
-
 /// Feeds `tensors` into `table` (created with their layout on first use). A call whose
 /// layout differs from the table's (a dynamic shape that changed) is refused whole.
 fn observe(
@@ -503,7 +498,7 @@ mod tests {
         ];
         for tensors in cases {
             for inputs in [true, false] {
-                let part = profiled_part(&tensors);
+                let part: Vec<Tensor> = profiled_cuts(&tensors).map(|c| c.to_tensor()).collect();
                 assert_eq!(layout(&part, inputs).0, layout(&tensors, inputs).0);
                 let bytes: usize = part.iter().map(|t| t.data.len()).sum();
                 assert!(bytes <= 2 * MAX_COLUMNS * 8, "{bytes} bytes copied");

@@ -46,16 +46,18 @@ pub fn return_large_blocks_to_the_os() {
 pub fn page_out(range: std::ops::Range<*const u8>) -> bool {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let start = (range.start as usize).div_ceil(page) * page;
-        let end = range.end as usize / page * page;
-        if end <= start {
+        let Some((page, pages)) = whole_pages(range) else {
             return false;
+        };
+        // SAFETY: the pages lie within `range`, memory the caller holds mapped;
+        // MADV_PAGEOUT only reclaims pages and never changes what they read.
+        unsafe {
+            libc::madvise(
+                (pages.start * page) as *mut libc::c_void,
+                pages.len() * page,
+                libc::MADV_PAGEOUT,
+            ) == 0
         }
-        // SAFETY: the range is page-aligned and lies within `range`, memory the caller
-        // holds mapped; MADV_PAGEOUT only reclaims pages and never changes what they read.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) == 0 }
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -77,13 +79,9 @@ pub fn unmap_file_pages(range: std::ops::Range<*const u8>) -> usize {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::fs::FileExt;
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let first = (range.start as usize).div_ceil(page);
-        let end = range.end as usize / page;
-        if end <= first {
+        let Some((page, std::ops::Range { start: first, end })) = whole_pages(range) else {
             return 0;
-        }
+        };
         let Ok(pagemap) = std::fs::File::open("/proc/self/pagemap") else {
             return 0;
         };
@@ -139,6 +137,16 @@ pub fn unmap_file_pages(range: std::ops::Range<*const u8>) -> usize {
         let _ = range;
         0
     }
+}
+
+/// The page size and the numbers of the pages wholly inside `range` (page `n` starts at
+/// `n * page`); `None` when there are none.
+#[cfg(target_os = "linux")]
+fn whole_pages(range: std::ops::Range<*const u8>) -> Option<(usize, std::ops::Range<usize>)> {
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let pages = (range.start as usize).div_ceil(page)..range.end as usize / page;
+    (!pages.is_empty()).then_some((page, pages))
 }
 
 #[cfg(all(test, target_os = "linux"))]

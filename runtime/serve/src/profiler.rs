@@ -94,7 +94,7 @@ impl Batch {
             + data
     }
 
-    /// The bytes queueing `cuts` adds.
+    /// The bytes queueing the profiled part of `tensors` adds.
     fn needs(tensors: &[Tensor]) -> usize {
         let (parts, names, shapes, data) = profiled_cuts(tensors).fold((0, 0, 0, 0), |(p, n, s, d), c| {
             (p + 1, n + c.tensor().name.len(), s + c.rank(), d + c.data_len())
